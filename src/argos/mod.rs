@@ -1,0 +1,1 @@
+//! The Argos API: submission model, client, encrypted mode.

@@ -1,0 +1,89 @@
+//! The command line, as clap sees it. Each command's work is in
+//! [`crate::commands`]; this file only describes flags and their help.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Compliance rules and alerting engine for Argos Identity KYC/AML submissions.
+///
+/// kyc-sentinel polls the Argos REST API for new and changed submissions,
+/// evaluates YAML/Rhai rules over them and delivers alerts exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "kyc-sentinel", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local Argos API simulator (for tests, demos and staging).
+    Simulate(SimulateArgs),
+    /// Validate rule files: every problem as `path:line:column: message`, exit 2 if any.
+    Check(CheckArgs),
+    /// Evaluate rules over submissions from a file or stdin; print alerts as JSON lines.
+    Eval(EvalArgs),
+    /// Run rule unit tests (`*.test.yaml` files); exit 1 with a diff on failure.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Seed of the deterministic generator: the same seed gives the same submissions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Submissions in the initial backlog.
+    #[arg(long, default_value_t = 500)]
+    pub submissions: usize,
+    /// Live arrivals per second after start (0 = none). Some arrive pending and are decided later.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// API key the simulator accepts in `x-api-key`; any other key gets 403.
+    #[arg(
+        long,
+        env = "ARGOS_API_KEY",
+        default_value = "sim-key",
+        hide_env_values = true
+    )]
+    pub api_key: String,
+    /// Answer in Argos encrypted mode (`{"data": ..., "isEncrypted": true}`).
+    #[arg(long)]
+    pub encrypted: bool,
+    /// Fraction of requests (0..1) answered with a fault: 429, 5xx, a slow or truncated body.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Write every version of every submission as JSON lines, in the order they changed.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Folder of rule files (`*.yaml`).
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder of rule files, or one rule file.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+    /// JSON Lines of submissions, a JSON array, or Argos response bodies; `-` or absent = stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Test files or folders (default: the rules folder).
+    pub paths: Vec<PathBuf>,
+    /// Folder of rule files the tests run against.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+}

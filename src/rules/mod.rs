@@ -1,0 +1,2 @@
+//! Rules: load and validate, compile, evaluate.
+pub mod state;

@@ -1,0 +1,1 @@
+//! A local Argos API simulator.

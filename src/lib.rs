@@ -16,6 +16,8 @@
 pub mod argos;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod pipeline;
 pub mod rules;
 pub mod simulator;
 pub mod store;

@@ -1,0 +1,2 @@
+//! The daemon pipeline: poll -> detect changes -> evaluate -> commit -> deliver.
+pub mod state;

@@ -80,6 +80,9 @@ pub struct ArgosConfig {
     /// Calls per UTC day the engine may spend (Argos allows 500,000); a warning at 80%.
     #[serde(default = "d_budget")]
     pub daily_budget: u64,
+    /// First retry delay after a failed call (doubles, with jitter).
+    #[serde(default)]
+    pub retry_base_delay: Option<Dur>,
 }
 
 fn d_timeout() -> Dur {
@@ -98,7 +101,7 @@ fn d_budget() -> u64 {
     100_000
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollConfig {
     /// How often the current UTC day is listed.
@@ -151,7 +154,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// First retry delay; doubles per attempt up to `retry_max`.
@@ -362,7 +365,7 @@ mod tests {
         let err = parse("argos:\n  base_url: http://x\n  colour: blue\n").unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml:3:3: unknown field `colour`, expected one of base_url, api_key, encrypted, timeout, max_retries, rate_limit_per_sec, page_size, daily_budget"
+            "conf/sentinel.yaml:3:3: unknown field `colour`, expected one of base_url, api_key, encrypted, timeout, max_retries, rate_limit_per_sec, page_size, daily_budget, retry_base_delay"
         );
     }
 

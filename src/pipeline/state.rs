@@ -80,16 +80,18 @@ impl CachedState {
         self.throttles.retain(|_, until| *until > horizon);
     }
 
-    /// The journal would be wrong after a failed commit: the caller rebuilds
-    /// the state from the store instead of reusing this one.
+    /// Window members held in memory (for metrics and the memory benchmark).
     pub fn window_count(&self) -> usize {
         self.windows.values().map(Vec::len).sum()
     }
 }
 
-/// How far back window state is kept, given the longest window and throttle.
-pub fn retention_horizon(now: DateTime<Utc>, longest: std::time::Duration) -> DateTime<Utc> {
-    now - Duration::from_std(longest).unwrap_or(Duration::days(3650))
+/// How far back window state is kept, given the newest event time processed
+/// and the longest window or throttle. Twice the longest, so a submission that
+/// arrives late (older than the newest) still finds its window's members.
+pub fn retention_horizon(newest: DateTime<Utc>, longest: std::time::Duration) -> DateTime<Utc> {
+    let keep = Duration::from_std(longest.saturating_mul(2)).unwrap_or(Duration::days(3650));
+    newest.checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 impl RuleState for CachedState {

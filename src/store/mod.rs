@@ -207,7 +207,7 @@ pub trait Store: Send + Sync + 'static {
     fn undecided_since(
         &self,
         horizon: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, Option<DateTime<Utc>>)>>> + Send;
 
     fn prefetch(
         &self,
@@ -225,6 +225,9 @@ pub trait Store: Send + Sync + 'static {
             Vec<(String, String, DateTime<Utc>)>,
         )>,
     > + Send;
+
+    /// The newest event time in the window state (where a restart resumes).
+    fn latest_window_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
 
     fn commit_batch(&self, batch: BatchCommit) -> impl Future<Output = Result<()>> + Send;
 

@@ -91,16 +91,24 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn undecided_since(&self, horizon: DateTime<Utc>) -> Result<Vec<String>> {
+    async fn undecided_since(&self, horizon: DateTime<Utc>) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
         let rows = sqlx::query(
-            "SELECT submission_id FROM submission_versions \
+            "SELECT submission_id, created_at FROM submission_versions \
              WHERE (kyc_result IS NULL OR kyc_result IN ('pending', 'incomplete')) \
              AND created_at >= ? ORDER BY created_at",
         )
         .bind(fmt_time(horizon))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        rows.into_iter()
+            .map(|r| {
+                let created: Option<String> = r.get(1);
+                let created = created
+                    .map(|t| parse_time("submission_versions.created_at", &t))
+                    .transpose()?;
+                Ok((r.get(0), created))
+            })
+            .collect()
     }
 
     async fn prefetch(
@@ -194,6 +202,13 @@ impl Store for SqliteStore {
             throttles.push((r.get(0), r.get(1), parse_time("throttles.until", &t)?));
         }
         Ok((members, throttles))
+    }
+
+    async fn latest_window_event(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<String> = sqlx::query_scalar("SELECT MAX(event_time) FROM window_members")
+            .fetch_one(&self.pool)
+            .await?;
+        t.map(|t| parse_time("window_members.event_time", &t)).transpose()
     }
 
     async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {

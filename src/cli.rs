@@ -107,6 +107,9 @@ pub struct SimulateArgs {
     /// Write every version of every submission as JSON lines, in the order they changed.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// How long a live arrival stays `pending` before it is approved or rejected (e.g. `30s`).
+    #[arg(long, default_value = "30s")]
+    pub decide_after: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! - [`testfile`]: rule unit tests (`*.test.yaml`).
 pub mod condition;
 pub mod engine;
+pub mod input;
 pub mod load;
 pub mod memory;
 pub mod path;

@@ -98,6 +98,16 @@ impl ScriptEngine {
         // A path a script reads through a missing map (`s.aml.matches` when
         // `aml` is absent) reads as `()` instead of failing.
         engine.register_indexer_get(|_: &mut (), _: &str| Dynamic::UNIT);
+        // Rhai has no dates; rules about document expiry and stuck reviews
+        // need the distance between two timestamps.
+        engine.register_fn("days_between", |a: &str, b: &str| between(a, b, 86_400.0));
+        engine.register_fn("hours_between", |a: &str, b: &str| between(a, b, 3_600.0));
+        for name in ["days_between", "hours_between"] {
+            // Either side missing (`()`) gives `()`, so a script can test for it.
+            engine.register_fn(name, |_: (), _: &str| Dynamic::UNIT);
+            engine.register_fn(name, |_: &str, _: ()| Dynamic::UNIT);
+            engine.register_fn(name, |_: (), _: ()| Dynamic::UNIT);
+        }
         ScriptEngine { engine, limits }
     }
 
@@ -167,6 +177,24 @@ impl ScriptEngine {
             other => other.to_string(),
         }
     }
+}
+
+/// `b - a` in units of `unit` seconds; `()` when either is no timestamp.
+fn between(a: &str, b: &str, unit: f64) -> Dynamic {
+    match (read_time(a), read_time(b)) {
+        (Some(a), Some(b)) => Dynamic::from_float((b - a).num_milliseconds() as f64 / 1000.0 / unit),
+        _ => Dynamic::UNIT,
+    }
+}
+
+/// A timestamp (Argos or RFC 3339) or a date (`YYYY-MM-DD`, midnight UTC).
+fn read_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    super::time::parse_timestamp(text).or_else(|| {
+        chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|n| n.and_utc())
+    })
 }
 
 struct ScriptInner {
@@ -252,6 +280,13 @@ mod tests {
         // Missing keys read as (), even through a missing map.
         assert_eq!(run("s.aml == ()", s.clone()), Ok(true));
         assert_eq!(run("s.aml.risk_level_summary == ()", s.clone()), Ok(true));
+        assert_eq!(
+            run(r#"days_between("2024-05-01-00-00-00-000", "2024-05-31") == 30.0"#, s.clone()),
+            Ok(true)
+        );
+        assert_eq!(run(r#"hours_between("2024-05-01T00:00:00Z", "2024-05-01T12:00:00Z") == 12.0"#, s.clone()), Ok(true));
+        assert_eq!(run(r#"days_between(s.nothing, "2024-05-31") == ()"#, s.clone()), Ok(true));
+        assert_eq!(run(r#"days_between("soon", "2024-05-31") == ()"#, s.clone()), Ok(true));
     }
 
     #[test]

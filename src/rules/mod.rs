@@ -15,6 +15,7 @@ pub mod path;
 pub mod rule;
 pub mod script;
 pub mod state;
+pub mod testfile;
 pub mod time;
 pub mod yaml;
 

@@ -20,7 +20,7 @@ use crate::notify::outbox::Outbox;
 use crate::pipeline::{BatchReport, Pipeline};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
-use crate::store::{SqliteStore, Store};
+use crate::store::SqliteStore;
 
 /// The API key from the config, else from `ARGOS_API_KEY`.
 fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
@@ -48,9 +48,13 @@ pub fn client_config(cfg: &Config) -> anyhow::Result<ClientConfig> {
 
 /// Loads the rule set, turning `check`-style problems into one error.
 pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
-    RuleSet::load(&cfg.rules).map_err(|diags| {
+    crate::rules::load_path(&cfg.rules, crate::rules::ScriptLimits::default()).map_err(|diags| {
         let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("the rules in {} have problems:\n{}", cfg.rules.display(), text.join("\n"))
+        anyhow::anyhow!(
+            "the rules in {} have problems:\n{}",
+            cfg.rules.display(),
+            text.join("\n")
+        )
     })
 }
 
@@ -95,7 +99,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
         wake,
     } = Engine::build(&cfg).await?;
     tracing::info!(
-        rules = pipeline.rules().len(),
+        rules = pipeline.rules().rules().len(),
         rule_set_version = %pipeline.rules().version(),
         base_url = %cfg.argos.base_url,
         "kyc-sentinel running"
@@ -150,19 +154,30 @@ pub struct BackfillOptions {
 /// every version processed and alerts nothing. Days are fetched concurrently
 /// but processed in date order, so windows see event-time order.
 pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<BatchReport> {
-    anyhow::ensure!(opts.from <= opts.to, "--from {} is after --to {}", opts.from, opts.to);
+    anyhow::ensure!(
+        opts.from <= opts.to,
+        "--from {} is after --to {}",
+        opts.from,
+        opts.to
+    );
     let Engine {
         client,
         mut pipeline,
         outbox,
         ..
     } = Engine::build(&cfg).await?;
-    let days: Vec<NaiveDate> = opts.from.iter_days().take_while(|d| *d <= opts.to).collect();
+    let days: Vec<NaiveDate> = opts
+        .from
+        .iter_days()
+        .take_while(|d| *d <= opts.to)
+        .collect();
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(days.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} days {msg}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} days {msg}",
+            )
+            .expect("valid template"),
         );
         b
     } else {
@@ -177,7 +192,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
                 ..ListQuery::default()
             };
             let mut items = Vec::new();
-            let mut pages = client.list_all(q);
+            let mut pages = std::pin::pin!(client.list_all(q));
             while let Some(p) = pages.next().await {
                 items.extend(p.with_context(|| format!("backfill of {day}"))?.items);
             }
@@ -185,22 +200,30 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         }
     };
     let mut total = BatchReport::default();
-    let mut stream = futures::stream::iter(days).map(fetch).buffered(opts.concurrency.max(1));
+    let mut stream = futures::stream::iter(days)
+        .map(fetch)
+        .buffered(opts.concurrency.max(1));
     while let Some(fetched) = stream.next().await {
         let (day, items) = fetched?;
-        let r = pipeline.process(items, &format!("backfill of {day}")).await?;
+        let r = pipeline
+            .process(items, &format!("backfill of {day}"))
+            .await?;
         total.received += r.received;
         total.changed += r.changed;
         total.alerts += r.alerts;
         total.rule_errors += r.rule_errors;
         total.unreadable += r.unreadable;
-        bar.set_message(format!("{} submissions, {} alerts", total.received, total.alerts));
+        bar.set_message(format!(
+            "{} submissions, {} alerts",
+            total.received, total.alerts
+        ));
         bar.inc(1);
         // Deliver as we go, so a long backfill does not pile up the outbox.
         outbox.deliver_due().await?;
     }
     bar.finish();
-    let deadline = tokio::time::Instant::now() + cfg.outbox.flush_deadline.0.max(Duration::from_secs(1));
+    let deadline =
+        tokio::time::Instant::now() + cfg.outbox.flush_deadline.0.max(Duration::from_secs(1));
     while tokio::time::Instant::now() < deadline && outbox.deliver_due().await? > 0 {}
     Ok(total)
 }

@@ -74,12 +74,18 @@ impl Budget {
 
     /// Moves the calls made since the last sample into the store; returns
     /// (calls made since last sample, total of the day).
-    pub async fn record<S: Store>(&mut self, store: &S, now: DateTime<Utc>) -> crate::store::Result<(u64, u64)> {
+    pub async fn record<S: Store>(
+        &mut self,
+        store: &S,
+        now: DateTime<Utc>,
+    ) -> crate::store::Result<(u64, u64)> {
         let current = self.counter.load(Ordering::Relaxed);
         let delta = current.saturating_sub(self.last_sample);
         self.last_sample = current;
         let day = now.date_naive();
-        let total = store.add_api_calls(&day.format("%Y-%m-%d").to_string(), delta).await?;
+        let total = store
+            .add_api_calls(&day.format("%Y-%m-%d").to_string(), delta)
+            .await?;
         if self.daily > 0 && total * 5 >= self.daily * 4 && self.warned_day != Some(day) {
             self.warned_day = Some(day);
             tracing::warn!(
@@ -142,7 +148,7 @@ impl<S: Store + Clone> Poller<S> {
             end_date: Some(day),
             ..ListQuery::default()
         };
-        let mut pages = self.client.list_all(query);
+        let mut pages = std::pin::pin!(self.client.list_all(query));
         let mut items = Vec::new();
         while let Some(page) = pages.next().await {
             // An error stops the day before anything of it is processed: the
@@ -184,7 +190,8 @@ impl<S: Store + Clone> Poller<S> {
             self.poll_day(pipeline, day, report).await?;
             listed_days.push(day);
         }
-        let horizon = now - Duration::from_std(self.cfg.pending_horizon.0).unwrap_or(Duration::days(7));
+        let horizon =
+            now - Duration::from_std(self.cfg.pending_horizon.0).unwrap_or(Duration::days(7));
         let undecided = pipeline.store().undecided_since(horizon).await?;
         let mut items = Vec::new();
         for (id, created) in undecided {
@@ -198,7 +205,9 @@ impl<S: Store + Clone> Poller<S> {
             }
         }
         if !items.is_empty() {
-            let b = pipeline.process(items, "re-fetch of undecided submissions").await?;
+            let b = pipeline
+                .process(items, "re-fetch of undecided submissions")
+                .await?;
             report.add(&b);
         }
         Ok(())

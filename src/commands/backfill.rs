@@ -20,7 +20,13 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let report = rt.block_on(backfill(cfg, opts))?;
     println!(
         "backfill {}..{}: {} submissions received, {} new or changed versions, {} alerts, {} rule errors, {} unreadable",
-        args.from, args.to, report.received, report.changed, report.alerts, report.rule_errors, report.unreadable
+        args.from,
+        args.to,
+        report.received,
+        report.changed,
+        report.alerts,
+        report.rule_errors,
+        report.unreadable
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("signal received: stopping (finishing or rolling back the batch in flight)");
+            tracing::info!(
+                "signal received: stopping (finishing or rolling back the batch in flight)"
+            );
             let _ = tx.send(true);
         });
         crate::daemon::run(cfg, rx).await

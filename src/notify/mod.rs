@@ -65,7 +65,9 @@ impl Receiver {
                         .create(true)
                         .append(true)
                         .open(&path)
-                        .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))?;
+                        .map_err(|e| {
+                            DeliveryError::Transient(format!("{}: {e}", path.display()))
+                        })?;
                     // One write call per line, so concurrent appenders never interleave.
                     f.write_all(line.as_bytes())
                         .and_then(|_| f.sync_data())

@@ -56,8 +56,13 @@ impl<S: Store + Clone> Outbox<S> {
                         error: format!("still failing after {}s: {error}", age.as_secs()),
                     }
                 } else {
-                    let next = now + chrono::Duration::from_std(self.backoff(row.attempts)).unwrap_or_default();
-                    DeliveryOutcome::Retry { error, next_attempt_at: next }
+                    let next = now
+                        + chrono::Duration::from_std(self.backoff(row.attempts))
+                            .unwrap_or_default();
+                    DeliveryOutcome::Retry {
+                        error,
+                        next_attempt_at: next,
+                    }
                 }
             }
         }
@@ -72,7 +77,10 @@ impl<S: Store + Clone> Outbox<S> {
                 DeliveryOutcome::Delivered => {
                     tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
                 }
-                DeliveryOutcome::Retry { error, next_attempt_at } => tracing::warn!(
+                DeliveryOutcome::Retry {
+                    error,
+                    next_attempt_at,
+                } => tracing::warn!(
                     receiver = %row.receiver, fingerprint = %row.fingerprint, attempt = row.attempts + 1,
                     next_attempt_at = %next_attempt_at, "delivery failed, will retry: {error}"
                 ),

@@ -59,8 +59,17 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"a":1,"b":{"x":"1","y":[1,2]}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"b":{"y":[1,2],"x":"1"},"a":1}"#).unwrap();
         assert_eq!(content_hash(&a), content_hash(&b));
-        assert_ne!(content_hash(&a), content_hash(&json!({"a":1,"b":{"x":1,"y":[1,2]}})));
-        assert_ne!(content_hash(&json!({"a":[]})), content_hash(&json!({"a":{}})));
-        assert_ne!(content_hash(&json!({"ab":"c"})), content_hash(&json!({"a":"bc"})));
+        assert_ne!(
+            content_hash(&a),
+            content_hash(&json!({"a":1,"b":{"x":1,"y":[1,2]}}))
+        );
+        assert_ne!(
+            content_hash(&json!({"a":[]})),
+            content_hash(&json!({"a":{}}))
+        );
+        assert_ne!(
+            content_hash(&json!({"ab":"c"})),
+            content_hash(&json!({"a":"bc"}))
+        );
     }
 }

@@ -97,7 +97,11 @@ impl<S: Store + Clone> Pipeline<S> {
     }
 
     /// Processes one batch; `origin` names where it came from (for errors).
-    pub async fn process(&mut self, items: Vec<Value>, origin: &str) -> crate::store::Result<BatchReport> {
+    pub async fn process(
+        &mut self,
+        items: Vec<Value>,
+        origin: &str,
+    ) -> crate::store::Result<BatchReport> {
         let mut report = BatchReport {
             received: items.len(),
             ..Default::default()
@@ -178,12 +182,17 @@ impl<S: Store + Clone> Pipeline<S> {
                 submission_id: c.id.clone(),
                 content_hash: c.hash.clone(),
                 kyc_result: keys.kyc_result().map(str::to_owned),
-                created_at: keys.created_at().and_then(crate::argos::model::parse_timestamp),
+                created_at: keys
+                    .created_at()
+                    .and_then(crate::argos::model::parse_timestamp),
                 event_time: c.event_time,
                 raw: c.doc.to_string(),
             });
         }
-        let hashes: HashMap<&str, &str> = changed.iter().map(|c| (c.id.as_str(), c.hash.as_str())).collect();
+        let hashes: HashMap<&str, &str> = changed
+            .iter()
+            .map(|c| (c.id.as_str(), c.hash.as_str()))
+            .collect();
         let docs: Vec<&Value> = changed.iter().map(|c| &c.doc).collect();
         let outcome = evaluate(&self.rules, &docs, &mut self.state);
 
@@ -196,11 +205,14 @@ impl<S: Store + Clone> Pipeline<S> {
                     .map(|r| r.version.clone())
                     .unwrap_or_default();
                 // The trace is computed only for alerts (rare), never on the hot path.
-                let trace = explain_with_derived(&self.rules, &alert.rule, docs[sub.index], &sub.derived);
+                let trace =
+                    explain_with_derived(&self.rules, &alert.rule, docs[sub.index], &sub.derived);
                 audit.push(AuditRow {
                     kind: "decision",
                     submission_id: Some(alert.submission_id.clone()),
-                    version_hash: hashes.get(alert.submission_id.as_str()).map(|h| (*h).to_owned()),
+                    version_hash: hashes
+                        .get(alert.submission_id.as_str())
+                        .map(|h| (*h).to_owned()),
                     rule_id: Some(alert.rule.clone()),
                     rule_version: Some(rule_version.clone()),
                     fingerprint: Some(alert.fingerprint.clone()),
@@ -238,7 +250,9 @@ impl<S: Store + Clone> Pipeline<S> {
                 audit.push(AuditRow {
                     kind: "rule_error",
                     submission_id: Some(err.submission_id.clone()),
-                    version_hash: hashes.get(err.submission_id.as_str()).map(|h| (*h).to_owned()),
+                    version_hash: hashes
+                        .get(err.submission_id.as_str())
+                        .map(|h| (*h).to_owned()),
                     rule_id: Some(err.rule.clone()),
                     rule_version: self.rules.rule(&err.rule).map(|r| r.version.clone()),
                     fingerprint: None,
@@ -305,7 +319,6 @@ pub fn longest_memory(rules: &RuleSet) -> std::time::Duration {
         .iter()
         .flat_map(|r| [r.window.as_ref().map(|w| w.within), r.throttle])
         .flatten()
-        .map(to_std)
         .max()
         .unwrap_or_default()
 }

@@ -91,7 +91,9 @@ impl CachedState {
 /// arrives late (older than the newest) still finds its window's members.
 pub fn retention_horizon(newest: DateTime<Utc>, longest: std::time::Duration) -> DateTime<Utc> {
     let keep = Duration::from_std(longest.saturating_mul(2)).unwrap_or(Duration::days(3650));
-    newest.checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    newest
+        .checked_sub_signed(keep)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 impl RuleState for CachedState {

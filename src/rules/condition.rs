@@ -85,7 +85,11 @@ fn num_json(n: f64) -> Value {
 pub fn parse_num(s: &str) -> Option<f64> {
     let t = s.trim();
     // `f64::from_str` also takes `inf` and `NaN`, which are no numbers here.
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) {
+    if t.is_empty()
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
         return None;
     }
     t.parse::<f64>().ok().filter(|n| n.is_finite())

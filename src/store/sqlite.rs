@@ -91,7 +91,10 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn undecided_since(&self, horizon: DateTime<Utc>) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
+    async fn undecided_since(
+        &self,
+        horizon: DateTime<Utc>,
+    ) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
         let rows = sqlx::query(
             "SELECT submission_id, created_at FROM submission_versions \
              WHERE (kyc_result IS NULL OR kyc_result IN ('pending', 'incomplete')) \
@@ -208,7 +211,8 @@ impl Store for SqliteStore {
         let t: Option<String> = sqlx::query_scalar("SELECT MAX(event_time) FROM window_members")
             .fetch_one(&self.pool)
             .await?;
-        t.map(|t| parse_time("window_members.event_time", &t)).transpose()
+        t.map(|t| parse_time("window_members.event_time", &t))
+            .transpose()
     }
 
     async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {

@@ -50,10 +50,7 @@ fn default_rules() -> PathBuf {
 }
 
 fn default_receivers() -> Vec<ReceiverConfig> {
-    vec![ReceiverConfig {
-        name: "log".into(),
-        kind: ReceiverKind::Log,
-    }]
+    vec![ReceiverConfig::Log { name: "log".into() }]
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,21 +191,24 @@ impl Default for OutboxConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiverConfig {
-    pub name: String,
-    #[serde(flatten)]
-    pub kind: ReceiverKind,
-}
-
+/// A receiver, selected by `type:`. (Written as one tagged enum rather than a
+/// struct with a flattened kind: serde cannot refuse unknown keys through
+/// `flatten`, and a misspelt key must be an error.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ReceiverKind {
-    /// One log line per alert (masked; at `warn` level).
-    Log,
+pub enum ReceiverConfig {
+    /// One log line per alert, at `warn` level.
+    Log { name: String },
     /// Appends each alert as one JSON line to a file.
-    File { path: PathBuf },
+    File { name: String, path: PathBuf },
+}
+
+impl ReceiverConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ReceiverConfig::Log { name } | ReceiverConfig::File { name, .. } => name,
+        }
+    }
 }
 
 /// Replaces `${NAME}` with the environment variable NAME. A missing variable is
@@ -295,7 +295,7 @@ impl Config {
         cfg.rules = base.join(&cfg.rules);
         cfg.store.path = base.join(&cfg.store.path);
         for r in &mut cfg.receivers {
-            if let ReceiverKind::File { path } = &mut r.kind {
+            if let ReceiverConfig::File { path, .. } = r {
                 *path = base.join(&*path);
             }
         }
@@ -332,8 +332,8 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for r in &self.receivers {
-            if !names.insert(r.name.as_str()) {
-                errs.push(format!("receivers: the name `{}` is used twice", r.name));
+            if !names.insert(r.name()) {
+                errs.push(format!("receivers: the name `{}` is used twice", r.name()));
             }
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }

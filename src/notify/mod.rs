@@ -9,7 +9,7 @@ pub mod outbox;
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::config::{ReceiverConfig, ReceiverKind};
+use crate::config::ReceiverConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -35,12 +35,12 @@ enum Kind {
 
 impl Receiver {
     pub fn from_config(cfg: &ReceiverConfig) -> Self {
-        let kind = match &cfg.kind {
-            ReceiverKind::Log => Kind::Log,
-            ReceiverKind::File { path } => Kind::File(path.clone()),
+        let kind = match cfg {
+            ReceiverConfig::Log { .. } => Kind::Log,
+            ReceiverConfig::File { path, .. } => Kind::File(path.clone()),
         };
         Self {
-            name: cfg.name.clone(),
+            name: cfg.name().to_owned(),
             kind,
         }
     }

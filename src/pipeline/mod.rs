@@ -76,7 +76,7 @@ impl<S: Store + Clone> Pipeline<S> {
         high_water: Option<DateTime<Utc>>,
     ) -> crate::store::Result<CachedState> {
         let horizon = match high_water {
-            Some(t) => state::retention_horizon(t, longest_memory(&rules)),
+            Some(t) => state::retention_horizon(t, longest_memory(rules)),
             None => DateTime::<Utc>::MIN_UTC,
         };
         let (windows, throttles) = store.open_windows(horizon).await?;

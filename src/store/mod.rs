@@ -143,6 +143,15 @@ pub struct BatchCommit {
     pub meta: Vec<(String, String)>,
 }
 
+/// The submissions of one applicant: (submission_id, email, first event time).
+pub type ApplicantRows = Vec<(String, Option<String>, DateTime<Utc>)>;
+
+/// Window members and live throttles `(rule, key, until)`, loaded at start.
+pub type OpenWindows = (
+    Vec<StoredWindowMember>,
+    Vec<(String, String, DateTime<Utc>)>,
+);
+
 /// The rule-engine state a batch needs, read before evaluation so the
 /// evaluation itself does no I/O.
 #[derive(Debug, Default)]
@@ -150,7 +159,7 @@ pub struct BatchPrefetch {
     pub results: HashMap<String, Option<String>>,
     pub fired: Vec<(String, String)>,
     /// applicant_id -> (submission_id, email, event_time)
-    pub applicants: HashMap<String, Vec<(String, Option<String>, DateTime<Utc>)>>,
+    pub applicants: HashMap<String, ApplicantRows>,
 }
 
 /// A window member as stored (consumed ones included).
@@ -219,12 +228,7 @@ pub trait Store: Send + Sync + 'static {
     fn open_windows(
         &self,
         since: DateTime<Utc>,
-    ) -> impl Future<
-        Output = Result<(
-            Vec<StoredWindowMember>,
-            Vec<(String, String, DateTime<Utc>)>,
-        )>,
-    > + Send;
+    ) -> impl Future<Output = Result<OpenWindows>> + Send;
 
     /// The newest event time in the window state (where a restart resumes).
     fn latest_window_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;

@@ -6,8 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use chrono::Utc;
 use kyc_sentinel::rules::{Alert, MemoryState, ScriptLimits, load_path};
-use serde_json::Value;
+use kyc_sentinel::simulator::SimConfig;
+use kyc_sentinel::simulator::generator::{Generator, decide};
+use serde_json::{Value, json};
+use std::time::Duration;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -84,4 +88,62 @@ pub fn assert_delivered_exactly(expected: &[Alert], got: &BTreeMap<String, usize
         extra.len()
     );
     got.values().map(|n| n - 1).sum()
+}
+
+/// Feeds the simulator live arrivals for `secs` seconds (10 a second), a third
+/// of them first `pending` and decided `decide_after` later, then waits until
+/// all are decided. Every version lives longer than two poll intervals.
+pub async fn drive_arrivals(
+    sim: &kyc_sentinel::simulator::SimHandle,
+    seed: u64,
+    secs: u64,
+    decide_after: Duration,
+) {
+    let mut generator = Generator::new(seed, Utc::now());
+    let mut to_decide: Vec<(tokio::time::Instant, Value, Value)> = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < end || !to_decide.is_empty() {
+        let now = tokio::time::Instant::now();
+        if now < end {
+            let mut v = generator.submission_at(Utc::now());
+            // The generator dates a decision minutes after creation; a live
+            // service publishes it only once made, so it is stamped now.
+            if v.get("kyc_result_at").is_some() {
+                let t = json!(kyc_sentinel::argos::model::format_argos_timestamp(
+                    Utc::now()
+                ));
+                v["updated_at"] = t.clone();
+                v["kyc_result_at"] = t;
+            }
+            let decidable = matches!(v["kyc"]["result"].as_str(), Some("approved" | "rejected"));
+            if decidable && generator.chance(0.33) {
+                let pending = Generator::pending_version(&v);
+                sim.insert(pending.clone());
+                to_decide.push((now + decide_after, v, pending));
+            } else {
+                sim.insert(v);
+            }
+        }
+        let mut i = 0;
+        while i < to_decide.len() {
+            if to_decide[i].0 <= now {
+                let (_, mut v, pending) = to_decide.swap_remove(i);
+                decide(&mut v, &pending["pending_at"], Utc::now());
+                sim.insert(v);
+            } else {
+                i += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A backlog over the two hours that ended five minutes ago: every decision
+/// in it is already in the past, as on the real service.
+pub fn recent_backlog() -> SimConfig {
+    SimConfig {
+        base_time: Some(Utc::now() - chrono::Duration::minutes(5)),
+        backlog_span: Some(Duration::from_secs(7200)),
+        ..SimConfig::default()
+    }
 }

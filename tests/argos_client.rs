@@ -67,7 +67,10 @@ async fn full_pagination_yields_every_submission_once() {
     assert_eq!(first.items.len(), 50);
     let last = &first.items[49];
     assert_eq!(
-        first.next.as_ref().map(|k| (k.id.as_str(), k.created_at.as_str())),
+        first
+            .next
+            .as_ref()
+            .map(|k| (k.id.as_str(), k.created_at.as_str())),
         Some((
             last["submission_id"].as_str().unwrap(),
             last["created_at"].as_str().unwrap()
@@ -79,7 +82,10 @@ async fn full_pagination_yields_every_submission_once() {
     assert_eq!(got.len(), 500);
     assert_eq!(unique.len(), 500);
     let expected: HashSet<String> = ids(&sim.submissions()).into_iter().collect();
-    assert_eq!(unique.into_iter().cloned().collect::<HashSet<_>>(), expected);
+    assert_eq!(
+        unique.into_iter().cloned().collect::<HashSet<_>>(),
+        expected
+    );
     // Newest first across pages.
     let times: Vec<_> = items
         .iter()
@@ -132,7 +138,10 @@ async fn filters_userid_email_dates_and_request_type() {
     // dates: one inclusive UTC day on created_at
     let day = NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
     let on_day = |v: &Value| {
-        parse_timestamp(v["created_at"].as_str().unwrap()).unwrap().date_naive() == day
+        parse_timestamp(v["created_at"].as_str().unwrap())
+            .unwrap()
+            .date_naive()
+            == day
     };
     let expected = subs.iter().filter(|s| on_day(s)).count();
     assert!(expected > 50 && expected < 200, "{expected}");
@@ -158,7 +167,10 @@ async fn filters_userid_email_dates_and_request_type() {
     assert_eq!(
         items.len(),
         subs.iter()
-            .filter(|s| parse_timestamp(s["created_at"].as_str().unwrap()).unwrap().date_naive() >= day)
+            .filter(|s| parse_timestamp(s["created_at"].as_str().unwrap())
+                .unwrap()
+                .date_naive()
+                >= day)
             .count()
     );
 
@@ -182,7 +194,11 @@ async fn filters_userid_email_dates_and_request_type() {
             })
             .await
             .unwrap();
-        assert!(page.items.iter().all(|v| v.as_object().unwrap().len() == 2 && v.get(part).is_some()));
+        assert!(
+            page.items
+                .iter()
+                .all(|v| v.as_object().unwrap().len() == 2 && v.get(part).is_some())
+        );
     }
     let page = c
         .list_page(&ListQuery {
@@ -205,13 +221,19 @@ async fn get_submission_and_applicant_lookup() {
     let c = client(&sim);
     let subs = sim.submissions();
     let id = subs[42]["submission_id"].as_str().unwrap();
-    assert_eq!(c.get_submission(id).await.unwrap().as_ref(), Some(&subs[42]));
+    assert_eq!(
+        c.get_submission(id).await.unwrap().as_ref(),
+        Some(&subs[42])
+    );
     assert_eq!(c.get_submission("NO-SUCH-ID").await.unwrap(), None);
 
     // An applicant_id shared by several emails.
     let mut by_app: HashMap<&str, Vec<&Value>> = HashMap::new();
     for s in &subs {
-        by_app.entry(s["applicant_id"].as_str().unwrap()).or_default().push(s);
+        by_app
+            .entry(s["applicant_id"].as_str().unwrap())
+            .or_default()
+            .push(s);
     }
     let (app, members) = by_app
         .iter()
@@ -225,7 +247,12 @@ async fn get_submission_and_applicant_lookup() {
         .collect();
     let want: HashSet<(String, String)> = members
         .iter()
-        .map(|s| (s["submission_id"].as_str().unwrap().into(), s["email"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["submission_id"].as_str().unwrap().into(),
+                s["email"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(got, want);
     assert!(c.applicant("nobody").await.unwrap().is_empty());
@@ -269,7 +296,9 @@ async fn encrypted_mode_end_to_end() {
 async fn fault_429_honours_retry_after() {
     let sim = sim(60, false).await;
     let c = client(&sim);
-    sim.script_faults([Fault::TooManyRequests { retry_after: Some(1) }]);
+    sim.script_faults([Fault::TooManyRequests {
+        retry_after: Some(1),
+    }]);
     let t = Instant::now();
     let page = c.list_page(&ListQuery::default()).await.unwrap();
     assert_eq!(page.items.len(), 50);
@@ -328,7 +357,9 @@ async fn fault_truncated_body_is_retried_then_reported() {
     }))
     .unwrap();
     let half = &full[..full.len() / 2];
-    let reason = serde_json::from_slice::<Value>(half).unwrap_err().to_string();
+    let reason = serde_json::from_slice::<Value>(half)
+        .unwrap_err()
+        .to_string();
     let start = format!("{}…", String::from_utf8_lossy(&half[..200]));
     sim.script_faults([Fault::Truncated]);
     let e = once.list_page(&q).await.unwrap_err();
@@ -431,8 +462,13 @@ async fn repeated_page_key_stops_the_stream() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let c = ArgosClient::new(ClientConfig::new(format!("http://{addr}"), SecretString::from(KEY))).unwrap();
-    let results: Vec<Result<Page, ArgosError>> = futures::StreamExt::collect(c.list_all(ListQuery::default())).await;
+    let c = ArgosClient::new(ClientConfig::new(
+        format!("http://{addr}"),
+        SecretString::from(KEY),
+    ))
+    .unwrap();
+    let results: Vec<Result<Page, ArgosError>> =
+        futures::StreamExt::collect(c.list_all(ListQuery::default())).await;
     assert_eq!(results.len(), 2);
     assert!(results[0].is_ok());
     assert_eq!(

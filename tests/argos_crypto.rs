@@ -5,7 +5,10 @@ use kyc_sentinel::argos::crypto::{AesEcb, Cipher, CryptoError};
 use secrecy::SecretString;
 
 fn read(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/crypto/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/crypto/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -20,7 +23,11 @@ fn matches_openssl_both_ways() {
         let plain = read(&format!("{name}.plain.json"));
         let enc = read(&format!("{name}.enc.txt"));
         assert_eq!(c.encrypt(plain.as_bytes()), enc.trim(), "{name}: encrypt");
-        assert_eq!(c.decrypt(&enc).unwrap(), plain.as_bytes(), "{name}: decrypt");
+        assert_eq!(
+            c.decrypt(&enc).unwrap(),
+            plain.as_bytes(),
+            "{name}: decrypt"
+        );
     }
 }
 

@@ -6,7 +6,10 @@ use kyc_sentinel::argos::model::{ApplicantEntry, KycResult, RiskLevel, Submissio
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/vendor/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/vendor/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -27,10 +30,16 @@ fn specific_submission_full() {
     assert_eq!(subs.len(), 1);
     let s = &subs[0];
     assert_eq!(s.kyc_result(), Some(&KycResult::Rejected));
-    assert_eq!(s.aml.as_ref().unwrap().risk_level_summary, Some(RiskLevel::High));
+    assert_eq!(
+        s.aml.as_ref().unwrap().risk_level_summary,
+        Some(RiskLevel::High)
+    );
     let attempts = s.kyc.as_ref().unwrap().attempts.as_ref().unwrap();
     assert_eq!(attempts.len(), 3);
-    assert_eq!(attempts[2].liveness_score.as_ref().unwrap().value(), Some(99.0));
+    assert_eq!(
+        attempts[2].liveness_score.as_ref().unwrap().value(),
+        Some(99.0)
+    );
     // The sample's placeholder timestamps keep their text.
     assert_eq!(s.created_at.as_ref().unwrap().utc, None);
     insta::assert_debug_snapshot!(subs);
@@ -101,7 +110,12 @@ fn unknown_fields_round_trip() {
     );
     assert_eq!(
         Submission::unknown_fields(&raw),
-        ["riskScore", "deleted", "data.address_street2", "data.nickname"]
+        [
+            "riskScore",
+            "deleted",
+            "data.address_street2",
+            "data.nickname"
+        ]
     );
     // The raw value is the single source of truth: written back, it is the
     // input byte for byte (key order kept by serde_json's preserve_order).

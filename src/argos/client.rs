@@ -184,7 +184,9 @@ pub enum ArgosError {
          (configuration or ARGOS_API_KEY) and the IP allow-list of the account; the key is not shown"
     )]
     Auth { status: u16, url: String },
-    #[error("Argos rejected the request as invalid (HTTP 400) for GET {url} with parameters [{params}]: {body}")]
+    #[error(
+        "Argos rejected the request as invalid (HTTP 400) for GET {url} with parameters [{params}]: {body}"
+    )]
     BadRequest {
         url: String,
         params: String,
@@ -203,7 +205,9 @@ pub enum ArgosError {
         attempts: u32,
         message: String,
     },
-    #[error("GET {url} answered a body that is not valid JSON after {attempts} attempt(s) ({reason}); it starts with: {start:?}")]
+    #[error(
+        "GET {url} answered a body that is not valid JSON after {attempts} attempt(s) ({reason}); it starts with: {start:?}"
+    )]
     NotJson {
         url: String,
         attempts: u32,
@@ -222,7 +226,9 @@ pub enum ArgosError {
         "GET {url} answered in encrypted mode but the client is not configured for it: set encrypted mode on"
     )]
     UnexpectedEncryption { url: String },
-    #[error("pagination loop: GET {url} returned nextpageKey {{id: {id:?}, created_at: {created_at:?}}} a second time")]
+    #[error(
+        "pagination loop: GET {url} returned nextpageKey {{id: {id:?}, created_at: {created_at:?}}} a second time"
+    )]
     RepeatedPageKey {
         url: String,
         id: String,
@@ -305,9 +311,8 @@ impl ArgosClient {
                 "the API key is empty: set it in the configuration or ARGOS_API_KEY".into(),
             ));
         }
-        let rate = NonZeroU32::new(config.rate_limit_per_sec).ok_or_else(|| {
-            ArgosError::Config("rate_limit_per_sec must be at least 1".into())
-        })?;
+        let rate = NonZeroU32::new(config.rate_limit_per_sec)
+            .ok_or_else(|| ArgosError::Config("rate_limit_per_sec must be at least 1".into()))?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -424,9 +429,14 @@ impl ArgosClient {
     /// (which travels in a header) nor the encrypted blob.
     fn display_url(&self, path: &str, params: &[(&str, String)]) -> String {
         let mut url = self.inner.base.clone();
-        url.set_path(&format!("{}{}", self.inner.base.path().trim_end_matches('/'), path));
+        url.set_path(&format!(
+            "{}{}",
+            self.inner.base.path().trim_end_matches('/'),
+            path
+        ));
         if !params.is_empty() {
-            url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+            url.query_pairs_mut()
+                .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
         }
         let s = url.to_string();
         if self.inner.cipher.is_some() {
@@ -439,7 +449,11 @@ impl ArgosClient {
     /// The URL actually requested: plain query, or the encrypted `data` parameter.
     fn wire_url(&self, path: &str, params: &[(&str, String)]) -> Url {
         let mut url = self.inner.base.clone();
-        url.set_path(&format!("{}{}", self.inner.base.path().trim_end_matches('/'), path));
+        url.set_path(&format!(
+            "{}{}",
+            self.inner.base.path().trim_end_matches('/'),
+            path
+        ));
         match &self.inner.cipher {
             Some(c) => {
                 let obj: Map<String, Value> = params
@@ -447,10 +461,12 @@ impl ArgosClient {
                     .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
                     .collect();
                 let plain = Value::Object(obj).to_string();
-                url.query_pairs_mut().append_pair("data", &c.encrypt(plain.as_bytes()));
+                url.query_pairs_mut()
+                    .append_pair("data", &c.encrypt(plain.as_bytes()));
             }
             None if !params.is_empty() => {
-                url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+                url.query_pairs_mut()
+                    .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
             }
             None => {}
         }
@@ -591,19 +607,21 @@ impl ArgosClient {
                 },
             )
         })?;
-        self.unwrap_encrypted(shown, n, body).map_err(|e| fail(false, e)).and_then(|r| {
-            r.map_err(|(reason, plain)| {
-                fail(
-                    true,
-                    ArgosError::NotJson {
-                        url: shown.to_owned(),
-                        attempts: n,
-                        reason,
-                        start: snippet(&plain),
-                    },
-                )
+        self.unwrap_encrypted(shown, n, body)
+            .map_err(|e| fail(false, e))
+            .and_then(|r| {
+                r.map_err(|(reason, plain)| {
+                    fail(
+                        true,
+                        ArgosError::NotJson {
+                            url: shown.to_owned(),
+                            attempts: n,
+                            reason,
+                            start: snippet(&plain),
+                        },
+                    )
+                })
             })
-        })
     }
 
     /// Unwraps `{"data": ..., "isEncrypted": true}`. The inner result is the
@@ -624,10 +642,13 @@ impl ArgosClient {
                 url: shown.to_owned(),
             });
         };
-        let text = body.get("data").and_then(Value::as_str).ok_or_else(|| ArgosError::Shape {
-            url: shown.to_owned(),
-            message: "encrypted answer without a `data` string".into(),
-        })?;
+        let text = body
+            .get("data")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ArgosError::Shape {
+                url: shown.to_owned(),
+                message: "encrypted answer without a `data` string".into(),
+            })?;
         let plain = cipher.decrypt(text).map_err(|source| ArgosError::Decrypt {
             url: shown.to_owned(),
             source,
@@ -686,7 +707,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        let p: Vec<String> = q.params(50).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let p: Vec<String> = q
+            .params(50)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         assert_eq!(
             p,
             [
@@ -709,7 +734,8 @@ mod tests {
 
     #[test]
     fn bad_config_errors() {
-        let e = ArgosClient::new(ClientConfig::new("ftp://x", SecretString::from("k"))).unwrap_err();
+        let e =
+            ArgosClient::new(ClientConfig::new("ftp://x", SecretString::from("k"))).unwrap_err();
         assert_eq!(
             e.to_string(),
             "Argos client configuration: invalid base_url `ftp://x`: use http:// or https://"

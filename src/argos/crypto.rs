@@ -15,10 +15,10 @@
 //! variant whose byte layout is not published yet).
 
 use aes::Aes256;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyInit};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 

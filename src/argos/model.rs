@@ -232,7 +232,11 @@ pub struct Stamp<'a> {
 impl fmt::Debug for Stamp<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.utc {
-            Some(t) => write!(f, "{}", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            Some(t) => write!(
+                f,
+                "{}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
             None => write!(f, "Unparsed({:?})", self.text),
         }
     }
@@ -555,7 +559,9 @@ pub struct Data<'a> {
 impl Data<'_> {
     /// `idcard_expireDate` as a date, when it is one.
     pub fn id_expiry(&self) -> Option<NaiveDate> {
-        self.idcard_expire_date.as_ref().and_then(|t| parse_date(&t.0))
+        self.idcard_expire_date
+            .as_ref()
+            .and_then(|t| parse_date(&t.0))
     }
 }
 
@@ -791,9 +797,15 @@ mod tests {
     #[test]
     fn event_time_prefers_updated_at() {
         let v = json!({"created_at": "2024-01-01-00-00-00-000", "updated_at": "2024-01-02-00-00-00-000"});
-        assert_eq!(event_time(&v).unwrap().to_rfc3339(), "2024-01-02T00:00:00+00:00");
+        assert_eq!(
+            event_time(&v).unwrap().to_rfc3339(),
+            "2024-01-02T00:00:00+00:00"
+        );
         let v = json!({"created_at": "2024-01-01-00-00-00-000"});
-        assert_eq!(event_time(&v).unwrap().to_rfc3339(), "2024-01-01T00:00:00+00:00");
+        assert_eq!(
+            event_time(&v).unwrap().to_rfc3339(),
+            "2024-01-01T00:00:00+00:00"
+        );
         assert_eq!(event_time(&json!({})), None);
     }
 
@@ -806,7 +818,10 @@ mod tests {
             "data": {"idType": "drivers_licensem", "cf1": 12}
         });
         let s = Submission::from_value(&v).unwrap();
-        assert!(matches!(s.submission_id.as_ref().unwrap().0, Cow::Borrowed("s1")));
+        assert!(matches!(
+            s.submission_id.as_ref().unwrap().0,
+            Cow::Borrowed("s1")
+        ));
         assert_eq!(s.kyc_result(), Some(&KycResult::Approved));
         let a = &s.kyc.as_ref().unwrap().attempts.as_ref().unwrap()[0];
         assert_eq!(a.attempt_cnt.as_ref().unwrap().value(), Some(2.0));
@@ -828,7 +843,10 @@ mod tests {
     fn impossible_shape_names_the_submission() {
         let v = json!({"submission_id": "s9", "email": {"x": 1}});
         let e = Submission::from_value(&v).unwrap_err();
-        assert_eq!(e.to_string(), "submission s9: invalid type: map, expected text");
+        assert_eq!(
+            e.to_string(),
+            "submission s9: invalid type: map, expected text"
+        );
     }
 
     #[test]
@@ -849,8 +867,22 @@ mod tests {
                        "created_at": "c", "kyc": {"result": "pending"}});
         let k = Keys::of(&v);
         assert_eq!(
-            (k.submission_id(), k.applicant_id(), k.email(), k.userid(), k.created_at(), k.kyc_result()),
-            (Some("a"), Some("p"), Some("e@x"), Some("u"), Some("c"), Some("pending"))
+            (
+                k.submission_id(),
+                k.applicant_id(),
+                k.email(),
+                k.userid(),
+                k.created_at(),
+                k.kyc_result()
+            ),
+            (
+                Some("a"),
+                Some("p"),
+                Some("e@x"),
+                Some("u"),
+                Some("c"),
+                Some("pending")
+            )
         );
         assert_eq!(submission_id(&v), Some("a"));
     }

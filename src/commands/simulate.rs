@@ -9,7 +9,10 @@ use crate::simulator::{FaultConfig, SimConfig, Simulator};
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&args.fault_rate) {
-        anyhow::bail!("--fault-rate must be between 0 and 1, got {}", args.fault_rate);
+        anyhow::bail!(
+            "--fault-rate must be between 0 and 1, got {}",
+            args.fault_rate
+        );
     }
     if args.rate < 0.0 || !args.rate.is_finite() {
         anyhow::bail!("--rate must be 0 or more, got {}", args.rate);

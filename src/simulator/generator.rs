@@ -19,7 +19,9 @@ use serde_json::{Map, Value, json};
 
 use crate::argos::model::format_argos_timestamp;
 
-const KO_SURNAMES: &[&str] = &["김", "이", "박", "최", "정", "강", "조", "윤", "장", "임", "한", "오"];
+const KO_SURNAMES: &[&str] = &[
+    "김", "이", "박", "최", "정", "강", "조", "윤", "장", "임", "한", "오",
+];
 const KO_GIVEN: &[&str] = &[
     "민준", "서연", "지호", "하은", "도윤", "서준", "지우", "예린", "현우", "수아", "건우", "지민",
 ];
@@ -35,7 +37,14 @@ const WORDS: &[&str] = &[
     "sky", "river", "blue", "tiger", "moon", "star", "kim", "lee", "park", "alex", "jin", "nova",
     "rain", "sun", "mint", "leo",
 ];
-const DOMAINS: &[&str] = &["gmail.com", "naver.com", "daum.net", "yahoo.com", "outlook.com", "kakao.com"];
+const DOMAINS: &[&str] = &[
+    "gmail.com",
+    "naver.com",
+    "daum.net",
+    "yahoo.com",
+    "outlook.com",
+    "kakao.com",
+];
 /// Nationalities with rough weights (per mille) for a Korean-facing service.
 const NATIONS: &[(&str, u32)] = &[
     ("KOR", 520),
@@ -64,24 +73,72 @@ const BANKS: &[&str] = &["004", "088", "020", "011", "081", "090"];
 
 /// The vendor's rejection codes with their comments.
 pub const REJECTION_CODES: &[(&str, &str)] = &[
-    ("id_image_invalidImage", "ID document not detected. Please take a picture of your ID document."),
-    ("id_image_invalidId", "Invalid ID document. Please resubmit with another ID document."),
-    ("id_image_error", "Fail to upload the ID image. Please resubmit the KYC process."),
-    ("id_image_badImage", "Fail to read the ID image. Please take a clear picture of your ID document."),
-    ("id_info_dataMismatch", "The entered information does not match with your ID document."),
-    ("id_info_blacklist", "According to the policy, we do not accept KYC from {country}."),
-    ("id_info_notOfAge", "We do not accept KYC anyone under {13} years old."),
+    (
+        "id_image_invalidImage",
+        "ID document not detected. Please take a picture of your ID document.",
+    ),
+    (
+        "id_image_invalidId",
+        "Invalid ID document. Please resubmit with another ID document.",
+    ),
+    (
+        "id_image_error",
+        "Fail to upload the ID image. Please resubmit the KYC process.",
+    ),
+    (
+        "id_image_badImage",
+        "Fail to read the ID image. Please take a clear picture of your ID document.",
+    ),
+    (
+        "id_info_dataMismatch",
+        "The entered information does not match with your ID document.",
+    ),
+    (
+        "id_info_blacklist",
+        "According to the policy, we do not accept KYC from {country}.",
+    ),
+    (
+        "id_info_notOfAge",
+        "We do not accept KYC anyone under {13} years old.",
+    ),
     ("too_many_retry", "Multiple invalid KYC attempts"),
-    ("blacklistCountry", "According to the policy, we do not accept KYC from {country}."),
-    ("under_ageLimit", "We do not accept KYC anyone under {13} years old."),
-    ("invalid_acceptedID", "Inacceptable ID type. Please resubmit with another ID, check the valid ID on the submission page."),
-    ("address_image_invalidImage", "Invalid proof of address. Proof of address must include your full name and address. ex)utility bill, bank statement, residency certificate, etc."),
-    ("address_image_error", "Fail to upload proof of address image. Please retry."),
-    ("address_image_badImage", "Fail to read the image. Please take a clear picture of your proof of address."),
-    ("address_info_expiredDocument", "Expired proof of address. The proof of address should be issued within 6 months."),
-    ("address_info_dataMismatch", "Entered information does not match with your proof of address."),
+    (
+        "blacklistCountry",
+        "According to the policy, we do not accept KYC from {country}.",
+    ),
+    (
+        "under_ageLimit",
+        "We do not accept KYC anyone under {13} years old.",
+    ),
+    (
+        "invalid_acceptedID",
+        "Inacceptable ID type. Please resubmit with another ID, check the valid ID on the submission page.",
+    ),
+    (
+        "address_image_invalidImage",
+        "Invalid proof of address. Proof of address must include your full name and address. ex)utility bill, bank statement, residency certificate, etc.",
+    ),
+    (
+        "address_image_error",
+        "Fail to upload proof of address image. Please retry.",
+    ),
+    (
+        "address_image_badImage",
+        "Fail to read the image. Please take a clear picture of your proof of address.",
+    ),
+    (
+        "address_info_expiredDocument",
+        "Expired proof of address. The proof of address should be issued within 6 months.",
+    ),
+    (
+        "address_info_dataMismatch",
+        "Entered information does not match with your proof of address.",
+    ),
     ("timeout", "KYC rejected due to timeout"),
-    ("other", "Selfie does not match the ID photo (reviewer note)"),
+    (
+        "other",
+        "Selfie does not match the ID photo (reviewer note)",
+    ),
 ];
 
 fn comment_of(code: &str) -> &'static str {
@@ -256,11 +313,18 @@ pub fn decide(decided: &mut Value, pending_at: &Value, at: DateTime<Utc>) {
 
 fn submission_id(rng: &mut ChaCha8Rng) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..14).map(|_| *ALNUM.choose(rng).unwrap() as char).collect()
+    (0..14)
+        .map(|_| *ALNUM.choose(rng).unwrap() as char)
+        .collect()
 }
 
 fn applicant_id(rng: &mut ChaCha8Rng) -> String {
-    format!("{:08x}-{:04x}-{:04x}", rng.random::<u32>(), rng.random::<u16>(), rng.random::<u16>())
+    format!(
+        "{:08x}-{:04x}-{:04x}",
+        rng.random::<u32>(),
+        rng.random::<u16>(),
+        rng.random::<u16>()
+    )
 }
 
 fn new_email(rng: &mut ChaCha8Rng) -> String {
@@ -292,9 +356,17 @@ fn new_person(rng: &mut ChaCha8Rng, t: DateTime<Utc>) -> Person {
     };
     let korean = nationality == "KOR" || (nationality == "CHN" && rng.random_bool(0.3));
     let name = if korean {
-        format!("{}{}", KO_SURNAMES.choose(rng).unwrap(), KO_GIVEN.choose(rng).unwrap())
+        format!(
+            "{}{}",
+            KO_SURNAMES.choose(rng).unwrap(),
+            KO_GIVEN.choose(rng).unwrap()
+        )
     } else {
-        format!("{} {}", LATIN_FIRST.choose(rng).unwrap(), LATIN_LAST.choose(rng).unwrap())
+        format!(
+            "{} {}",
+            LATIN_FIRST.choose(rng).unwrap(),
+            LATIN_LAST.choose(rng).unwrap()
+        )
     };
     // About 0.8% are under 13 (the vendor's age limit).
     let age_years = if rng.random_bool(0.008) {
@@ -306,7 +378,11 @@ fn new_person(rng: &mut ChaCha8Rng, t: DateTime<Utc>) -> Person {
     Person {
         applicant_id: applicant_id(rng),
         name,
-        gender: if rng.random_bool(0.5) { "male" } else { "female" },
+        gender: if rng.random_bool(0.5) {
+            "male"
+        } else {
+            "female"
+        },
         nationality,
         dob,
         email: new_email(rng),
@@ -329,10 +405,18 @@ fn age_at(dob: NaiveDate, t: DateTime<Utc>) -> i32 {
 
 fn choose_fate(rng: &mut ChaCha8Rng, p: &Person, t: DateTime<Utc>) -> Fate {
     if BLACKLIST.contains(&p.nationality) {
-        return Fate::Rejected(if rng.random_bool(0.5) { "blacklistCountry" } else { "id_info_blacklist" });
+        return Fate::Rejected(if rng.random_bool(0.5) {
+            "blacklistCountry"
+        } else {
+            "id_info_blacklist"
+        });
     }
     if age_at(p.dob, t) < 13 {
-        return Fate::Rejected(if rng.random_bool(0.5) { "under_ageLimit" } else { "id_info_notOfAge" });
+        return Fate::Rejected(if rng.random_bool(0.5) {
+            "under_ageLimit"
+        } else {
+            "id_info_notOfAge"
+        });
     }
     let r: f64 = rng.random();
     if r < 0.80 {
@@ -403,7 +487,10 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
     data.insert("name".into(), json!(p.name));
     data.insert("gender".into(), json!(p.gender));
     data.insert("nationality".into(), json!(p.nationality));
-    data.insert("date_of_birth".into(), json!(p.dob.format("%Y-%m-%d").to_string()));
+    data.insert(
+        "date_of_birth".into(),
+        json!(p.dob.format("%Y-%m-%d").to_string()),
+    );
     data.insert(
         "ip_address".into(),
         json!(format!(
@@ -415,16 +502,32 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
         )),
     );
     let id_type = if p.nationality == "KOR" {
-        *["government_id", "government_id", "drivers_license", "passport"].choose(rng).unwrap()
+        *[
+            "government_id",
+            "government_id",
+            "drivers_license",
+            "passport",
+        ]
+        .choose(rng)
+        .unwrap()
     } else {
-        *["passport", "passport", "residence permit", "drivers_license", "government_id"]
-            .choose(rng)
-            .unwrap()
+        *[
+            "passport",
+            "passport",
+            "residence permit",
+            "drivers_license",
+            "government_id",
+        ]
+        .choose(rng)
+        .unwrap()
     };
     data.insert("idType".into(), json!(id_type));
     data.insert("idcard_issuingCountry".into(), json!(p.nationality));
     let issue = created.date_naive() - Duration::days(rng.random_range(30..3000));
-    data.insert("idcard_issueDate".into(), json!(issue.format("%Y-%m-%d").to_string()));
+    data.insert(
+        "idcard_issueDate".into(),
+        json!(issue.format("%Y-%m-%d").to_string()),
+    );
     // ~1% expired, ~1.5% expiring within 30 days, the rest valid for years.
     let r: f64 = rng.random();
     let expire = if r < 0.01 {
@@ -434,7 +537,10 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
     } else {
         created.date_naive() + Duration::days(rng.random_range(200..3650))
     };
-    data.insert("idcard_expireDate".into(), json!(expire.format("%Y-%m-%d").to_string()));
+    data.insert(
+        "idcard_expireDate".into(),
+        json!(expire.format("%Y-%m-%d").to_string()),
+    );
     if p.nationality == "KOR" {
         let g = match (p.gender, p.dob.year() >= 2000) {
             ("male", false) => 1,
@@ -444,25 +550,47 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
         };
         data.insert(
             "identityNumber".into(),
-            json!(format!("{}-{}{:06}", p.dob.format("%y%m%d"), g, rng.random_range(0..1_000_000))),
+            json!(format!(
+                "{}-{}{:06}",
+                p.dob.format("%y%m%d"),
+                g,
+                rng.random_range(0..1_000_000)
+            )),
         );
         let (city, state, zip) = *CITIES.choose(rng).unwrap();
         data.insert("address_city".into(), json!(city));
         data.insert("address_country".into(), json!("KOR"));
         data.insert("address_state".into(), json!(state));
-        data.insert("address_street".into(), json!(format!("{}-gil {}", rng.random_range(1..80), rng.random_range(1..200))));
+        data.insert(
+            "address_street".into(),
+            json!(format!(
+                "{}-gil {}",
+                rng.random_range(1..80),
+                rng.random_range(1..200)
+            )),
+        );
         data.insert("address_zipcode".into(), json!(zip));
         if rng.random_bool(0.3) {
             // Not in the vendor's table, but in its sample: must survive.
-            data.insert("address_street2".into(), json!(format!("{}ho", rng.random_range(101..1500))));
+            data.insert(
+                "address_street2".into(),
+                json!(format!("{}ho", rng.random_range(101..1500))),
+            );
         }
     }
     data.insert(
         "documentNumber".into(),
-        json!(format!("{}{:08}", ["M", "S", "R"].choose(rng).unwrap(), rng.random_range(0..100_000_000))),
+        json!(format!(
+            "{}{:08}",
+            ["M", "S", "R"].choose(rng).unwrap(),
+            rng.random_range(0..100_000_000)
+        )),
     );
     if rng.random_bool(0.3) {
-        data.insert("cf1".into(), json!(format!("campaign-{}", rng.random_range(1..20))));
+        data.insert(
+            "cf1".into(),
+            json!(format!("campaign-{}", rng.random_range(1..20))),
+        );
     }
     s.insert("data".into(), Value::Object(data));
 
@@ -475,9 +603,15 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
     }
     s.insert("created_at".into(), ts(created));
     let agent = matches!(fate, Fate::Rejected("other")) || rng.random_bool(0.08);
-    s.insert("reviewer".into(), json!(if agent { "agent" } else { "system" }));
+    s.insert(
+        "reviewer".into(),
+        json!(if agent { "agent" } else { "system" }),
+    );
     if rng.random_bool(0.05) {
-        s.insert("tokenId".into(), json!(format!("tok_{:016x}", rng.random::<u64>())));
+        s.insert(
+            "tokenId".into(),
+            json!(format!("tok_{:016x}", rng.random::<u64>())),
+        );
     }
 
     // --- kyc ---
@@ -509,7 +643,14 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
         let t1 = created - Duration::seconds(((n_attempts - i + 1) * 40) as i64);
         a.insert("step1Time1st".into(), ts(t1));
         a.insert("ocrResult".into(), json!("success"));
-        a.insert("verificationResult".into(), json!(if rng.random_bool(0.97) { "success" } else { "fail" }));
+        a.insert(
+            "verificationResult".into(),
+            json!(if rng.random_bool(0.97) {
+                "success"
+            } else {
+                "fail"
+            }),
+        );
         a.insert("step2Time1st".into(), ts(t1 + Duration::seconds(15)));
         let liveness: i64 = if low_liveness {
             rng.random_range(5..50)
@@ -536,9 +677,15 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
         );
         if !passed {
             let (code, msg) = if face < 40 {
-                ("face_compare_underscore", "The face doesn’t match. Please retry with another face image.")
+                (
+                    "face_compare_underscore",
+                    "The face doesn’t match. Please retry with another face image.",
+                )
             } else {
-                ("liveness_error", "Liveness fail: Face is too close to one or more borders. Please retry.")
+                (
+                    "liveness_error",
+                    "Liveness fail: Face is too close to one or more borders. Please retry.",
+                )
             };
             a.insert("retryMsg".into(), json!([msg]));
             a.insert("retryCode".into(), json!([code]));
@@ -555,7 +702,15 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
         let mut matches = Vec::new();
         let mut worst = 3;
         for _ in 0..n {
-            let lvl = *[(0, "HIGH"), (1, "MEDIUM"), (1, "MEDIUM"), (2, "LOW"), (2, "LOW")].choose(rng).unwrap();
+            let lvl = *[
+                (0, "HIGH"),
+                (1, "MEDIUM"),
+                (1, "MEDIUM"),
+                (2, "LOW"),
+                (2, "LOW"),
+            ]
+            .choose(rng)
+            .unwrap();
             worst = worst.min(lvl.0);
             matches.push(json!({
                 "risk_level": lvl.1,
@@ -597,7 +752,10 @@ fn build(rng: &mut ChaCha8Rng, id: &str, p: &Person, fate: Fate, created: DateTi
         );
     }
     if rng.random_bool(0.005) {
-        s.insert("Injection_action".into(), json!({"type": "virtual_camera", "time": ts(created)}));
+        s.insert(
+            "Injection_action".into(),
+            json!({"type": "virtual_camera", "time": ts(created)}),
+        );
     }
 
     // --- timestamps of the decision ---
@@ -650,7 +808,9 @@ mod tests {
         let count = |f: &dyn Fn(&Value) -> bool| subs.iter().filter(|s| f(s)).count();
         let result = |s: &Value| s["kyc"]["result"].as_str().unwrap().to_lowercase();
         let code = |s: &Value, c: &str| {
-            s["kyc"]["commentCode"].as_array().is_some_and(|a| a.iter().any(|x| x == c))
+            s["kyc"]["commentCode"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == c))
         };
         let approved = count(&|s| result(s) == "approved");
         let red = count(&|s| s["aml"]["currentstatus"] == "Red Flag");
@@ -660,20 +820,34 @@ mod tests {
         let no_userid = count(&|s| s.get("userid").is_none());
         let bank_fail = count(&|s| s["bank_verification"]["result"] == "fail");
         let low_liveness = count(&|s| {
-            s["kyc"]["attempts"].as_array().unwrap().iter().all(|a| a["livenessScore"].as_i64().unwrap() < 50)
+            s["kyc"]["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["livenessScore"].as_i64().unwrap() < 50)
         });
         assert!((7000..8500).contains(&approved), "approved {approved}");
         assert!((150..400).contains(&red), "red flags {red}");
         assert!((300..1200).contains(&tmr), "too_many_retry {tmr}");
         assert!((20..120).contains(&blacklist), "blacklist {blacklist}");
         assert!((20..150).contains(&underage), "under age {underage}");
-        assert!((1000..3500).contains(&no_userid), "without userid {no_userid}");
+        assert!(
+            (1000..3500).contains(&no_userid),
+            "without userid {no_userid}"
+        );
         assert!((20..400).contains(&bank_fail), "bank fail {bank_fail}");
-        assert!((30..300).contains(&low_liveness), "low liveness {low_liveness}");
+        assert!(
+            (30..300).contains(&low_liveness),
+            "low liveness {low_liveness}"
+        );
         // Shared applicant ids across emails.
-        let mut by_app: std::collections::HashMap<&str, std::collections::HashSet<&str>> = Default::default();
+        let mut by_app: std::collections::HashMap<&str, std::collections::HashSet<&str>> =
+            Default::default();
         for s in &subs {
-            by_app.entry(s["applicant_id"].as_str().unwrap()).or_default().insert(s["email"].as_str().unwrap());
+            by_app
+                .entry(s["applicant_id"].as_str().unwrap())
+                .or_default()
+                .insert(s["email"].as_str().unwrap());
         }
         let shared = by_app.values().filter(|e| e.len() > 1).count();
         assert!(shared > 50, "shared applicant ids {shared}");

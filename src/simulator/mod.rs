@@ -233,7 +233,10 @@ impl SimHandle {
         for t in self.tasks.drain(..) {
             // Idle keep-alive connections may hold graceful shutdown open.
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

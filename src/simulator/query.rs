@@ -94,7 +94,9 @@ impl Params {
 /// Sort key of a submission: newest first by (created_at, submission_id).
 pub fn order_key(v: &Value) -> (Option<DateTime<Utc>>, &str) {
     (
-        v.get("created_at").and_then(Value::as_str).and_then(parse_timestamp),
+        v.get("created_at")
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp),
         v.get("submission_id").and_then(Value::as_str).unwrap_or(""),
     )
 }
@@ -197,7 +199,10 @@ mod tests {
     }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -209,10 +214,23 @@ mod tests {
         ];
         let p = Params::parse(&q(&[("count", "2")])).unwrap();
         let a = answer(&subs, &p);
-        let ids: Vec<&str> = a["Items"].as_array().unwrap().iter().map(|v| v["submission_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = a["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["submission_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["c", "b"]);
-        assert_eq!(a["nextpageKey"], json!({"id": "b", "created_at": "2025-01-01-00-00-00-000"}));
-        let p = Params::parse(&q(&[("count", "2"), ("nextpage_id", "b"), ("nextpage_date", "2025-01-01-00-00-00-000")])).unwrap();
+        assert_eq!(
+            a["nextpageKey"],
+            json!({"id": "b", "created_at": "2025-01-01-00-00-00-000"})
+        );
+        let p = Params::parse(&q(&[
+            ("count", "2"),
+            ("nextpage_id", "b"),
+            ("nextpage_date", "2025-01-01-00-00-00-000"),
+        ]))
+        .unwrap();
         let a = answer(&subs, &p);
         assert_eq!(a, json!({"Items": [subs[0]]}));
     }
@@ -224,23 +242,73 @@ mod tests {
             sub("b", "2025-01-02-00-00-00-000", "u1"),
             sub("c", "2025-01-03-00-00-00-000", "u2"),
         ];
-        let ids = |a: Value| -> Vec<String> { a["Items"].as_array().unwrap().iter().map(|v| v["submission_id"].as_str().unwrap().to_owned()).collect() };
-        assert_eq!(ids(answer(&subs, &Params::parse(&q(&[("userid", "u1")])).unwrap())), ["b", "a"]);
-        assert_eq!(ids(answer(&subs, &Params::parse(&q(&[("start_date", "20250102"), ("end_date", "20250102")])).unwrap())), ["b"]);
-        assert_eq!(ids(answer(&subs, &Params::parse(&q(&[("email", "c@x")])).unwrap())), ["c"]);
-        let a = answer(&subs, &Params::parse(&q(&[("submission_id", "a"), ("request_type", "kyc")])).unwrap());
-        assert_eq!(a, json!({"Items": [{"submission_id": "a", "kyc": {"result": "approved"}}]}));
-        let a = answer(&subs, &Params::parse(&q(&[("submission_id", "a"), ("request_type", "others")])).unwrap());
+        let ids = |a: Value| -> Vec<String> {
+            a["Items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["submission_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            ids(answer(
+                &subs,
+                &Params::parse(&q(&[("userid", "u1")])).unwrap()
+            )),
+            ["b", "a"]
+        );
+        assert_eq!(
+            ids(answer(
+                &subs,
+                &Params::parse(&q(&[("start_date", "20250102"), ("end_date", "20250102")]))
+                    .unwrap()
+            )),
+            ["b"]
+        );
+        assert_eq!(
+            ids(answer(
+                &subs,
+                &Params::parse(&q(&[("email", "c@x")])).unwrap()
+            )),
+            ["c"]
+        );
+        let a = answer(
+            &subs,
+            &Params::parse(&q(&[("submission_id", "a"), ("request_type", "kyc")])).unwrap(),
+        );
+        assert_eq!(
+            a,
+            json!({"Items": [{"submission_id": "a", "kyc": {"result": "approved"}}]})
+        );
+        let a = answer(
+            &subs,
+            &Params::parse(&q(&[("submission_id", "a"), ("request_type", "others")])).unwrap(),
+        );
         let keys: Vec<&String> = a["Items"][0].as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["submission_id", "created_at", "userid", "email", "reviewer"]);
+        assert_eq!(
+            keys,
+            ["submission_id", "created_at", "userid", "email", "reviewer"]
+        );
     }
 
     #[test]
     fn bad_params() {
         let e = |pairs: &[(&str, &str)]| Params::parse(&q(pairs)).unwrap_err().0;
-        assert_eq!(e(&[("count", "ten")]), "count must be a positive number, got `ten`");
-        assert_eq!(e(&[("start_date", "2025-01-01")]), "start_date must be YYYYMMDD, got `2025-01-01`");
-        assert_eq!(e(&[("request_type", "all")]), "request_type must be one of kyc, aml, data, others, got `all`");
-        assert_eq!(e(&[("nextpage_id", "x")]), "nextpage_id and nextpage_date must be sent together");
+        assert_eq!(
+            e(&[("count", "ten")]),
+            "count must be a positive number, got `ten`"
+        );
+        assert_eq!(
+            e(&[("start_date", "2025-01-01")]),
+            "start_date must be YYYYMMDD, got `2025-01-01`"
+        );
+        assert_eq!(
+            e(&[("request_type", "all")]),
+            "request_type must be one of kyc, aml, data, others, got `all`"
+        );
+        assert_eq!(
+            e(&[("nextpage_id", "x")]),
+            "nextpage_id and nextpage_date must be sent together"
+        );
     }
 }

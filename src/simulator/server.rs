@@ -123,13 +123,17 @@ async fn gate(
         None => raw,
         Some(c) => {
             let Some(data) = raw.get("data") else {
-                return Err(bad_request("encrypted mode: send the query as the `data` parameter"));
+                return Err(bad_request(
+                    "encrypted mode: send the query as the `data` parameter",
+                ));
             };
             let plain = c
                 .decrypt(data)
                 .map_err(|e| bad_request(&format!("encrypted mode: {e}")))?;
-            let obj: serde_json::Map<String, Value> = serde_json::from_slice(&plain)
-                .map_err(|e| bad_request(&format!("encrypted mode: query is not a JSON object: {e}")))?;
+            let obj: serde_json::Map<String, Value> =
+                serde_json::from_slice(&plain).map_err(|e| {
+                    bad_request(&format!("encrypted mode: query is not a JSON object: {e}"))
+                })?;
             obj.into_iter()
                 .map(|(k, v)| {
                     let s = match v {

@@ -478,3 +478,22 @@ async fn repeated_page_key_stops_the_stream() {
         )
     );
 }
+
+#[tokio::test]
+async fn client_side_rate_limit_spaces_calls() {
+    let sim = sim(5, false).await;
+    let mut cfg = config(&sim, KEY);
+    cfg.rate_limit_per_sec = 20;
+    let c = ArgosClient::new(cfg).unwrap();
+    let t = Instant::now();
+    for _ in 0..30 {
+        assert_eq!(c.get_submission("none").await.unwrap(), None);
+    }
+    // A burst of 20, then one call every 50ms.
+    assert!(
+        t.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.calls_made(), 30);
+}

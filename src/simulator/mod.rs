@@ -102,6 +102,7 @@ impl Simulator {
         let mut state = SimState {
             subs: Vec::with_capacity(config.submissions),
             index: HashMap::new(),
+            order: Default::default(),
             versions: Vec::new(),
             generator: Generator::new(0, start),
             faults: faults::Faults::new(config.seed, config.faults.clone()),

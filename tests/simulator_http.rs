@@ -206,9 +206,11 @@ fn simulate_command_serves_and_prints_its_address() {
             "--submissions",
             "120",
             "--seed",
-            "1",
+            "4",
             "--api-key",
             "k",
+            "--base-time",
+            "2025-06-03T12:00:00Z",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -229,4 +231,20 @@ fn simulate_command_serves_and_prints_its_address() {
     assert_eq!(status, 200);
     assert_eq!(body["Items"].as_array().unwrap().len(), 100);
     assert!(body.get("nextpageKey").is_some());
+    // Same seed and base time as the library: the same backlog, byte for byte.
+    let lib = rt.block_on(async {
+        let sim = Simulator::start(SimConfig {
+            submissions: 120,
+            seed: 4,
+            api_key: "k".into(),
+            base_time: Some("2025-06-03T12:00:00Z".parse().unwrap()),
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        get(&format!("{}/v3/submission?count=100", sim.base_url()), "k")
+            .await
+            .1
+    });
+    assert_eq!(body, lib);
 }

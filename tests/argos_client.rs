@@ -497,3 +497,27 @@ async fn client_side_rate_limit_spaces_calls() {
     );
     assert_eq!(c.calls_made(), 30);
 }
+
+/// With a random 30% of requests faulty (seeded), the client still reads
+/// every submission exactly once, paying for it in extra calls.
+#[tokio::test]
+async fn random_faults_are_absorbed_by_retries() {
+    let sim = sim(300, false).await;
+    sim.set_faults(kyc_sentinel::simulator::FaultConfig {
+        rate: 0.3,
+        slow_delay: Duration::from_millis(600),
+        retry_after_secs: 0,
+    });
+    let mut cfg = config(&sim, KEY);
+    cfg.max_retries = 8;
+    let c = ArgosClient::new(cfg).unwrap();
+    let items = all_items(&c, ListQuery::default()).await;
+    let unique: HashSet<String> = ids(&items).into_iter().collect();
+    assert_eq!((items.len(), unique.len()), (300, 300));
+    assert!(
+        c.calls_made() > 6,
+        "6 pages, some retried: {}",
+        c.calls_made()
+    );
+    assert_eq!(c.calls_made(), sim.requests());
+}

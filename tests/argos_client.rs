@@ -38,7 +38,8 @@ fn config(sim: &SimHandle, key: &str) -> ClientConfig {
     c.retry_base_delay = Duration::from_millis(10);
     c.retry_max_delay = Duration::from_millis(40);
     c.max_retries = 3;
-    c.timeout = Duration::from_millis(500);
+    // Generous, so a loaded CI machine does not turn normal answers into timeouts.
+    c.timeout = Duration::from_secs(2);
     c.rate_limit_per_sec = 1000;
     c
 }
@@ -378,7 +379,7 @@ async fn fault_truncated_body_is_retried_then_reported() {
 async fn fault_slow_answer_times_out_and_is_retried() {
     let sim = sim(60, false).await;
     let c = client(&sim);
-    sim.script_faults([Fault::Slow(Duration::from_secs(2))]);
+    sim.script_faults([Fault::Slow(Duration::from_secs(3))]);
     let page = c.list_page(&ListQuery::default()).await.unwrap();
     assert_eq!(page.items.len(), 50);
     assert_eq!(c.calls_made(), 2);
@@ -505,7 +506,7 @@ async fn random_faults_are_absorbed_by_retries() {
     let sim = sim(300, false).await;
     sim.set_faults(kyc_sentinel::simulator::FaultConfig {
         rate: 0.3,
-        slow_delay: Duration::from_millis(600),
+        slow_delay: Duration::from_millis(2500),
         retry_after_secs: 0,
     });
     let mut cfg = config(&sim, KEY);

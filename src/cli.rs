@@ -110,6 +110,10 @@ pub struct SimulateArgs {
     /// How long a live arrival stays `pending` before it is approved or rejected (e.g. `30s`).
     #[arg(long, default_value = "30s")]
     pub decide_after: String,
+    /// End of the backlog, RFC 3339 or `YYYY-MM-DD-HH-MM-SS-ZZZ` (default: now). With a fixed
+    /// base time the same seed gives the same backlog, timestamps included.
+    #[arg(long)]
+    pub base_time: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let decide_after = crate::util::parse_duration(&args.decide_after)
         .map_err(|e| anyhow::anyhow!("--decide-after: {e}"))?;
+    let base_time = match &args.base_time {
+        None => None,
+        Some(t) => Some(crate::argos::parse_timestamp(t).ok_or_else(|| {
+            anyhow::anyhow!("--base-time: `{t}` is not RFC 3339 nor YYYY-MM-DD-HH-MM-SS-ZZZ")
+        })?),
+    };
     let config = SimConfig {
+        base_time,
         listen: args.listen,
         seed: args.seed,
         submissions: args.submissions,

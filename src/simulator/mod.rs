@@ -38,7 +38,7 @@ use crate::argos::crypto::AesEcb;
 use server::{Shared, SimState};
 
 /// How to run a simulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimConfig {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -86,6 +86,26 @@ impl Default for SimConfig {
     }
 }
 
+impl std::fmt::Debug for SimConfig {
+    // By hand so the key never reaches a log, even a test key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("seed", &self.seed)
+            .field("submissions", &self.submissions)
+            .field("rate", &self.rate)
+            .field("api_key", &"[REDACTED]")
+            .field("encrypted", &self.encrypted)
+            .field("faults", &self.faults)
+            .field("pending_share", &self.pending_share)
+            .field("decide_after", &self.decide_after)
+            .field("backlog_span", &self.backlog_span)
+            .field("base_time", &self.base_time)
+            .field("dump_path", &self.dump_path)
+            .finish()
+    }
+}
+
 /// Entry point: see [`Simulator::start`].
 pub struct Simulator;
 
@@ -102,6 +122,7 @@ impl Simulator {
         let mut state = SimState {
             subs: Vec::with_capacity(config.submissions),
             index: HashMap::new(),
+            order: Default::default(),
             versions: Vec::new(),
             generator: Generator::new(0, start),
             faults: faults::Faults::new(config.seed, config.faults.clone()),

@@ -292,6 +292,21 @@ impl Generator {
     }
 }
 
+/// Moves a decision dated after `t` back to `t`. The generator dates a
+/// decision seconds to minutes after creation; a service publishes it only
+/// once made, so nothing served may carry an `updated_at` in the future (a
+/// poller ordering by event time would otherwise see time run backwards).
+pub fn published_by(v: &mut Value, t: DateTime<Utc>) {
+    let late = crate::argos::model::event_time(v).is_some_and(|u| u > t);
+    if late && let Some(obj) = v.as_object_mut() {
+        let ts = json!(format_argos_timestamp(t));
+        obj.insert("updated_at".into(), ts.clone());
+        if obj.contains_key("kyc_result_at") {
+            obj.insert("kyc_result_at".into(), ts);
+        }
+    }
+}
+
 /// Stamps the decided version with the decision time: `updated_at` and
 /// `kyc_result_at` move, and `pending_at` stays from the pending version.
 pub fn decide(decided: &mut Value, pending_at: &Value, at: DateTime<Utc>) {
@@ -470,7 +485,7 @@ fn some_case(rng: &mut ChaCha8Rng, s: &str) -> String {
         1 => {
             let mut c = s.chars();
             c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase())
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str().to_lowercase().as_str())
                 .unwrap_or_default()
         }
         _ => s.to_lowercase(),

@@ -134,7 +134,8 @@ impl Simulator {
         let step_ms = span.num_milliseconds().max(0) / (n + 1).max(1);
         for i in 1..=n {
             let t = start + chrono::Duration::milliseconds(step_ms * i);
-            let v = generator.submission_at(t);
+            let mut v = generator.submission_at(t);
+            generator::published_by(&mut v, end);
             state.put(v);
         }
         state.generator = generator;

@@ -260,6 +260,8 @@ pub(crate) async fn live_loop(
                     let due_at = now + chrono::Duration::from_std(decide_after).unwrap_or_default();
                     st.to_decide.push((due_at, v));
                 } else {
+                    let mut v = v;
+                    super::generator::published_by(&mut v, now);
                     st.put(v);
                 }
             }

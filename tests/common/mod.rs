@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use kyc_sentinel::rules::{Alert, MemoryState, ScriptLimits, load_path};
 use kyc_sentinel::simulator::SimConfig;
-use kyc_sentinel::simulator::generator::{Generator, decide};
-use serde_json::{Value, json};
+use kyc_sentinel::simulator::generator::{Generator, decide, published_by};
+use serde_json::Value;
 use std::time::Duration;
 
 pub fn repo() -> PathBuf {
@@ -106,15 +106,7 @@ pub async fn drive_arrivals(
         let now = tokio::time::Instant::now();
         if now < end {
             let mut v = generator.submission_at(Utc::now());
-            // The generator dates a decision minutes after creation; a live
-            // service publishes it only once made, so it is stamped now.
-            if v.get("kyc_result_at").is_some() {
-                let t = json!(kyc_sentinel::argos::model::format_argos_timestamp(
-                    Utc::now()
-                ));
-                v["updated_at"] = t.clone();
-                v["kyc_result_at"] = t;
-            }
+            published_by(&mut v, Utc::now());
             let decidable = matches!(v["kyc"]["result"].as_str(), Some("approved" | "rejected"));
             if decidable && generator.chance(0.33) {
                 let pending = Generator::pending_version(&v);

@@ -19,6 +19,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// See the engine work in one command: a simulated Argos account, the
+    /// shipped rules, alerts written to demo-out/, a summary at the end.
+    Demo(DemoArgs),
     /// Run a local Argos API simulator (for tests, demos and staging).
     Simulate(SimulateArgs),
     /// Validate rule files: every problem as `path:line:column: message`, exit 2 if any.
@@ -74,6 +77,29 @@ pub struct BackfillArgs {
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y%m%d")
         .map_err(|_| format!("`{s}` is not a day written YYYYMMDD (e.g. 20261126)"))
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo runs.
+    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
+    pub duration: std::time::Duration,
+    /// Folder for the demo's output files.
+    #[arg(long, default_value = "demo-out")]
+    pub out: PathBuf,
+    /// Seed of the simulated account.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Submissions already in the account when the demo starts.
+    #[arg(long, default_value_t = 400)]
+    pub backlog: usize,
+    /// New submissions per second while the demo runs.
+    #[arg(long, default_value_t = 3.0)]
+    pub rate: f64,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::util::parse_duration(s)
 }
 
 #[derive(Debug, Args)]

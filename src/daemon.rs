@@ -69,7 +69,11 @@ pub struct Engine {
 
 impl Engine {
     pub async fn build(cfg: &Config) -> anyhow::Result<Engine> {
-        let rules = Arc::new(load_rules(cfg)?);
+        Self::build_with(cfg, Arc::new(load_rules(cfg)?)).await
+    }
+
+    /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
+    pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
         let store = SqliteStore::open(&cfg.store.path).await?;
         let client = ArgosClient::new(client_config(cfg)?)?;
         let receivers: Vec<Receiver> = cfg.receivers.iter().map(Receiver::from_config).collect();
@@ -90,14 +94,24 @@ impl Engine {
 /// Runs the daemon until `shutdown` becomes true: poll every interval,
 /// deliver the outbox, then stop polling, drop (roll back) a batch in flight,
 /// and flush the outbox within its deadline.
-pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let rules = Arc::new(load_rules(&cfg)?);
+    run_with(cfg, rules, shutdown).await
+}
+
+/// [`run`] with a given rule set.
+pub async fn run_with(
+    cfg: Config,
+    rules: Arc<RuleSet>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let Engine {
         store: _,
         client,
         mut pipeline,
         outbox,
         wake,
-    } = Engine::build(&cfg).await?;
+    } = Engine::build_with(&cfg, rules).await?;
     tracing::info!(
         rules = pipeline.rules().rules().len(),
         rule_set_version = %pipeline.rules().version(),

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod notify;
 pub mod pipeline;
 pub mod poller;

@@ -7,7 +7,13 @@ use crate::cli::LogFormat;
 /// Installs the global subscriber (once; later calls are ignored, which
 /// lets tests run several commands in one process).
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logs_at(format, "info");
+}
+
+/// As [`init_logs`], with another level when `RUST_LOG` is unset.
+pub fn init_logs_at(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 
 mod backfill;
 mod check;
+mod demo;
 mod eval;
 mod run;
 mod simulate;
@@ -17,6 +18,7 @@ mod test;
 /// printed by the command itself and turned into an exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::run_demo(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),

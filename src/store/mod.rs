@@ -18,7 +18,7 @@ use std::future::Future;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, Summary};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -51,6 +51,72 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Counts for progress displays and summaries.
+    pub async fn summary(&self) -> Result<Summary> {
+        let submissions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submission_versions")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let alerts_by_rule = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<i64, _>(2),
+                )
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let outbox = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<i64, _>(2),
+                )
+            })
+            .collect();
+        Ok(Summary {
+            submissions,
+            alerts_by_rule,
+            outbox,
+        })
+    }
+}
+
+/// See [`SqliteStore::summary`].
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Distinct submissions processed.
+    pub submissions: i64,
+    /// (rule, severity, alerts), most alerts first.
+    pub alerts_by_rule: Vec<(String, String, i64)>,
+    /// (receiver, state, rows).
+    pub outbox: Vec<(String, String, i64)>,
+}
+
+impl Summary {
+    pub fn alerts(&self) -> i64 {
+        self.alerts_by_rule.iter().map(|r| r.2).sum()
+    }
+    pub fn delivered(&self) -> i64 {
+        self.outbox
+            .iter()
+            .filter(|r| r.1 == "delivered")
+            .map(|r| r.2)
+            .sum()
+    }
 }
 
 fn placeholders(n: usize) -> String {

@@ -40,6 +40,8 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Where alerts go. Every alert goes to every receiver listed here.
     #[serde(default = "default_receivers")]
     pub receivers: Vec<ReceiverConfig>,
@@ -187,6 +189,26 @@ impl Default for OutboxConfig {
             retry_max: d_retry_max(),
             max_age: d_max_age(),
             flush_deadline: d_flush(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics` and `/healthz`; loopback by default. `null` turns them off.
+    #[serde(default = "d_telemetry")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn d_telemetry() -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: d_telemetry(),
         }
     }
 }

@@ -124,6 +124,23 @@ pub async fn run_with(
     let outbox_task = tokio::spawn(outbox.run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client, cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
+    let health = crate::telemetry::Health::new(interval);
+    let _telemetry = match cfg.telemetry.listen {
+        // A daemon that cannot serve metrics still delivers alerts: log, go on.
+        Some(addr) => match crate::telemetry::serve(addr, health.clone()).await {
+            Ok((bound, task)) => {
+                tracing::info!(
+                    "metrics on http://{bound}/metrics, health on http://{bound}/healthz"
+                );
+                Some(AbortOnDrop(task))
+            }
+            Err(e) => {
+                tracing::error!("cannot serve metrics on {addr}: {e}; continuing without /metrics");
+                None
+            }
+        },
+        None => None,
+    };
     let mut fatal = None;
     loop {
         let next = tokio::time::Instant::now() + interval;
@@ -131,11 +148,11 @@ pub async fn run_with(
             biased;
             _ = shutdown.changed() => break,
             r = poller.poll_once(&mut pipeline) => match r {
-                Ok(rep) => tracing::info!(
+                Ok(rep) => { health.poll_succeeded(); tracing::info!(
                     pages = rep.pages, refetched = rep.refetched, received = rep.batch.received,
                     changed = rep.batch.changed, alerts = rep.batch.alerts,
                     rule_errors = rep.batch.rule_errors, api_calls = rep.api_calls, "poll done"
-                ),
+                ) }
                 Err(e) if e.is_fatal() => { fatal = Some(e); break; }
                 Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
             }
@@ -152,6 +169,15 @@ pub async fn run_with(
     }
     tracing::info!("kyc-sentinel stopped");
     Ok(())
+}
+
+/// Stops a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Options of `backfill`.

@@ -42,6 +42,7 @@ fn demo_config(base_url: &str, store: &Path, out: &Path) -> anyhow::Result<Confi
          poll:\n  interval: 2s\n  midnight_overlap: 24h\n\
          store:\n  path: {store}\n\
          outbox:\n  retry_base: 200ms\n\
+         telemetry:\n  listen: 127.0.0.1:0\n\
          receivers:\n  - name: alerts-file\n    type: file\n    path: {alerts}\n",
         store = store.display(),
         alerts = out.join("alerts.jsonl").display(),

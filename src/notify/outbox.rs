@@ -20,6 +20,7 @@ pub struct Outbox<S> {
     store: S,
     receivers: HashMap<String, Receiver>,
     cfg: OutboxConfig,
+    stats_at: std::sync::atomic::AtomicI64,
 }
 
 impl<S: Store + Clone> Outbox<S> {
@@ -28,6 +29,7 @@ impl<S: Store + Clone> Outbox<S> {
             store,
             receivers: receivers.into_iter().map(|r| (r.name.clone(), r)).collect(),
             cfg,
+            stats_at: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -73,6 +75,14 @@ impl<S: Store + Clone> Outbox<S> {
         let rows = self.store.due_outbox(Utc::now(), 200).await?;
         for row in &rows {
             let outcome = self.outcome(row).await;
+            crate::telemetry::emit::delivery(
+                &row.receiver,
+                match &outcome {
+                    DeliveryOutcome::Delivered => "delivered",
+                    DeliveryOutcome::Retry { .. } => "retry",
+                    DeliveryOutcome::Dead { .. } => "dead",
+                },
+            );
             match &outcome {
                 DeliveryOutcome::Delivered => {
                     tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
@@ -91,7 +101,24 @@ impl<S: Store + Clone> Outbox<S> {
             }
             self.store.record_delivery(row, &outcome).await?;
         }
+        if !rows.is_empty() || self.stats_due() {
+            let stats = self.store.outbox_stats().await?;
+            crate::telemetry::emit::outbox(stats.pending, stats.dead);
+        }
         Ok(rows.len())
+    }
+
+    /// The depth gauge is refreshed after deliveries, and every ~10s when idle.
+    fn stats_due(&self) -> bool {
+        let now = Utc::now().timestamp();
+        let last = self.stats_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 10 {
+            self.stats_at
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 
     /// Runs until `shutdown` flips, then drains what is due within the flush deadline.

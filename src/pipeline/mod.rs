@@ -158,6 +158,7 @@ impl<S: Store + Clone> Pipeline<S> {
             .collect();
         report.changed = changed.len();
         if changed.is_empty() && audit.is_empty() {
+            crate::telemetry::emit::batch(report.received, 0, 0);
             return Ok(report);
         }
         changed.sort_by(|a, b| (a.event_time, &a.id).cmp(&(b.event_time, &b.id)));
@@ -243,9 +244,11 @@ impl<S: Store + Clone> Pipeline<S> {
                     body,
                 });
                 report.alerts += 1;
+                crate::telemetry::emit::alert(&alert.rule, alert.severity.as_str());
             }
             for err in &sub.errors {
                 report.rule_errors += 1;
+                crate::telemetry::emit::rule_error(&err.rule);
                 tracing::error!(rule = %err.rule, submission = %err.submission_id, "rule error: {}", err.message);
                 audit.push(AuditRow {
                     kind: "rule_error",
@@ -277,6 +280,11 @@ impl<S: Store + Clone> Pipeline<S> {
             self.state
                 .end_batch(state::retention_horizon(t, longest_memory(&self.rules)));
         }
+        crate::telemetry::emit::batch(report.received, report.changed, report.unreadable);
+        for rule in self.rules.rules() {
+            crate::telemetry::emit::rule_evaluations(&rule.id, outcome.submissions.len());
+        }
+        crate::telemetry::emit::window_members(self.state.window_count());
         if report.alerts > 0 {
             self.outbox_wake.notify_one();
         }

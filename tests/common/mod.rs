@@ -27,6 +27,7 @@ pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
          rules: {rules}\n\
          store:\n  path: state.db\n\
          outbox:\n  retry_base: 50ms\n  flush_deadline: 5s\n\
+         telemetry:\n  listen: 127.0.0.1:0\n\
          receivers:\n  - name: file\n    type: file\n    path: alerts.jsonl\n{extra}",
         rules = repo().join("rules").display()
     );

@@ -34,6 +34,28 @@ pub enum Command {
     Run(RunArgs),
     /// Evaluate past days through the same store: a second run over a range alerts nothing.
     Backfill(BackfillArgs),
+    /// Explain decisions: why an alert fired, what each rule saw on a submission; export the log.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The configuration file (its store and rules are used).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Explain every decision about this submission, and the rules that did not fire.
+    #[arg(long, conflicts_with_all = ["alert", "export"])]
+    pub submission: Option<String>,
+    /// Explain one alert: rule version, what each condition saw, window members, deliveries.
+    #[arg(long, conflicts_with = "export")]
+    pub alert: Option<String>,
+    /// Write the audit log between --from and --to (UTC days, inclusive) as JSON lines.
+    #[arg(long, requires_all = ["from", "to"])]
+    pub export: bool,
+    #[arg(long, value_parser = parse_day)]
+    pub from: Option<chrono::NaiveDate>,
+    #[arg(long, value_parser = parse_day)]
+    pub to: Option<chrono::NaiveDate>,
 }
 
 /// How log lines are written.

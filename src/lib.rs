@@ -14,6 +14,7 @@
 //! - [`cli`]: the clap definition of the command line.
 
 pub mod argos;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

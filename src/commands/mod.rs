@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+mod audit;
 mod backfill;
 mod check;
 mod demo;
@@ -25,5 +26,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test::run(args),
         Command::Run(args) => run::run(args),
         Command::Backfill(args) => backfill::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

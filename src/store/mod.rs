@@ -18,7 +18,7 @@ use std::future::Future;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-pub use sqlite::{SqliteStore, Summary};
+pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

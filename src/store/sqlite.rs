@@ -95,6 +95,176 @@ impl SqliteStore {
     }
 }
 
+/// One row of the audit log, as `audit` shows and exports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub submission_id: Option<String>,
+    pub version_hash: Option<String>,
+    pub rule_id: Option<String>,
+    pub rule_version: Option<String>,
+    pub fingerprint: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// A stored alert and what happened to its notifications.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertRecord {
+    pub fingerprint: String,
+    pub fired_at: String,
+    pub rule_version: String,
+    /// The alert as `eval` prints it.
+    pub alert: serde_json::Value,
+    /// (receiver, state, attempts, last_error)
+    pub notifications: Vec<(String, String, i64, Option<String>)>,
+    /// (receiver, at, ok, detail)
+    pub attempts: Vec<(String, String, bool, Option<String>)>,
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, at, kind, submission_id, version_hash, rule_id, rule_version, fingerprint, detail";
+
+fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
+    let detail: Option<String> = r.get(8);
+    AuditEntry {
+        id: r.get(0),
+        at: r.get(1),
+        kind: r.get(2),
+        submission_id: r.get(3),
+        version_hash: r.get(4),
+        rule_id: r.get(5),
+        rule_version: r.get(6),
+        fingerprint: r.get(7),
+        detail: detail
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or(serde_json::Value::Null),
+    }
+}
+
+impl SqliteStore {
+    /// Audit rows about a submission, oldest first.
+    pub async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE submission_id = ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// Audit rows about an alert, oldest first.
+    pub async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE fingerprint = ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(fingerprint)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// Audit rows written in `[from, to)`, for an auditor's export.
+    pub async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE at >= ? AND at < ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(fmt_time(from))
+            .bind(fmt_time(to))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// The last processed version of a submission: (content hash, result, raw JSON if kept).
+    pub async fn submission(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT content_hash, kyc_result, raw FROM submission_versions WHERE submission_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// Fingerprints of the alerts a submission took part in.
+    pub async fn alerts_of_submission(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT fingerprint FROM alerts WHERE submission_id = ? \
+             OR EXISTS (SELECT 1 FROM json_each(json_extract(body, '$.submission_ids')) WHERE value = ?) \
+             ORDER BY fired_at",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
+        let Some(row) =
+            sqlx::query("SELECT fired_at, rule_version, body FROM alerts WHERE fingerprint = ?")
+                .bind(fingerprint)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let body: String = row.get(2);
+        let notifications = sqlx::query(
+            "SELECT receiver, state, attempts, last_error FROM outbox WHERE fingerprint = ? ORDER BY receiver",
+        )
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+        let attempts = sqlx::query(
+            "SELECT o.receiver, d.at, d.ok, d.detail FROM delivery_attempts d JOIN outbox o ON o.id = d.outbox_id \
+             WHERE o.fingerprint = ? ORDER BY d.id",
+        )
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0, r.get(3)))
+        .collect();
+        Ok(Some(AlertRecord {
+            fingerprint: fingerprint.to_owned(),
+            fired_at: row.get(0),
+            rule_version: row.get(1),
+            alert: serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                what: "alerts.body",
+                detail: e.to_string(),
+            })?,
+            notifications,
+            attempts,
+        }))
+    }
+
+    /// Retention: forgets the raw JSON of versions unchanged for `days`;
+    /// decisions, alerts and the audit log stay. Returns the rows purged.
+    pub async fn purge_raw_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE submission_versions SET raw = NULL WHERE raw IS NOT NULL AND last_changed < ?",
+        )
+        .bind(fmt_time(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
 /// See [`SqliteStore::summary`].
 #[derive(Debug, Clone, Default)]
 pub struct Summary {

@@ -42,6 +42,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Where alerts go. Every alert goes to every receiver listed here.
     #[serde(default = "default_receivers")]
     pub receivers: Vec<ReceiverConfig>,
@@ -189,6 +191,34 @@ impl Default for OutboxConfig {
             retry_max: d_retry_max(),
             max_age: d_max_age(),
             flush_deadline: d_flush(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Re-read the rules when their files change (SIGHUP always reloads).
+    #[serde(default = "d_true")]
+    pub watch: bool,
+    /// How often the rule folder is checked; a change is applied once it has
+    /// been stable for one more check.
+    #[serde(default = "d_reload_period")]
+    pub check_every: Dur,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_reload_period() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            check_every: d_reload_period(),
         }
     }
 }

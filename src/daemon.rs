@@ -141,8 +141,14 @@ pub async fn run_with(
         },
         None => None,
     };
+    // SIGHUP always reloads; `reload.watch` adds the file watcher.
+    let mut reloads = crate::reload::watch(
+        cfg.rules.clone(),
+        cfg.reload.watch.then_some(cfg.reload.check_every.0),
+        true,
+    );
     let mut fatal = None;
-    loop {
+    'polls: loop {
         let next = tokio::time::Instant::now() + interval;
         tokio::select! {
             biased;
@@ -157,9 +163,12 @@ pub async fn run_with(
                 Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = shutdown.changed() => break,
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => break,
+                _ = shutdown.changed() => break 'polls,
+                Some(reason) = reloads.recv() => reload_rules(&cfg, &mut pipeline, reason),
+            }
         }
     }
     let _ = outbox_stop.send(true);
@@ -169,6 +178,31 @@ pub async fn run_with(
     }
     tracing::info!("kyc-sentinel stopped");
     Ok(())
+}
+
+/// Swaps in the re-read rules, or keeps the running ones when the new set is
+/// broken. Window state is keyed by rule id, so an edited rule keeps its windows.
+fn reload_rules(
+    cfg: &Config,
+    pipeline: &mut Pipeline<SqliteStore>,
+    reason: crate::reload::ReloadReason,
+) {
+    match load_rules(cfg) {
+        Ok(rules) if rules.version() == pipeline.rules().version() => {
+            tracing::debug!("{reason}: rules unchanged ({})", rules.version());
+        }
+        Ok(rules) => {
+            tracing::info!(
+                old = %pipeline.rules().version(), new = %rules.version(), rules = rules.rules().len(),
+                "{reason}: rules reloaded"
+            );
+            pipeline.set_rules(Arc::new(rules));
+        }
+        Err(e) => tracing::error!(
+            running = %pipeline.rules().version(),
+            "{reason}: the new rules were refused, the running rules stay in force: {e:#}"
+        ),
+    }
 }
 
 /// Stops a background task when its owner goes away.

@@ -43,6 +43,7 @@ fn demo_config(base_url: &str, store: &Path, out: &Path) -> anyhow::Result<Confi
          store:\n  path: {store}\n\
          outbox:\n  retry_base: 200ms\n\
          telemetry:\n  listen: 127.0.0.1:0\n\
+         reload:\n  watch: false\n\
          receivers:\n  - name: alerts-file\n    type: file\n    path: {alerts}\n",
         store = store.display(),
         alerts = out.join("alerts.jsonl").display(),

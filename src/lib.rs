@@ -23,6 +23,7 @@ pub mod demo;
 pub mod notify;
 pub mod pipeline;
 pub mod poller;
+pub mod reload;
 pub mod rules;
 pub mod simulator;
 pub mod store;

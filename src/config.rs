@@ -143,6 +143,10 @@ pub struct StoreConfig {
     /// SQLite file (created if missing).
     #[serde(default = "d_store")]
     pub path: PathBuf,
+    /// Raw submission JSON is forgotten this long after its last change;
+    /// decisions, alerts and the audit log stay. Unset: kept.
+    #[serde(default)]
+    pub raw_retention: Option<Dur>,
 }
 
 fn d_store() -> PathBuf {
@@ -151,7 +155,10 @@ fn d_store() -> PathBuf {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: d_store() }
+        Self {
+            path: d_store(),
+            raw_retention: None,
+        }
     }
 }
 

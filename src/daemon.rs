@@ -106,12 +106,13 @@ pub async fn run_with(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Engine {
-        store: _,
+        store,
         client,
         mut pipeline,
         outbox,
         wake,
     } = Engine::build_with(&cfg, rules).await?;
+    let mut next_purge = tokio::time::Instant::now();
     tracing::info!(
         rules = pipeline.rules().rules().len(),
         rule_set_version = %pipeline.rules().version(),
@@ -150,6 +151,20 @@ pub async fn run_with(
     let mut fatal = None;
     'polls: loop {
         let next = tokio::time::Instant::now() + interval;
+        if let Some(keep) = cfg.store.raw_retention
+            && tokio::time::Instant::now() >= next_purge
+        {
+            next_purge += Duration::from_secs(3600);
+            let cutoff = chrono::Utc::now()
+                - chrono::Duration::from_std(keep.0).unwrap_or(chrono::Duration::MAX);
+            match store.purge_raw_older_than(cutoff).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!("retention: raw JSON of {n} submission versions purged")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("retention purge failed: {e}"),
+            }
+        }
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,

@@ -36,6 +36,67 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Explain decisions: why an alert fired, what each rule saw on a submission; export the log.
     Audit(AuditArgs),
+    /// Acknowledge an alert: you own it (stops its escalation).
+    Ack(AckArgs),
+    /// Resolve an alert with an outcome (false_positive, escalated_to_aml_officer, reported, or free text).
+    Resolve(ResolveArgs),
+    /// List alerts and their state.
+    Alerts(AlertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// The configuration file (its store is used).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The alert's fingerprint (from the notification, `alerts list` or `audit`).
+    pub fingerprint: String,
+    /// Who acknowledges.
+    #[arg(long)]
+    pub by: String,
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    pub fingerprint: String,
+    #[arg(long)]
+    pub by: String,
+    /// false_positive, escalated_to_aml_officer, reported, or free text.
+    #[arg(long)]
+    pub outcome: String,
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub command: AlertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts newest first, with their state.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// open, acknowledged or resolved.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only alerts fired on or after this UTC day (YYYYMMDD).
+        #[arg(long, value_parser = parse_day)]
+        since: Option<chrono::NaiveDate>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

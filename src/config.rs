@@ -44,6 +44,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Where alerts go. Every alert goes to every receiver listed here.
     #[serde(default = "default_receivers")]
     pub receivers: Vec<ReceiverConfig>,
@@ -200,6 +202,24 @@ impl Default for OutboxConfig {
             flush_deadline: d_flush(),
         }
     }
+}
+
+/// The alert API (acknowledge, resolve, list) on the telemetry address.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer token; without one the API is off. Write `${SENTINEL_API_TOKEN}`.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// Secret of the signed one-click acknowledge links; without one, no links.
+    #[serde(default)]
+    pub link_secret: Option<SecretString>,
+    /// How long a link stays valid.
+    #[serde(default)]
+    pub link_ttl: Option<Dur>,
+    /// The URL people reach the daemon at (links are built on it).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

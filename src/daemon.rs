@@ -128,7 +128,9 @@ pub async fn run_with(
     let health = crate::telemetry::Health::new(interval);
     let _telemetry = match cfg.telemetry.listen {
         // A daemon that cannot serve metrics still delivers alerts: log, go on.
-        Some(addr) => match crate::telemetry::serve(addr, health.clone()).await {
+        Some(addr) => match crate::telemetry::serve(addr, health.clone(), api_router(&cfg, &store))
+            .await
+        {
             Ok((bound, task)) => {
                 tracing::info!(
                     "metrics on http://{bound}/metrics, health on http://{bound}/healthz"
@@ -218,6 +220,16 @@ fn reload_rules(
             "{reason}: the new rules were refused, the running rules stay in force: {e:#}"
         ),
     }
+}
+
+/// The alert API, when a token is configured.
+fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
+    let token = cfg.api.token.clone()?;
+    Some(crate::api::router(crate::api::ApiState {
+        store: store.clone(),
+        token: Arc::new(token),
+        link_secret: cfg.api.link_secret.clone().map(Arc::new),
+    }))
 }
 
 /// Stops a background task when its owner goes away.

@@ -13,6 +13,7 @@
 //! - [`commands`]: one module per CLI command, wiring the pieces together.
 //! - [`cli`]: the clap definition of the command line.
 
+pub mod api;
 pub mod argos;
 pub mod audit;
 pub mod cli;

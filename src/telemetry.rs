@@ -243,17 +243,21 @@ async fn health_route(State(h): State<Health>) -> (StatusCode, String) {
     }
 }
 
-/// Serves `/metrics` and `/healthz` until the future is dropped; returns the
-/// bound address (port 0 picks one).
+/// Serves `/metrics`, `/healthz` (and `more` routes, the alert API) until the
+/// task is aborted; returns the bound address (port 0 picks one).
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
+    more: Option<Router>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     metrics_handle();
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics_route))
         .route("/healthz", get(health_route))
         .with_state(health);
+    if let Some(more) = more {
+        app = app.merge(more);
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {

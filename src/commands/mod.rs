@@ -10,6 +10,7 @@ mod backfill;
 mod check;
 mod demo;
 mod eval;
+mod lifecycle;
 mod run;
 mod simulate;
 mod test;
@@ -27,5 +28,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Backfill(args) => backfill::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Ack(args) => lifecycle::ack(args),
+        Command::Resolve(args) => lifecycle::resolve(args),
+        Command::Alerts(args) => lifecycle::alerts(args),
     }
 }

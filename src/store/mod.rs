@@ -11,6 +11,7 @@
 //! the work done. The trait keeps the pipeline independent of SQLite so a
 //! Postgres implementation can follow.
 
+pub mod lifecycle;
 mod sqlite;
 
 use std::collections::HashMap;

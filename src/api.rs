@@ -225,7 +225,7 @@ struct LinkQuery {
     sig: String,
 }
 
-fn check_link(s: &ApiState, fp: &str, q: &LinkQuery) -> Result<(), Response> {
+fn check_link(s: &ApiState, fp: &str, q: &LinkQuery) -> Result<(), Box<Response>> {
     use secrecy::ExposeSecret;
     let Some(secret) = &s.link_secret else {
         return Err(error(
@@ -255,7 +255,7 @@ async fn link_page(
     Query(q): Query<LinkQuery>,
 ) -> Response {
     if let Err(r) = check_link(&s, &fp, &q) {
-        return r;
+        return *r;
     }
     let by = minijinja_escape(&q.by);
     Html(format!(
@@ -272,7 +272,7 @@ async fn link_ack(
     Query(q): Query<LinkQuery>,
 ) -> Response {
     if let Err(r) = check_link(&s, &fp, &q) {
-        return r;
+        return *r;
     }
     change_response(
         &fp,

@@ -228,23 +228,23 @@ struct LinkQuery {
 fn check_link(s: &ApiState, fp: &str, q: &LinkQuery) -> Result<(), Box<Response>> {
     use secrecy::ExposeSecret;
     let Some(secret) = &s.link_secret else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "acknowledge links are not enabled",
-        ));
+        )));
     };
     let want = signature(secret.expose_secret(), fp, &q.by, q.exp);
     if !constant_time_eq(want.as_bytes(), q.sig.as_bytes()) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "the link's signature does not match",
-        ));
+        )));
     }
     if chrono::Utc::now().timestamp() > q.exp {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::GONE,
             "the link has expired; acknowledge through the API or CLI",
-        ));
+        )));
     }
     Ok(())
 }

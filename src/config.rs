@@ -117,6 +117,11 @@ pub struct PollConfig {
     /// decided or older than this.
     #[serde(default = "d_horizon")]
     pub pending_horizon: Dur,
+    /// Ask `GET /v3/submission/applicant` for each new applicant_id (cached for
+    /// this long), so duplicates submitted before the engine started count in
+    /// `derived.applicant_*`. Unset: the store's view only (no extra calls).
+    #[serde(default)]
+    pub applicant_lookup: Option<Dur>,
 }
 
 fn d_interval() -> Dur {
@@ -135,6 +140,7 @@ impl Default for PollConfig {
             interval: d_interval(),
             midnight_overlap: d_overlap(),
             pending_horizon: d_horizon(),
+            applicant_lookup: None,
         }
     }
 }

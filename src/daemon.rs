@@ -80,7 +80,13 @@ impl Engine {
         let names = receivers.iter().map(|r| r.name.clone()).collect();
         let wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()));
-        let pipeline = Pipeline::new(store.clone(), rules, names, wake.clone()).await?;
+        let mut pipeline = Pipeline::new(store.clone(), rules, names, wake.clone()).await?;
+        if let Some(ttl) = cfg.poll.applicant_lookup {
+            pipeline = pipeline.with_applicant_lookup(crate::pipeline::ApplicantLookup::new(
+                client.clone(),
+                ttl.0,
+            ));
+        }
         Ok(Engine {
             store,
             client,

@@ -200,3 +200,40 @@ async fn backfill_twice_alerts_once() {
         expected.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applicant_lookup_counts_duplicates_submitted_before_the_engine() {
+    let sim = Simulator::start(SimConfig {
+        submissions: 0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let old =
+        kyc_sentinel::argos::model::format_argos_timestamp(Utc::now() - chrono::Duration::days(5));
+    let now = kyc_sentinel::argos::model::format_argos_timestamp(Utc::now());
+    // Five days old: outside the days the poller lists, known to Argos's applicant index.
+    sim.insert(
+        json!({"submission_id": "old-1", "applicant_id": "app-9", "email": "first@example.com",
+                      "created_at": old, "updated_at": old, "kyc": {"result": "approved"}}),
+    );
+    sim.insert(
+        json!({"submission_id": "new-1", "applicant_id": "app-9", "email": "second@example.com",
+                      "created_at": now, "updated_at": now, "kyc": {"result": "approved"}}),
+    );
+    for (lookup, expected) in [("", 0), ("  applicant_lookup: 10m\n", 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &sim.base_url(), "");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "  midnight_overlap: 24h\n",
+            &format!("  midnight_overlap: 24h\n{lookup}"),
+        );
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).unwrap();
+        let mut engine = Engine::build(&cfg).await.unwrap();
+        let mut poller = Poller::new(engine.client.clone(), cfg.poll.clone(), 0);
+        let rep = poller.poll_once(&mut engine.pipeline).await.unwrap();
+        assert_eq!(rep.batch.changed, 1, "only today's submission is listed");
+        assert_eq!(rep.batch.alerts, expected, "applicant_lookup {lookup:?}");
+    }
+}

@@ -41,6 +41,54 @@ pub struct Pipeline<S> {
     /// window before it can no longer count, and is dropped from memory.
     /// Event time, not the wall clock, so a backfill of last year keeps its windows.
     high_water: Option<DateTime<Utc>>,
+    applicant_lookup: Option<ApplicantLookup>,
+}
+
+/// Asks Argos's applicant endpoint which submissions are the same person, so
+/// duplicates from before the engine started count too. Cached per applicant
+/// for `ttl`; a failed lookup is logged and the store's view is used.
+pub struct ApplicantLookup {
+    client: crate::argos::ArgosClient,
+    ttl: std::time::Duration,
+    fetched: HashMap<String, std::time::Instant>,
+}
+
+impl ApplicantLookup {
+    pub fn new(client: crate::argos::ArgosClient, ttl: std::time::Duration) -> Self {
+        Self {
+            client,
+            ttl,
+            fetched: HashMap::new(),
+        }
+    }
+
+    async fn enrich(&mut self, applicant_ids: &[&str], pre: &mut crate::store::BatchPrefetch) {
+        self.fetched.retain(|_, at| at.elapsed() < self.ttl);
+        for id in applicant_ids {
+            if self.fetched.contains_key(*id) {
+                continue;
+            }
+            match self.client.applicant(id).await {
+                Ok(entries) => {
+                    self.fetched
+                        .insert((*id).to_owned(), std::time::Instant::now());
+                    let rows = pre.applicants.entry((*id).to_owned()).or_default();
+                    for e in entries {
+                        let Some(sid) = e.submission_id else { continue };
+                        if !rows.iter().any(|(s, _, _)| *s == sid) {
+                            // Known to Argos but never seen here: it came before
+                            // anything this engine saw, so it sorts first.
+                            rows.push((sid, e.email, DateTime::<Utc>::MIN_UTC));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    applicant_id = id,
+                    "applicant lookup failed, using the store's view: {e}"
+                ),
+            }
+        }
+    }
 }
 
 struct Candidate {
@@ -67,7 +115,14 @@ impl<S: Store + Clone> Pipeline<S> {
             receivers,
             outbox_wake,
             high_water,
+            applicant_lookup: None,
         })
+    }
+
+    /// Also ask Argos's applicant endpoint (see [`ApplicantLookup`]).
+    pub fn with_applicant_lookup(mut self, lookup: ApplicantLookup) -> Self {
+        self.applicant_lookup = Some(lookup);
+        self
     }
 
     async fn load_state(
@@ -173,7 +228,10 @@ impl<S: Store + Clone> Pipeline<S> {
                 .filter(|a| set.insert(*a))
                 .collect()
         };
-        let pre = self.store.prefetch(&sub_ids, &applicant_ids).await?;
+        let mut pre = self.store.prefetch(&sub_ids, &applicant_ids).await?;
+        if let Some(lookup) = &mut self.applicant_lookup {
+            lookup.enrich(&applicant_ids, &mut pre).await;
+        }
         self.state.load_batch(pre);
 
         let mut commit = BatchCommit::default();

@@ -223,6 +223,15 @@ pub struct IngestConfig {
     /// Submissions fetched at once for one batch of hints.
     #[serde(default = "d_fetch_conc")]
     pub fetch_concurrency: usize,
+    /// With each batch of hints, also fetch the newest page of the list, so
+    /// arrivals whose webhook was lost are evaluated in event-time order with
+    /// the hinted ones (one extra call per batch; see docs-ingest.md).
+    #[serde(default = "d_true")]
+    pub catch_up: bool,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_ingest_listen() -> std::net::SocketAddr {

@@ -130,6 +130,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
     };
     let hints_on = ingest.is_some();
     let fetch_concurrency = cfg.ingest.as_ref().map_or(1, |i| i.fetch_concurrency);
+    let catch_up = cfg.ingest.as_ref().is_some_and(|i| i.catch_up);
     // The outbox stops on its own signal, sent after the main loop ends, so it
     // flushes whether we stop on a signal or on a fatal error.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
@@ -180,7 +181,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
                 let r = tokio::select! {
                     biased;
                     _ = shutdown.changed() => break,
-                    r = process_hints(&client, &mut pipeline, hints, fetch_concurrency) => r,
+                    r = process_hints(&client, &mut pipeline, hints, fetch_concurrency, catch_up) => r,
                 };
                 if let Err(e) = r {
                     if e.downcast_ref::<ArgosError>().is_some_and(ArgosError::is_fatal) {
@@ -209,30 +210,51 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
 /// Hints taken into one batch at most (the channel is drained up to this).
 const MAX_HINTS_PER_BATCH: usize = 200;
 
-/// Fetches the hinted submissions by id (a few at once) and processes them as
-/// one batch. A fetch that fails is logged and skipped: the poller finds the
-/// submission later. A fatal error (wrong key) is returned.
+/// Fetches the hinted submissions and processes them as one batch.
+///
+/// With `catch_up`, the newest page of the account's list is fetched first
+/// and the hinted ids found in it are not fetched again. The page matters for
+/// correctness, not only for calls: rules are evaluated in event-time order,
+/// and a webhook that Argos lost must not let a later submission be evaluated
+/// before an earlier one it should have seen (two emails of one applicant,
+/// the third rejection of a user). The page brings in the recent arrivals whose
+/// webhooks never came, in the same batch, sorted by event time.
+///
+/// A fetch that fails is logged and skipped: the poller finds the submission
+/// later. A fatal error (wrong key) is returned.
 async fn process_hints(
     client: &ArgosClient,
     pipeline: &mut Pipeline<SqliteStore>,
     hints: Vec<Hint>,
     concurrency: usize,
+    catch_up: bool,
 ) -> anyhow::Result<BatchReport> {
     let n_hints = hints.len();
     let oldest = hints.iter().map(|h| h.received).min();
-    let mut seen = std::collections::HashSet::new();
+    let mut items = Vec::new();
+    if catch_up {
+        match client.list_page(&ListQuery::default()).await {
+            Ok(page) => items = page.items,
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => tracing::warn!("newest page after webhooks failed; fetching by id only: {e}"),
+        }
+    }
+    let mut seen: std::collections::HashSet<String> = items
+        .iter()
+        .filter_map(|v| crate::argos::submission_id(v).map(str::to_owned))
+        .collect();
     let ids: Vec<String> = hints
         .into_iter()
         .map(|h| h.submission_id)
         .filter(|id| seen.insert(id.clone()))
         .collect();
+    let by_id = ids.len();
     let mut fetches = futures::stream::iter(ids)
         .map(|id| async move {
             let r = client.get_submission(&id).await;
             (id, r)
         })
         .buffer_unordered(concurrency.max(1));
-    let mut items = Vec::new();
     while let Some((id, r)) = fetches.next().await {
         match r {
             Ok(Some(v)) => items.push(v),
@@ -252,6 +274,7 @@ async fn process_hints(
         .await?;
     tracing::debug!(
         hints = n_hints,
+        fetched_by_id = by_id,
         received = report.received,
         changed = report.changed,
         alerts = report.alerts,

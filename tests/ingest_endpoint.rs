@@ -25,6 +25,7 @@ fn config() -> IngestConfig {
         replay_window: Dur(Duration::from_secs(600)),
         queue_capacity: 10_000,
         fetch_concurrency: 4,
+        catch_up: true,
     }
 }
 

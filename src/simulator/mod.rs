@@ -274,6 +274,14 @@ impl SimHandle {
             .unwrap_or_default()
     }
 
+    /// Changes the fraction of webhook events dropped from now on (a test can
+    /// make the next events certain to be lost).
+    pub fn set_webhook_drop(&self, drop: f64) {
+        if let Some(p) = &mut self.shared.state.lock().unwrap().pusher {
+            p.set_drop(drop);
+        }
+    }
+
     /// (delivered with 2xx, failed, dropped) webhook events so far.
     pub fn webhook_stats(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;

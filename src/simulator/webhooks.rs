@@ -63,6 +63,10 @@ pub(crate) struct Pusher {
 }
 
 impl Pusher {
+    pub fn set_drop(&mut self, drop: f64) {
+        self.drop = drop.clamp(0.0, 1.0);
+    }
+
     /// Decides (seeded) whether to drop the version's event, records it, and
     /// queues it for sending.
     pub fn on_version(&mut self, version: usize, prev: Option<&Value>, new: &Value) {

@@ -135,7 +135,7 @@ pub(crate) fn start(
     });
     let pusher = Pusher {
         tx,
-        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_00_b00c),
+        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f00_b00c),
         drop: push.drop,
         records: Vec::new(),
         stats,

@@ -497,7 +497,7 @@ mod tests {
         .unwrap_err();
         assert!(
             err.starts_with(
-                "conf/sentinel.yaml:4:15: `argos.com` is not an IP address or CIDR block"
+                "conf/sentinel.yaml:5:15: `argos.com` is not an IP address or CIDR block"
             ),
             "{err}"
         );

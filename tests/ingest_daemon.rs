@@ -33,7 +33,10 @@ fn config(dir: &Path, sim: &SimHandle, port: u16, poll: &str) -> PathBuf {
     let path = write_config(
         dir,
         &sim.base_url(),
-        &format!("ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\n"),
+        // The endpoint's rate limit is not what these tests measure.
+        &format!(
+            "ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\n  rate_limit_per_sec: 5000\n"
+        ),
     );
     let text = std::fs::read_to_string(&path)
         .unwrap()
@@ -273,6 +276,11 @@ async fn webhook_to_delivery_latency() {
             (*at - pushed[sub]).num_microseconds().unwrap() as f64 / 1000.0
         })
         .collect();
+    assert_eq!(
+        sim.webhook_stats(),
+        (n as u64, 0, 0),
+        "every webhook accepted"
+    );
     assert_eq!(ms.len(), n, "every red flag delivered once, by webhook");
     ms.sort_by(f64::total_cmp);
     let (p50, p99, max) = (

@@ -223,6 +223,13 @@ pub struct SimulateArgs {
     /// base time the same seed gives the same backlog, timestamps included.
     #[arg(long)]
     pub base_time: Option<String>,
+    /// POST an Argos webhook for every version published after start to this URL
+    /// (e.g. `http://127.0.0.1:8088/argos/webhook/TOKEN`); encrypted with `--encrypted`.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Fraction (0..1) of webhook events dropped (seeded by `--seed`), as Argos warns webhooks can be lost.
+    #[arg(long, default_value_t = 0.0, requires = "webhook_url")]
+    pub webhook_drop: f64,
 }
 
 #[derive(Debug, Args)]

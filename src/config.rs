@@ -49,6 +49,9 @@ pub struct Config {
     /// Where alerts go. Every alert goes to every receiver listed here.
     #[serde(default = "default_receivers")]
     pub receivers: Vec<ReceiverConfig>,
+    /// The Argos webhook endpoint; absent = polling only.
+    #[serde(default)]
+    pub ingest: Option<IngestConfig>,
 }
 
 fn default_rules() -> PathBuf {
@@ -240,6 +243,42 @@ pub struct ReloadConfig {
     pub check_every: Dur,
 }
 
+/// The endpoint receiving Argos webhooks (`ingest:`). Each webhook is a hint
+/// to fetch its submission now; the poller stays the safety net.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address to listen on.
+    #[serde(default = "d_ingest_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Shared secret: in the URL path (`/argos/webhook/TOKEN`) or the
+    /// `X-Sentinel-Token` header. Prefer `${INGEST_TOKEN}`.
+    pub token: SecretString,
+    /// Peers allowed to call (addresses or CIDR blocks); empty = any.
+    #[serde(default)]
+    pub allow_ips: Vec<crate::ingest::guard::IpRange>,
+    /// Largest body accepted (`64KiB`).
+    #[serde(default = "d_max_body")]
+    pub max_body: crate::ingest::guard::ByteSize,
+    /// Requests per second accepted (bursts up to the same number); beyond: 429.
+    #[serde(default = "d_ingest_rate")]
+    pub rate_limit_per_sec: u32,
+    /// The same body again within this window is answered 200 and ignored.
+    #[serde(default = "d_replay")]
+    pub replay_window: Dur,
+    /// Hints waiting for the pipeline; when full, 503 (the poller catches up).
+    #[serde(default = "d_queue")]
+    pub queue_capacity: usize,
+    /// Submissions fetched at once for one batch of hints.
+    #[serde(default = "d_fetch_conc")]
+    pub fetch_concurrency: usize,
+    /// With each batch of hints, also fetch the newest page of the list, so
+    /// arrivals whose webhook was lost are evaluated in event-time order with
+    /// the hinted ones (one extra call per batch; see docs-ingest.md).
+    #[serde(default = "d_true")]
+    pub catch_up: bool,
+}
+
 fn d_true() -> bool {
     true
 }
@@ -274,6 +313,25 @@ impl Default for TelemetryConfig {
             listen: d_telemetry(),
         }
     }
+}
+
+fn d_ingest_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8088))
+}
+fn d_max_body() -> crate::ingest::guard::ByteSize {
+    crate::ingest::guard::ByteSize(64 * 1024)
+}
+fn d_ingest_rate() -> u32 {
+    200
+}
+fn d_replay() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn d_queue() -> usize {
+    10_000
+}
+fn d_fetch_conc() -> usize {
+    8
 }
 
 /// A receiver, selected by `type:`. (Written as one tagged enum rather than a
@@ -415,6 +473,32 @@ impl Config {
         if self.poll.interval.0 < Duration::from_secs(1) {
             errs.push("poll.interval: must be at least 1s".into());
         }
+        if let Some(i) = &self.ingest {
+            use secrecy::ExposeSecret;
+            let t = i.token.expose_secret();
+            if t.len() < 16
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            {
+                errs.push(
+                    "ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ \
+                     (it travels in a URL path)"
+                        .into(),
+                );
+            }
+            if i.rate_limit_per_sec == 0 {
+                errs.push("ingest.rate_limit_per_sec: must be at least 1".into());
+            }
+            if i.max_body.0 < 256 {
+                errs.push("ingest.max_body: must be at least 256 bytes".into());
+            }
+            if i.queue_capacity == 0 || i.fetch_concurrency == 0 {
+                errs.push(
+                    "ingest.queue_capacity and ingest.fetch_concurrency: must be at least 1".into(),
+                );
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for r in &self.receivers {
             if !names.insert(r.name()) {
@@ -460,6 +544,43 @@ mod tests {
         assert_eq!(
             err,
             "conf/sentinel.yaml:line 3: environment variable `NOPE` is not set"
+        );
+    }
+
+    #[test]
+    fn ingest_section() {
+        let base = "argos:\n  base_url: http://x\n";
+        let c = parse(&format!(
+            "{base}ingest:\n  token: 0123456789abcdef\n  allow_ips: [10.0.0.0/8, 127.0.0.1]\n  max_body: 1MiB\n"
+        ))
+        .unwrap();
+        let i = c.ingest.unwrap();
+        assert_eq!(i.listen, "127.0.0.1:8088".parse().unwrap());
+        assert_eq!(i.max_body.0, 1 << 20);
+        assert_eq!(i.allow_ips.len(), 2);
+        assert_eq!(i.replay_window, Dur(Duration::from_secs(600)));
+        assert!(
+            !format!("{i:?}").contains("0123456789abcdef"),
+            "token redacted"
+        );
+        let err = parse(&format!(
+            "{base}ingest:\n  token: short\n  rate_limit_per_sec: 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "conf/sentinel.yaml: ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it travels in a URL path)\n\
+             conf/sentinel.yaml: ingest.rate_limit_per_sec: must be at least 1"
+        );
+        let err = parse(&format!(
+            "{base}ingest:\n  token: 0123456789abcdef\n  allow_ips: [argos.com]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "conf/sentinel.yaml:5:15: `argos.com` is not an IP address or CIDR block"
+            ),
+            "{err}"
         );
     }
 

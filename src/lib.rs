@@ -6,6 +6,8 @@
 //! - [`argos`]: the Argos submission model (typed view beside the raw JSON),
 //!   the REST client (pagination, retries, rate limit) and encrypted mode.
 //! - [`simulator`]: a faithful local Argos API, for tests, the demo and staging.
+//! - [`ingest`]: the endpoint receiving Argos webhooks; each is a hint to
+//!   fetch that submission now, through the same pipeline as a poll.
 //! - [`rules`]: rule files -> compiled rule set -> pure evaluation with
 //!   windows, throttles and derived fields; the `check`, `eval`, `test` commands.
 //! - [`store`]: the durable state store (SQLite): cursor, seen versions,
@@ -21,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod ingest;
 pub mod notify;
 pub mod pipeline;
 pub mod poller;

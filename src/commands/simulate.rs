@@ -14,6 +14,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             args.fault_rate
         );
     }
+    if !(0.0..=1.0).contains(&args.webhook_drop) {
+        anyhow::bail!(
+            "--webhook-drop must be between 0 and 1, got {}",
+            args.webhook_drop
+        );
+    }
+    if let Some(u) = &args.webhook_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        anyhow::bail!("--webhook-url: `{u}` is not an http(s) URL");
+    }
     if args.rate < 0.0 || !args.rate.is_finite() {
         anyhow::bail!("--rate must be 0 or more, got {}", args.rate);
     }
@@ -39,6 +50,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         },
         decide_after,
         dump_path: args.dump.clone(),
+        webhook: args
+            .webhook_url
+            .clone()
+            .map(|url| crate::simulator::WebhookPush {
+                url,
+                drop: args.webhook_drop,
+            }),
         ..SimConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::argos::model::{Keys, event_time};
 use crate::rules::{BatchOutcome, RuleSet};
+pub use crate::store::Source;
 use crate::store::{AlertRow, AuditRow, BatchCommit, OutboxInsert, Store, VersionRow};
 use state::CachedState;
 
@@ -151,11 +152,23 @@ impl<S: Store + Clone> Pipeline<S> {
         &self.store
     }
 
-    /// Processes one batch; `origin` names where it came from (for errors).
+    /// Processes one batch fetched by the poller; `origin` names where it
+    /// came from (for errors).
     pub async fn process(
         &mut self,
         items: Vec<Value>,
         origin: &str,
+    ) -> crate::store::Result<BatchReport> {
+        self.process_from(items, origin, Source::Poll).await
+    }
+
+    /// [`Self::process`] for a batch fetched by another path (a webhook hint,
+    /// a backfill): the store counts which path found each version first.
+    pub async fn process_from(
+        &mut self,
+        items: Vec<Value>,
+        origin: &str,
+        source: Source,
     ) -> crate::store::Result<BatchReport> {
         let mut report = BatchReport {
             received: items.len(),
@@ -234,7 +247,10 @@ impl<S: Store + Clone> Pipeline<S> {
         }
         self.state.load_batch(pre);
 
-        let mut commit = BatchCommit::default();
+        let mut commit = BatchCommit {
+            source,
+            ..BatchCommit::default()
+        };
         for c in &changed {
             let keys = Keys::of(&c.doc);
             commit.versions.push(VersionRow {

@@ -12,11 +12,13 @@
 //! - [`query`]: the pure answer of a list/applicant request.
 //! - [`faults`]: scripted and seeded random faults.
 //! - `server`: axum handlers and the live arrivals loop.
+//! - [`webhooks`]: the events pushed to a webhook URL, a seeded share dropped.
 
 pub mod faults;
 pub mod generator;
 pub mod query;
 mod server;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -33,6 +35,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultConfig};
 pub use generator::Generator;
+pub use webhooks::{PushRecord, PushStats, WebhookPush};
 
 use crate::argos::crypto::AesEcb;
 use server::{Shared, SimState};
@@ -65,6 +68,9 @@ pub struct SimConfig {
     pub base_time: Option<DateTime<Utc>>,
     /// Where [`SimHandle::shutdown`] writes every version as JSON lines.
     pub dump_path: Option<PathBuf>,
+    /// Push a webhook for every version published after start (encrypted
+    /// when `encrypted` is on), a seeded share dropped.
+    pub webhook: Option<WebhookPush>,
 }
 
 impl Default for SimConfig {
@@ -82,6 +88,7 @@ impl Default for SimConfig {
             backlog_span: None,
             base_time: None,
             dump_path: None,
+            webhook: None,
         }
     }
 }
@@ -102,6 +109,7 @@ impl std::fmt::Debug for SimConfig {
             .field("backlog_span", &self.backlog_span)
             .field("base_time", &self.base_time)
             .field("dump_path", &self.dump_path)
+            .field("webhook", &self.webhook.as_ref().map(|w| w.drop))
             .finish()
     }
 }
@@ -128,6 +136,7 @@ impl Simulator {
             faults: faults::Faults::new(config.seed, config.faults.clone()),
             to_decide: Vec::new(),
             requests: 0,
+            pusher: None,
         };
         // Evenly spaced over the span, all at or before `end`.
         let n = config.submissions as i64;
@@ -139,6 +148,23 @@ impl Simulator {
             state.put(v);
         }
         state.generator = generator;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let push_stats = Arc::new(PushStats::default());
+        let mut tasks = Vec::new();
+        if let Some(push) = &config.webhook {
+            let cipher = config
+                .encrypted
+                .then(|| AesEcb::from_api_key(&SecretString::from(config.api_key.clone())));
+            let (pusher, task) = webhooks::start(
+                push,
+                config.seed,
+                cipher,
+                push_stats.clone(),
+                stop_rx.clone(),
+            );
+            state.pusher = Some(pusher);
+            tasks.push(task);
+        }
 
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -149,7 +175,6 @@ impl Simulator {
         });
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
         let mut srv_stop = stop_rx.clone();
         let app = server::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -166,12 +191,15 @@ impl Simulator {
             config.decide_after,
             stop_rx,
         ));
+        tasks.push(server);
+        tasks.push(live);
         Ok(SimHandle {
             addr,
             shared,
             stop: stop_tx,
-            tasks: vec![server, live],
+            tasks,
             dump_path: config.dump_path,
+            push_stats,
         })
     }
 }
@@ -183,6 +211,7 @@ pub struct SimHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     dump_path: Option<PathBuf>,
+    push_stats: Arc<PushStats>,
 }
 
 impl SimHandle {
@@ -231,6 +260,37 @@ impl SimHandle {
     /// Every version of every submission, in the order they changed.
     pub fn dump(&self) -> Vec<Value> {
         self.shared.state.lock().unwrap().versions.clone()
+    }
+
+    /// Every webhook event generated since start, sent or dropped, in order.
+    pub fn webhook_log(&self) -> Vec<PushRecord> {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .pusher
+            .as_ref()
+            .map(|p| p.records.clone())
+            .unwrap_or_default()
+    }
+
+    /// Changes the fraction of webhook events dropped from now on (a test can
+    /// make the next events certain to be lost).
+    pub fn set_webhook_drop(&self, drop: f64) {
+        if let Some(p) = &mut self.shared.state.lock().unwrap().pusher {
+            p.set_drop(drop);
+        }
+    }
+
+    /// (delivered with 2xx, failed, dropped) webhook events so far.
+    pub fn webhook_stats(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.push_stats;
+        (
+            s.delivered.load(Relaxed),
+            s.failed.load(Relaxed),
+            s.dropped.load(Relaxed),
+        )
     }
 
     /// HTTP requests received so far (faulty ones included).

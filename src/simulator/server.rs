@@ -46,6 +46,9 @@ pub(crate) struct SimState {
     /// Pending submissions waiting for their decision: (due, decided version).
     pub to_decide: Vec<(DateTime<Utc>, Value)>,
     pub requests: u64,
+    /// Webhook pushing, when configured (set after the backlog is generated:
+    /// the backlog happened before anyone listened).
+    pub pusher: Option<super::webhooks::Pusher>,
 }
 
 impl SimState {
@@ -57,6 +60,10 @@ impl SimState {
             .unwrap_or_default()
             .to_owned();
         let key = owned_order_key(&v);
+        if let Some(p) = &mut self.pusher {
+            let prev = self.index.get(&id).map(|&i| &self.subs[i]);
+            p.on_version(self.versions.len(), prev, &v);
+        }
         match self.index.get(&id) {
             Some(&i) => {
                 // created_at may have been changed by a test.

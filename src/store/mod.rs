@@ -133,9 +133,34 @@ pub struct AuditRow {
     pub detail: serde_json::Value,
 }
 
+/// The path by which a batch's submissions were fetched. Whichever commits a
+/// version first found it first; the store counts versions per path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The poller's list of the day or its re-fetch of undecided submissions.
+    #[default]
+    Poll,
+    /// A fetch by id triggered by an Argos webhook.
+    Webhook,
+    /// `kyc-sentinel backfill`.
+    Backfill,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Poll => "poll",
+            Source::Webhook => "webhook",
+            Source::Backfill => "backfill",
+        }
+    }
+}
+
 /// Everything one batch writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct BatchCommit {
+    /// Which path fetched this batch (recorded per version, counted per path).
+    pub source: Source,
     pub versions: Vec<VersionRow>,
     pub state: Vec<StateChange>,
     pub alerts: Vec<AlertRow>,
@@ -254,4 +279,7 @@ pub trait Store: Send + Sync + 'static {
     fn add_api_calls(&self, day: &str, n: u64) -> impl Future<Output = Result<u64>> + Send;
 
     fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Versions found first per path ([`Source::as_str`] -> count).
+    fn found_first(&self) -> impl Future<Output = Result<HashMap<String, u64>>> + Send;
 }

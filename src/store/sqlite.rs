@@ -457,11 +457,12 @@ impl Store for SqliteStore {
         for v in &batch.versions {
             sqlx::query(
                 "INSERT INTO submission_versions \
-                 (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw, found_by) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, \
                  kyc_result = excluded.kyc_result, created_at = excluded.created_at, \
-                 event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw",
+                 event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw, \
+                 found_by = excluded.found_by",
             )
             .bind(&v.submission_id)
             .bind(&v.content_hash)
@@ -471,6 +472,17 @@ impl Store for SqliteStore {
             .bind(&now)
             .bind(&now)
             .bind(&v.raw)
+            .bind(batch.source.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.versions.is_empty() {
+            sqlx::query(
+                "INSERT INTO version_sources (source, versions) VALUES (?, ?) \
+                 ON CONFLICT (source) DO UPDATE SET versions = versions + excluded.versions",
+            )
+            .bind(batch.source.as_str())
+            .bind(batch.versions.len() as i64)
             .execute(&mut *tx)
             .await?;
         }
@@ -743,6 +755,17 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    async fn found_first(&self) -> Result<HashMap<String, u64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT source, versions FROM version_sources")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, n.max(0) as u64))
+            .collect())
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

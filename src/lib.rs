@@ -25,4 +25,5 @@ pub mod rules;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod util;

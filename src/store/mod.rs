@@ -132,13 +132,28 @@ pub struct AuditRow {
     pub detail: serde_json::Value,
 }
 
+/// A routed alert joining a notification group of a receiver. The group's
+/// notification is written to the outbox by [`Store::flush_groups`] once its
+/// `group_wait` (or the repeat interval after its last notification) has passed.
+#[derive(Debug, Clone)]
+pub struct GroupInsert {
+    pub receiver: String,
+    pub group_key: String,
+    pub fingerprint: String,
+    pub group_wait: std::time::Duration,
+    pub repeat_interval: std::time::Duration,
+}
+
 /// Everything one batch writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct BatchCommit {
     pub versions: Vec<VersionRow>,
     pub state: Vec<StateChange>,
     pub alerts: Vec<AlertRow>,
+    /// Notifications ready now, bypassing grouping.
     pub outbox: Vec<OutboxInsert>,
+    /// Routed alerts that wait in their group.
+    pub notify: Vec<GroupInsert>,
     pub audit: Vec<AuditRow>,
     pub meta: Vec<(String, String)>,
 }
@@ -253,4 +268,33 @@ pub trait Store: Send + Sync + 'static {
     fn add_api_calls(&self, day: &str, n: u64) -> impl Future<Output = Result<u64>> + Send;
 
     fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Writes the notification of every group due at `now` to the outbox, in
+    /// one transaction with marking its alerts sent; returns how many.
+    fn flush_groups(&self, now: DateTime<Utc>) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The stored JSON of these submissions (their last processed version).
+    fn submissions_raw(
+        &self,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, serde_json::Value>>> + Send;
+
+    fn add_silence(
+        &self,
+        s: &crate::notify::silence::NewSilence,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Silences still in force at `now` (or all, with `include_expired`), newest first.
+    fn silences(
+        &self,
+        now: DateTime<Utc>,
+        include_expired: bool,
+    ) -> impl Future<Output = Result<Vec<crate::notify::silence::Silence>>> + Send;
+
+    /// Ends a silence now; false when no silence has that id.
+    fn expire_silence(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 pub const HOOK_SECRET: &str = "whsec-test-5f2c";
+pub const SMTP_PASSWORD: &str = "smtp-pw-9c1e";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -51,8 +52,10 @@ impl Harness {
         );
         let path = dir.join("sentinel.yaml");
         std::fs::write(&path, &text).unwrap();
-        let cfg = Config::parse(&path, &text, |k| {
-            (k == "HOOK_SECRET").then(|| HOOK_SECRET.to_string())
+        let cfg = Config::parse(&path, &text, |k| match k {
+            "HOOK_SECRET" => Some(HOOK_SECRET.to_string()),
+            "SMTP_PASSWORD" => Some(SMTP_PASSWORD.to_string()),
+            _ => None,
         })
         .unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
         let store = SqliteStore::open(&cfg.store.path).await.unwrap();

@@ -8,7 +8,9 @@ use crate::cli::{Cli, Command};
 mod backfill;
 mod check;
 mod eval;
+mod notify;
 mod run;
+mod silence;
 mod simulate;
 mod test;
 
@@ -23,5 +25,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test::run(args),
         Command::Run(args) => run::run(args),
         Command::Backfill(args) => backfill::run(args),
+        Command::Silence(args) => silence::run(args),
+        Command::NotifyTest(args) => notify::notify_test(args),
+        Command::Render(args) => notify::render(args),
     }
 }

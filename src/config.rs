@@ -431,7 +431,11 @@ fn validate_receiver(r: &ReceiverConfig) -> Vec<String> {
             if e.to.is_empty() {
                 errs.push(format!("{at}.to: at least one recipient is needed"));
             }
-            for (field, addrs) in [("from", std::slice::from_ref(&e.from)), ("to", &e.to[..]), ("cc", &e.cc[..])] {
+            for (field, addrs) in [
+                ("from", std::slice::from_ref(&e.from)),
+                ("to", &e.to[..]),
+                ("cc", &e.cc[..]),
+            ] {
                 for a in addrs {
                     if a.parse::<lettre::message::Mailbox>().is_err() {
                         errs.push(format!("{at}.{field}: `{a}` is not an email address"));

@@ -18,11 +18,11 @@ use crate::config::Config;
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
 use crate::notify::routing::Router;
-use crate::templates::Templates;
 use crate::pipeline::{BatchReport, Pipeline};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
 use crate::store::SqliteStore;
+use crate::templates::Templates;
 
 /// The API key from the config, else from `ARGOS_API_KEY`.
 fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
@@ -62,9 +62,10 @@ pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
 
 /// Compiles the templates and builds every receiver; all problems in one error.
 pub fn build_receivers(cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
-    let templates = Arc::new(Templates::load(&cfg.templates).map_err(|errs| {
-        anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
-    })?);
+    let templates =
+        Arc::new(Templates::load(&cfg.templates).map_err(|errs| {
+            anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
+        })?);
     let mut out = Vec::new();
     let mut errs = Vec::new();
     for r in &cfg.receivers {

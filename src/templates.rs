@@ -30,7 +30,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("generic.json", include_str!("../templates/generic.json")),
     ("slack.json", include_str!("../templates/slack.json")),
     ("teams.json", include_str!("../templates/teams.json")),
-    ("pagerduty.json", include_str!("../templates/pagerduty.json")),
+    (
+        "pagerduty.json",
+        include_str!("../templates/pagerduty.json"),
+    ),
     (
         "alertmanager.json",
         include_str!("../templates/alertmanager.json"),

@@ -145,7 +145,9 @@ async fn starttls_with_a_self_signed_certificate_and_auth() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
         .args(["-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
@@ -200,8 +202,15 @@ async fn starttls_refuses_an_untrusted_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(&key_file)
         .arg("-out")
@@ -251,7 +260,9 @@ async fn without_smtp_messages_become_eml_files_named_by_key() {
     assert_eq!(m["message_id"], format!("<{key}.mail@kyc-sentinel>"));
     assert_eq!(m["parts"], serde_json::json!(["text/plain", "text/html"]));
     assert_eq!(
-        std::fs::read_dir(dir.path().join("outgoing")).unwrap().count(),
+        std::fs::read_dir(dir.path().join("outgoing"))
+            .unwrap()
+            .count(),
         1
     );
 }

@@ -159,7 +159,10 @@ async fn repeat_interval_holds_the_next_notification_of_a_group() {
     e.outbox.deliver_due().await.unwrap();
     let got = lines(dir.path());
     assert_eq!(got.len(), 3);
-    assert_eq!(got[1]["notification"], got[2]["notification"], "sent together");
+    assert_eq!(
+        got[1]["notification"], got[2]["notification"],
+        "sent together"
+    );
 }
 
 #[tokio::test]
@@ -183,10 +186,11 @@ async fn a_silenced_alert_is_audited_not_sent_and_expiry_lifts_it() {
     assert_eq!(r.alerts, 1, "still decided");
     e.outbox.deliver_due().await.unwrap();
     assert!(lines(dir.path()).is_empty(), "silenced: not delivered");
-    let rows = sqlx::query("SELECT kind, rule_id, submission_id, detail FROM audit_log ORDER BY id")
-        .fetch_all(e.store.pool())
-        .await
-        .unwrap();
+    let rows =
+        sqlx::query("SELECT kind, rule_id, submission_id, detail FROM audit_log ORDER BY id")
+            .fetch_all(e.store.pool())
+            .await
+            .unwrap();
     let kinds: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(kinds, ["decision", "silenced"]);
     let detail: Value = serde_json::from_str(&rows[1].get::<String, _>(3)).unwrap();
@@ -194,7 +198,12 @@ async fn a_silenced_alert_is_audited_not_sent_and_expiry_lifts_it() {
     assert_eq!(detail["reason"], "known campaign, case 1234");
     assert_eq!(rows[1].get::<String, _>(2), "sub-001");
 
-    assert!(e.store.expire_silence(id, chrono::Utc::now()).await.unwrap());
+    assert!(
+        e.store
+            .expire_silence(id, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
     e.pipeline.process(vec![rejected(2)], "t").await.unwrap();
     e.outbox.deliver_due().await.unwrap();
     let got = lines(dir.path());
@@ -220,22 +229,47 @@ fn silence_commands() {
     };
     let db_s = db.to_str().unwrap();
     let (code, out, err) = run(&[
-        "silence", "add", "--store", db_s, "--rule", "duplicate-applicant", "--match",
-        "team=fraud", "--for", "24h", "--reason", "known campaign",
+        "silence",
+        "add",
+        "--store",
+        db_s,
+        "--rule",
+        "duplicate-applicant",
+        "--match",
+        "team=fraud",
+        "--for",
+        "24h",
+        "--reason",
+        "known campaign",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("silence 1 added, until "), "{out}");
     let (code, out, _) = run(&["silence", "list", "--store", db_s]);
     assert_eq!(code, 0);
     let fields: Vec<&str> = out.trim().split('\t').collect();
-    assert_eq!(fields[..3], ["1", "active", "rule=duplicate-applicant,team=fraud"]);
+    assert_eq!(
+        fields[..3],
+        ["1", "active", "rule=duplicate-applicant,team=fraud"]
+    );
     assert_eq!(fields[4..], ["by tester", "known campaign"]);
-    assert_eq!(run(&["silence", "expire", "--store", db_s, "1"]).1, "silence 1 expired\n");
-    assert_eq!(run(&["silence", "list", "--store", db_s]).1, "no silences in force\n");
-    assert!(run(&["silence", "list", "--store", db_s, "--all"]).1.contains("\texpired\t"));
+    assert_eq!(
+        run(&["silence", "expire", "--store", db_s, "1"]).1,
+        "silence 1 expired\n"
+    );
+    assert_eq!(
+        run(&["silence", "list", "--store", db_s]).1,
+        "no silences in force\n"
+    );
+    assert!(
+        run(&["silence", "list", "--store", db_s, "--all"])
+            .1
+            .contains("\texpired\t")
+    );
     let (code, _, err) = run(&["silence", "expire", "--store", db_s, "7"]);
     assert_eq!((code, err.as_str()), (1, "no silence with id 7\n"));
-    let (code, _, err) = run(&["silence", "add", "--store", db_s, "--for", "1h", "--reason", "x"]);
+    let (code, _, err) = run(&[
+        "silence", "add", "--store", db_s, "--for", "1h", "--reason", "x",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(
         err,

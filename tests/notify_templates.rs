@@ -9,8 +9,9 @@ use kyc_sentinel::templates::{SHIPPED, Templates, sample_params};
 
 fn fixture() -> Notification {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/notify/alerts.json");
-    let mut n = Notification::from_alert_text("compliance", &std::fs::read_to_string(path).unwrap())
-        .unwrap();
+    let mut n =
+        Notification::from_alert_text("compliance", &std::fs::read_to_string(path).unwrap())
+            .unwrap();
     n.group_key = Some("root.1|rule=aml-red-flag-high".into());
     n
 }
@@ -19,7 +20,9 @@ fn templates() -> Templates {
     Templates::load(&TemplatesConfig {
         dir: None,
         timezone: "Asia/Seoul".into(),
-        dashboard_url: Some("https://dashboard.argosidentity.com/submissions/{submission_id}".into()),
+        dashboard_url: Some(
+            "https://dashboard.argosidentity.com/submissions/{submission_id}".into(),
+        ),
     })
     .unwrap()
 }
@@ -43,11 +46,16 @@ fn one_alert_notifications_render_too() {
     n.key = kyc_sentinel::notify::group_key_hash(&n.fingerprints());
     let subject = t.render("email_subject.txt", &n).unwrap();
     assert_eq!(subject.trim(), "[kyc-sentinel] CRITICAL: aml-red-flag-high");
-    let pd: serde_json::Value =
-        serde_json::from_str(&t.render_with("pagerduty.json", &n, &sample_params()).unwrap())
-            .unwrap();
+    let pd: serde_json::Value = serde_json::from_str(
+        &t.render_with("pagerduty.json", &n, &sample_params())
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(pd["dedup_key"], n.key.as_str());
-    assert_eq!(pd["dedup_key"], n.alerts[0]["fingerprint"], "one alert: key = fingerprint");
+    assert_eq!(
+        pd["dedup_key"], n.alerts[0]["fingerprint"],
+        "one alert: key = fingerprint"
+    );
     assert_eq!(pd["payload"]["severity"], "critical");
     let am: serde_json::Value =
         serde_json::from_str(&t.render("alertmanager.json", &n).unwrap()).unwrap();
@@ -99,13 +107,20 @@ fn json_templates_stay_json_whatever_the_values() {
     }
     // HTML is escaped in the HTML mail.
     let html = t.render("email.html", &n).unwrap();
-    assert!(html.contains("&lt;b&gt;") && !html.contains(" <b>"), "{html}");
+    assert!(
+        html.contains("&lt;b&gt;") && !html.contains(" <b>"),
+        "{html}"
+    );
 }
 
 #[test]
 fn a_broken_override_is_reported_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("slack.json"), "{\n  \"text\": {{ alert.rule }\n}\n").unwrap();
+    std::fs::write(
+        dir.path().join("slack.json"),
+        "{\n  \"text\": {{ alert.rule }\n}\n",
+    )
+    .unwrap();
     let errs = Templates::load(&TemplatesConfig {
         dir: Some(dir.path().to_path_buf()),
         ..TemplatesConfig::default()

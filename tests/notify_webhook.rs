@@ -74,11 +74,19 @@ async fn retried_on_500_with_one_key_and_a_valid_signature() {
         assert_eq!(v["key"], key.as_str());
         // The documented procedure, in Python, accepts it...
         let sig = headers["x-sentinel-signature"].to_str().unwrap();
-        assert_eq!(verify_with_python(dir.path(), HOOK_SECRET, sig, body), "valid");
+        assert_eq!(
+            verify_with_python(dir.path(), HOOK_SECRET, sig, body),
+            "valid"
+        );
         // ...and refuses a tampered body or a wrong secret.
         assert!(
-            verify_with_python(dir.path(), HOOK_SECRET, sig, &body.replace("critical", "low"))
-                .starts_with("invalid")
+            verify_with_python(
+                dir.path(),
+                HOOK_SECRET,
+                sig,
+                &body.replace("critical", "low")
+            )
+            .starts_with("invalid")
         );
         assert!(verify_with_python(dir.path(), "other", sig, body).starts_with("invalid"));
     }
@@ -103,7 +111,10 @@ async fn a_400_goes_to_the_dead_letter_without_retry() {
         error.contains("HTTP 400 Bad Request: receiver says 400"),
         "the response is kept: {error}"
     );
-    assert!(!error.contains(&url), "the URL (a secret) is not in the error: {error}");
+    assert!(
+        !error.contains(&url),
+        "the URL (a secret) is not in the error: {error}"
+    );
     assert_eq!(h.audit_kinds().await, ["dead_letter"]);
 }
 
@@ -128,7 +139,11 @@ async fn a_receiver_that_is_down_is_retried_until_it_is_back() {
     assert!(failures >= 2, "retried while down ({failures} attempts)");
 
     let hook = Arc::new(Hook::default());
-    serve_on(tokio::net::TcpListener::bind(addr).await.unwrap(), hook.clone()).await;
+    serve_on(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        hook.clone(),
+    )
+    .await;
     let stats = h.deliver_until_settled(Duration::from_secs(10)).await;
     assert_eq!((stats.delivered, stats.dead), (1, 0));
     let got = hook.got.lock().unwrap().clone();

@@ -75,7 +75,10 @@ pub fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
             None => anyhow::bail!("no receiver named `{name}` in the config"),
         }
     }
-    let n = alert_file(args.alert.as_deref(), args.receiver.as_deref().unwrap_or("render"))?;
+    let n = alert_file(
+        args.alert.as_deref(),
+        args.receiver.as_deref().unwrap_or("render"),
+    )?;
     let out = templates
         .render_with(&args.template, &n, &params)
         .map_err(anyhow::Error::msg)?;

@@ -60,7 +60,10 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                         ends_at: now + chrono::Duration::from_std(d)?,
                     })
                     .await?;
-                println!("silence {id} added, until {}", fmt_time(now + chrono::Duration::from_std(d)?));
+                println!(
+                    "silence {id} added, until {}",
+                    fmt_time(now + chrono::Duration::from_std(d)?)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             SilenceCommand::List { at, all } => {
@@ -80,7 +83,11 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                     println!(
                         "{}\t{}\t{}\tuntil {}\tby {}\t{}",
                         s.id,
-                        if s.is_active(now) { "active" } else { "expired" },
+                        if s.is_active(now) {
+                            "active"
+                        } else {
+                            "expired"
+                        },
                         what.join(","),
                         fmt_time(s.ends_at),
                         s.author,

@@ -92,7 +92,10 @@ impl EmailReceiver {
                             format!("{at}.smtp.ca_cert: {}: cannot read: {e}", ca.display())
                         })?;
                         let cert = Certificate::from_pem(&pem).map_err(|e| {
-                            format!("{at}.smtp.ca_cert: {}: not a PEM certificate: {e}", ca.display())
+                            format!(
+                                "{at}.smtp.ca_cert: {}: not a PEM certificate: {e}",
+                                ca.display()
+                            )
                         })?;
                         b = b.add_root_certificate(cert);
                     }

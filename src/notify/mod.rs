@@ -71,7 +71,9 @@ impl Notification {
             .map_err(|e| format!("outbox payload of {key} is not JSON: {e}"))?;
         let (group_key, alerts) = match v.get("alerts") {
             Some(Value::Array(a)) => (
-                v.get("group_key").and_then(Value::as_str).map(str::to_owned),
+                v.get("group_key")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 a.clone(),
             ),
             _ => (None, vec![v]),
@@ -177,10 +179,9 @@ impl Receiver {
         let kind = match cfg {
             ReceiverConfig::Log { .. } => Kind::Log,
             ReceiverConfig::File { path, .. } => Kind::File(path.clone()),
-            ReceiverConfig::Email(e) => Kind::Email(Arc::new(email::EmailReceiver::new(
-                e,
-                templates.clone(),
-            )?)),
+            ReceiverConfig::Email(e) => {
+                Kind::Email(Arc::new(email::EmailReceiver::new(e, templates.clone())?))
+            }
             ReceiverConfig::Webhook(w) => Kind::Webhook(Arc::new(webhook::WebhookReceiver::new(
                 w,
                 templates.clone(),

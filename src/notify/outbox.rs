@@ -39,7 +39,11 @@ impl<S: Store + Clone> Outbox<S> {
 
     /// The notification of a row, with its submissions when the receiver's
     /// templates need them (read at delivery, so PII is not copied into the outbox).
-    async fn notification(&self, row: &OutboxRow, r: &Receiver) -> Result<Notification, DeliveryError> {
+    async fn notification(
+        &self,
+        row: &OutboxRow,
+        r: &Receiver,
+    ) -> Result<Notification, DeliveryError> {
         let mut n = Notification::from_payload(&row.fingerprint, &row.receiver, &row.payload)
             .map_err(DeliveryError::Permanent)?;
         if r.wants_submissions() {

@@ -70,7 +70,10 @@ impl Router {
     pub fn build(cfg: &RouteConfig, receivers: &[&str]) -> Result<Router, Vec<String>> {
         let mut errs = Vec::new();
         if !cfg.matchers.is_empty() || !cfg.match_re.is_empty() {
-            errs.push("route: the root route matches every alert; it cannot have `match` or `match_re`".to_string());
+            errs.push(
+                "route: the root route matches every alert; it cannot have `match` or `match_re`"
+                    .to_string(),
+            );
         }
         if cfg.receiver.is_none() {
             errs.push("route.receiver: the root route needs a receiver (the default)".to_string());
@@ -348,17 +351,26 @@ routes:
     fn default_route_and_nested_routes() {
         let r = router(TREE).unwrap();
         assert_eq!(
-            receivers(&r, &alert("under-age", Severity::Medium, &[("team", "kyc")])),
+            receivers(
+                &r,
+                &alert("under-age", Severity::Medium, &[("team", "kyc")])
+            ),
             ["mail"]
         );
         let dup = alert("duplicate-applicant", Severity::High, &[("team", "fraud")]);
         let m = r.route(&dup);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].receiver, "archive");
-        assert_eq!(m[0].group_key, "root.2.0|rule=duplicate-applicant,team=fraud");
+        assert_eq!(
+            m[0].group_key,
+            "root.2.0|rule=duplicate-applicant,team=fraud"
+        );
         // The fraud node routes what none of its children take.
         assert_eq!(
-            receivers(&r, &alert("low-liveness", Severity::Medium, &[("team", "fraud")])),
+            receivers(
+                &r,
+                &alert("low-liveness", Severity::Medium, &[("team", "fraud")])
+            ),
             ["slack"]
         );
     }

@@ -92,10 +92,7 @@ mod tests {
         Silence {
             id: 1,
             rule: rule.map(str::to_owned),
-            matchers: m
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
+            matchers: m.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             reason: "r".into(),
             author: "a".into(),
             created_at: now,
@@ -141,7 +138,10 @@ mod tests {
 
     #[test]
     fn matcher_syntax() {
-        assert_eq!(parse_matcher("team=aml").unwrap(), ("team".into(), "aml".into()));
+        assert_eq!(
+            parse_matcher("team=aml").unwrap(),
+            ("team".into(), "aml".into())
+        );
         assert_eq!(
             parse_matcher("team").unwrap_err(),
             "`team` is not KEY=VALUE (e.g. `team=aml`)"

@@ -380,9 +380,8 @@ impl Store for SqliteStore {
                 // Re-decided after a crash: already waiting or already sent.
                 continue;
             }
-            let flush_at = fmt_time(
-                Utc::now() + chrono::Duration::from_std(g.group_wait).unwrap_or_default(),
-            );
+            let flush_at =
+                fmt_time(Utc::now() + chrono::Duration::from_std(g.group_wait).unwrap_or_default());
             // A group already waiting keeps its time; one inside its repeat
             // interval waits for the interval's end.
             sqlx::query(
@@ -605,12 +604,13 @@ impl Store for SqliteStore {
                 .bind(&now_s)
                 .execute(&mut *tx)
                 .await?;
-                let id: i64 =
-                    sqlx::query_scalar("SELECT id FROM outbox WHERE fingerprint = ? AND receiver = ?")
-                        .bind(&key)
-                        .bind(&receiver)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM outbox WHERE fingerprint = ? AND receiver = ?",
+                )
+                .bind(&key)
+                .bind(&receiver)
+                .fetch_one(&mut *tx)
+                .await?;
                 sqlx::query(
                     "UPDATE notify_pending SET outbox_id = ? \
                      WHERE receiver = ? AND group_key = ? AND outbox_id IS NULL",

@@ -141,11 +141,12 @@ impl Harness {
     }
 
     pub async fn outbox_row(&self, key: &str) -> (String, String) {
-        let r = sqlx::query("SELECT state, COALESCE(last_error, '') FROM outbox WHERE fingerprint = ?")
-            .bind(key)
-            .fetch_one(self.store.pool())
-            .await
-            .unwrap();
+        let r =
+            sqlx::query("SELECT state, COALESCE(last_error, '') FROM outbox WHERE fingerprint = ?")
+                .bind(key)
+                .fetch_one(self.store.pool())
+                .await
+                .unwrap();
         (r.get(0), r.get(1))
     }
 
@@ -186,7 +187,11 @@ pub fn python_with_aiosmtpd() -> PathBuf {
         };
         if let Ok(p) = std::env::var("KYC_SENTINEL_PYTHON") {
             let p = PathBuf::from(p);
-            assert!(has(&p), "KYC_SENTINEL_PYTHON={} cannot import aiosmtpd", p.display());
+            assert!(
+                has(&p),
+                "KYC_SENTINEL_PYTHON={} cannot import aiosmtpd",
+                p.display()
+            );
             return p;
         }
         let repo_venv = repo().join(".venv/bin/python");
@@ -202,10 +207,19 @@ pub fn python_with_aiosmtpd() -> PathBuf {
                 .status()
                 .is_ok_and(|s| s.success())
                 && Command::new(venv.join("bin/pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check", "aiosmtpd>=1.4,<2"])
+                    .args([
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "aiosmtpd>=1.4,<2",
+                    ])
                     .status()
                     .is_ok_and(|s| s.success());
-            assert!(ok, "could not create a virtualenv with aiosmtpd in {}", venv.display());
+            assert!(
+                ok,
+                "could not create a virtualenv with aiosmtpd in {}",
+                venv.display()
+            );
         }
         py
     })

@@ -42,6 +42,12 @@ pub enum Command {
     Resolve(ResolveArgs),
     /// List alerts and their state.
     Alerts(AlertsArgs),
+    /// Silences: matching alerts are recorded in the audit log but not sent.
+    Silence(SilenceArgs),
+    /// Send a sample alert (or one from a file) through one receiver, now.
+    NotifyTest(NotifyTestArgs),
+    /// Print a template rendered for an alert file, without sending anything.
+    Render(RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +105,62 @@ pub enum AlertsCommand {
     },
 }
 
+/// Where the state store is: from the config, or a file named directly.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreLocation {
+    /// The configuration file (its `store.path` is used).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The SQLite state store file.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceArgs {
+    #[command(subcommand)]
+    pub command: SilenceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence alerts of a rule and/or matching KEY=VALUE for a while.
+    Add {
+        #[command(flatten)]
+        at: StoreLocation,
+        /// Only alerts of this rule id.
+        #[arg(long)]
+        rule: Option<String>,
+        /// KEY=VALUE that must hold (rule, severity, submission_id, group_key, fingerprint or a label); repeatable.
+        #[arg(long = "match", value_name = "KEY=VALUE")]
+        matchers: Vec<String>,
+        /// How long, e.g. `24h`, `7d`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (kept in the store and in the audit log of each silenced alert).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List silences in force (with --all, expired ones too).
+    List {
+        #[command(flatten)]
+        at: StoreLocation,
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        at: StoreLocation,
+        /// The silence id (from `silence list`).
+        id: i64,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// The configuration file (its store and rules are used).
@@ -117,6 +179,36 @@ pub struct AuditArgs {
     pub from: Option<chrono::NaiveDate>,
     #[arg(long, value_parser = parse_day)]
     pub to: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// The configuration file (sentinel.yaml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The receiver's name in the config.
+    #[arg(long)]
+    pub receiver: String,
+    /// An alert as `eval` prints it (or an array / JSON lines of them); an alert may carry
+    /// its submission under `submission`. Default: a built-in sample with made-up data.
+    #[arg(long)]
+    pub alert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Template name (e.g. `slack.json`, `email.html`).
+    #[arg(long)]
+    pub template: String,
+    /// Alert file (as for notify-test).
+    #[arg(long)]
+    pub alert: Option<PathBuf>,
+    /// Take templates dir, time zone and dashboard link from this config.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Render with this receiver's params (webhooks).
+    #[arg(long)]
+    pub receiver: Option<String>,
 }
 
 /// How log lines are written.
@@ -237,6 +329,9 @@ pub struct CheckArgs {
     /// Folder of rule files (`*.yaml`).
     #[arg(long, default_value = "rules")]
     pub rules: PathBuf,
+    /// Check a whole configuration: the file, its rules, routes, receivers and templates.
+    #[arg(long, short, conflicts_with = "rules")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -46,12 +46,18 @@ pub struct Config {
     pub reload: ReloadConfig,
     #[serde(default)]
     pub api: ApiConfig,
-    /// Where alerts go. Every alert goes to every receiver listed here.
-    #[serde(default = "default_receivers")]
-    pub receivers: Vec<ReceiverConfig>,
     /// The Argos webhook endpoint; absent = polling only.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
+    /// Where alerts can go. Without `route:`, every alert goes to every receiver.
+    #[serde(default = "default_receivers")]
+    pub receivers: Vec<ReceiverConfig>,
+    /// Which alerts go to which receivers, grouped how (see `notify::routing`).
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    /// Notification templates: an override folder, time zone, dashboard link.
+    #[serde(default)]
+    pub templates: TemplatesConfig,
 }
 
 fn default_rules() -> PathBuf {
@@ -344,14 +350,281 @@ pub enum ReceiverConfig {
     Log { name: String },
     /// Appends each alert as one JSON line to a file.
     File { name: String, path: PathBuf },
+    /// An email per notification: SMTP, or `.eml` files without `smtp:`.
+    Email(EmailConfig),
+    /// An HTTP request per notification, body from a template, HMAC-signed.
+    Webhook(WebhookConfig),
 }
 
 impl ReceiverConfig {
     pub fn name(&self) -> &str {
         match self {
             ReceiverConfig::Log { name } | ReceiverConfig::File { name, .. } => name,
+            ReceiverConfig::Email(e) => &e.name,
+            ReceiverConfig::Webhook(w) => &w.name,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub name: String,
+    /// `Compliance <sentinel@example.com>` or a bare address.
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Absent: messages are written as `.eml` files into `eml_dir`.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Folder for `.eml` files when `smtp:` is absent (created if missing).
+    #[serde(default = "d_eml_dir")]
+    pub eml_dir: PathBuf,
+    #[serde(default = "d_subject_t")]
+    pub subject_template: String,
+    #[serde(default = "d_html_t")]
+    pub html_template: String,
+    #[serde(default = "d_text_t")]
+    pub text_template: String,
+}
+
+fn d_eml_dir() -> PathBuf {
+    PathBuf::from("mail")
+}
+fn d_subject_t() -> String {
+    "email_subject.txt".into()
+}
+fn d_html_t() -> String {
+    "email.html".into()
+}
+fn d_text_t() -> String {
+    "email.txt".into()
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required, never optional). Port 587.
+    Starttls,
+    /// TLS from the first byte (SMTPS). Port 465.
+    Tls,
+    /// No encryption: only for a relay on this machine (loopback).
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 587 for starttls, 465 for tls, 25 for none.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "d_smtp_tls")]
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Prefer `${SMTP_PASSWORD}`.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// An extra trusted root certificate (PEM) for a relay with a private CA.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default = "d_smtp_timeout")]
+    pub timeout: Dur,
+    /// Connections kept open in the pool.
+    #[serde(default = "d_pool")]
+    pub pool_size: u32,
+}
+
+fn d_smtp_tls() -> SmtpTls {
+    SmtpTls::Starttls
+}
+fn d_smtp_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn d_pool() -> u32 {
+    4
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
+/// True for `localhost` and loopback IP addresses.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    /// A secret: Slack and Teams URLs carry their token. Prefer `${SLACK_WEBHOOK_URL}`.
+    pub url: SecretString,
+    #[serde(default = "d_method")]
+    pub method: String,
+    /// Extra headers; values are secrets (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, SecretString>,
+    /// Body template: `generic.json`, `slack.json`, `teams.json`,
+    /// `pagerduty.json`, `alertmanager.json`, or one of yours.
+    #[serde(default = "d_body_t")]
+    pub template: String,
+    /// Shared secret for the HMAC-SHA256 signature header; no header without it.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default = "d_sig_header")]
+    pub signature_header: String,
+    /// Values the body template reads as `params.NAME` (PagerDuty: `routing_key`).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, SecretString>,
+    #[serde(default = "d_hook_timeout")]
+    pub timeout: Dur,
+}
+
+fn d_method() -> String {
+    "POST".into()
+}
+fn d_body_t() -> String {
+    "generic.json".into()
+}
+fn d_sig_header() -> String {
+    "X-Sentinel-Signature".into()
+}
+fn d_hook_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// A node of the routing tree (Alertmanager-like). See `notify::routing`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Receiver of this node; children inherit it. Required at the root.
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// `key: value` equality (case-sensitive). Keys: `rule`, `severity`,
+    /// `submission_id`, `group_key`, or a label name.
+    #[serde(default, rename = "match")]
+    pub matchers: std::collections::BTreeMap<String, String>,
+    /// `key: regex`, anchored (the whole value must match).
+    #[serde(default)]
+    pub match_re: std::collections::BTreeMap<String, String>,
+    /// Keep looking at the next siblings after this node matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    /// Keys whose values make up a group; `[...]` = every alert alone.
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    #[serde(default)]
+    pub group_wait: Option<Dur>,
+    #[serde(default)]
+    pub repeat_interval: Option<Dur>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// A folder whose files override or add to the shipped templates by name.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// IANA time zone for the `date` filter (e.g. `Asia/Seoul`).
+    #[serde(default = "d_tz")]
+    pub timezone: String,
+    /// Link to a submission in the Argos dashboard; `{submission_id}` is replaced.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+}
+
+fn d_tz() -> String {
+    "UTC".into()
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            timezone: d_tz(),
+            dashboard_url: None,
+        }
+    }
+}
+
+/// Receiver checks the types cannot express. Pure.
+fn validate_receiver(r: &ReceiverConfig) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    let mut errs = Vec::new();
+    match r {
+        ReceiverConfig::Email(e) => {
+            let at = format!("receivers.{}", e.name);
+            if e.to.is_empty() {
+                errs.push(format!("{at}.to: at least one recipient is needed"));
+            }
+            for (field, addrs) in [
+                ("from", std::slice::from_ref(&e.from)),
+                ("to", &e.to[..]),
+                ("cc", &e.cc[..]),
+            ] {
+                for a in addrs {
+                    if a.parse::<lettre::message::Mailbox>().is_err() {
+                        errs.push(format!("{at}.{field}: `{a}` is not an email address"));
+                    }
+                }
+            }
+            if let Some(s) = &e.smtp {
+                if s.tls == SmtpTls::None && !is_loopback_host(&s.host) {
+                    errs.push(format!(
+                        "{at}.smtp.tls: `none` sends mail and password in clear text; it is allowed only for a loopback host (localhost, 127.0.0.1, ::1), not `{}`; use starttls or tls",
+                        s.host
+                    ));
+                }
+                if s.username.is_some() != s.password.is_some() {
+                    errs.push(format!("{at}.smtp: username and password go together"));
+                }
+                if s.pool_size == 0 {
+                    errs.push(format!("{at}.smtp.pool_size: must be at least 1"));
+                }
+            }
+        }
+        ReceiverConfig::Webhook(w) => {
+            let at = format!("receivers.{}", w.name);
+            let url = w.url.expose_secret();
+            // The URL is a secret (Slack, Teams): name the problem, not the value.
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errs.push(format!("{at}.url: not an http(s) URL"));
+            }
+            if reqwest::Method::from_bytes(w.method.as_bytes()).is_err() {
+                errs.push(format!("{at}.method: `{}` is not an HTTP method", w.method));
+            }
+            for k in w.headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    errs.push(format!("{at}.headers: `{k}` is not a header name"));
+                }
+            }
+            if reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes()).is_err() {
+                errs.push(format!(
+                    "{at}.signature_header: `{}` is not a header name",
+                    w.signature_header
+                ));
+            }
+        }
+        _ => {}
+    }
+    errs
 }
 
 /// Replaces `${NAME}` with the environment variable NAME. A missing variable is
@@ -438,9 +711,19 @@ impl Config {
         cfg.rules = base.join(&cfg.rules);
         cfg.store.path = base.join(&cfg.store.path);
         for r in &mut cfg.receivers {
-            if let ReceiverConfig::File { path, .. } = r {
-                *path = base.join(&*path);
+            match r {
+                ReceiverConfig::File { path, .. } => *path = base.join(&*path),
+                ReceiverConfig::Email(e) => {
+                    e.eml_dir = base.join(&e.eml_dir);
+                    if let Some(ca) = e.smtp.as_mut().and_then(|s| s.ca_cert.as_mut()) {
+                        *ca = base.join(&*ca);
+                    }
+                }
+                _ => {}
             }
+        }
+        if let Some(dir) = cfg.templates.dir.as_mut() {
+            *dir = base.join(&*dir);
         }
         cfg.validate().map_err(|errs| {
             errs.iter()
@@ -504,6 +787,19 @@ impl Config {
             if !names.insert(r.name()) {
                 errs.push(format!("receivers: the name `{}` is used twice", r.name()));
             }
+            errs.extend(validate_receiver(r));
+        }
+        if let Some(route) = &self.route {
+            let known: Vec<&str> = self.receivers.iter().map(|r| r.name()).collect();
+            if let Err(e) = crate::notify::routing::Router::build(route, &known) {
+                errs.extend(e);
+            }
+        }
+        if self.templates.timezone.parse::<chrono_tz::Tz>().is_err() {
+            errs.push(format!(
+                "templates.timezone: `{}` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)",
+                self.templates.timezone
+            ));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }

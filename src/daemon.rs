@@ -19,10 +19,12 @@ use crate::config::Config;
 use crate::ingest::{Hint, IngestServer};
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
+use crate::notify::routing::Router;
 use crate::pipeline::{BatchReport, Pipeline, Source};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
 use crate::store::{SqliteStore, Store};
+use crate::templates::Templates;
 
 /// The API key from the config, else from `ARGOS_API_KEY`.
 fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
@@ -60,6 +62,38 @@ pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
     })
 }
 
+/// Compiles the templates and builds every receiver; all problems in one error.
+pub fn build_receivers(cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
+    let templates =
+        Arc::new(Templates::load(&cfg.templates).map_err(|errs| {
+            anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
+        })?);
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for r in &cfg.receivers {
+        match Receiver::from_config(r, &templates) {
+            Ok(r) => out.push(r),
+            Err(e) => errs.push(e),
+        }
+    }
+    anyhow::ensure!(
+        errs.is_empty(),
+        "the receivers have problems:\n{}",
+        errs.join("\n")
+    );
+    Ok(out)
+}
+
+/// The `route:` tree, or every alert to every receiver when there is none.
+pub fn build_router(cfg: &Config) -> anyhow::Result<Router> {
+    let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name()).collect();
+    match &cfg.route {
+        Some(r) => Router::build(r, &names)
+            .map_err(|errs| anyhow::anyhow!("the route has problems:\n{}", errs.join("\n"))),
+        None => Ok(Router::every_receiver(&names)),
+    }
+}
+
 /// The parts `run` and `backfill` share.
 pub struct Engine {
     pub store: SqliteStore,
@@ -78,11 +112,11 @@ impl Engine {
     pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
         let store = SqliteStore::open(&cfg.store.path).await?;
         let client = ArgosClient::new(client_config(cfg)?)?;
-        let receivers: Vec<Receiver> = cfg.receivers.iter().map(Receiver::from_config).collect();
-        let names = receivers.iter().map(|r| r.name.clone()).collect();
+        let receivers = build_receivers(cfg)?;
+        let router = Arc::new(build_router(cfg)?);
         let wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()));
-        let mut pipeline = Pipeline::new(store.clone(), rules, names, wake.clone()).await?;
+        let mut pipeline = Pipeline::new(store.clone(), rules, router, wake.clone()).await?;
         if let Some(ttl) = cfg.poll.applicant_lookup {
             pipeline = pipeline.with_applicant_lookup(crate::pipeline::ApplicantLookup::new(
                 client.clone(),

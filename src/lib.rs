@@ -12,6 +12,9 @@
 //!   windows, throttles and derived fields; the `check`, `eval`, `test` commands.
 //! - [`store`]: the durable state store (SQLite): cursor, seen versions,
 //!   window state, alerts, outbox, audit log.
+//! - [`notify`]: silences -> routing tree -> durable groups -> outbox ->
+//!   receivers (log, file, email, webhook).
+//! - [`templates`]: the notification templates (minijinja) and masking filters.
 //! - [`commands`]: one module per CLI command, wiring the pieces together.
 //! - [`cli`]: the clap definition of the command line.
 
@@ -32,4 +35,5 @@ pub mod rules;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod util;

@@ -11,7 +11,9 @@ mod check;
 mod demo;
 mod eval;
 mod lifecycle;
+mod notify;
 mod run;
+mod silence;
 mod simulate;
 mod test;
 
@@ -31,5 +33,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ack(args) => lifecycle::ack(args),
         Command::Resolve(args) => lifecycle::resolve(args),
         Command::Alerts(args) => lifecycle::alerts(args),
+        Command::Silence(args) => silence::run(args),
+        Command::NotifyTest(args) => notify::notify_test(args),
+        Command::Render(args) => notify::render(args),
     }
 }

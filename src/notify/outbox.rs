@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
-use super::{DeliveryError, Receiver};
+use super::{DeliveryError, Notification, Receiver};
 use crate::config::OutboxConfig;
 use crate::store::{DeliveryOutcome, OutboxRow, Store};
 
@@ -39,9 +39,34 @@ impl<S: Store + Clone> Outbox<S> {
         base.saturating_mul(factor).min(self.cfg.retry_max.0)
     }
 
+    /// The notification of a row, with its submissions when the receiver's
+    /// templates need them (read at delivery, so PII is not copied into the outbox).
+    async fn notification(
+        &self,
+        row: &OutboxRow,
+        r: &Receiver,
+    ) -> Result<Notification, DeliveryError> {
+        let mut n = Notification::from_payload(&row.fingerprint, &row.receiver, &row.payload)
+            .map_err(DeliveryError::Permanent)?;
+        if r.wants_submissions() {
+            let ids = n.submission_ids();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let subs = self
+                .store
+                .submissions_raw(&ids)
+                .await
+                .map_err(|e| DeliveryError::Transient(format!("reading submissions: {e}")))?;
+            n.submissions = subs.into_iter().collect();
+        }
+        Ok(n)
+    }
+
     async fn outcome(&self, row: &OutboxRow) -> DeliveryOutcome {
         let result = match self.receivers.get(&row.receiver) {
-            Some(r) => r.deliver(&row.fingerprint, &row.payload).await,
+            Some(r) => match self.notification(row, r).await {
+                Ok(n) => r.deliver(&n).await,
+                Err(e) => Err(e),
+            },
             None => Err(DeliveryError::Permanent(format!(
                 "receiver `{}` is no longer configured",
                 row.receiver
@@ -72,6 +97,8 @@ impl<S: Store + Clone> Outbox<S> {
 
     /// Delivers every due row once; returns how many rows were due.
     pub async fn deliver_due(&self) -> crate::store::Result<usize> {
+        // Groups whose wait is over become outbox rows first (one transaction each batch).
+        self.store.flush_groups(Utc::now()).await?;
         let rows = self.store.due_outbox(Utc::now(), 200).await?;
         for row in &rows {
             let outcome = self.outcome(row).await;

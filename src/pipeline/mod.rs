@@ -17,9 +17,11 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::argos::model::{Keys, event_time};
+use crate::notify::routing::Router;
+use crate::notify::silence::silenced_by;
 use crate::rules::{BatchOutcome, RuleSet};
 pub use crate::store::Source;
-use crate::store::{AlertRow, AuditRow, BatchCommit, OutboxInsert, Store, VersionRow};
+use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, Store, VersionRow};
 use state::CachedState;
 
 /// What one batch did, for logs, metrics and tests.
@@ -36,7 +38,7 @@ pub struct Pipeline<S> {
     store: S,
     rules: Arc<RuleSet>,
     state: CachedState,
-    receivers: Vec<String>,
+    router: Arc<Router>,
     outbox_wake: Arc<Notify>,
     /// Latest event time processed: window state older than the longest
     /// window before it can no longer count, and is dropped from memory.
@@ -104,7 +106,7 @@ impl<S: Store + Clone> Pipeline<S> {
     pub async fn new(
         store: S,
         rules: Arc<RuleSet>,
-        receivers: Vec<String>,
+        router: Arc<Router>,
         outbox_wake: Arc<Notify>,
     ) -> crate::store::Result<Self> {
         let high_water = store.latest_window_event().await?;
@@ -113,7 +115,7 @@ impl<S: Store + Clone> Pipeline<S> {
             store,
             rules,
             state,
-            receivers,
+            router,
             outbox_wake,
             high_water,
             applicant_lookup: None,
@@ -270,6 +272,14 @@ impl<S: Store + Clone> Pipeline<S> {
             .collect();
         let docs: Vec<&Value> = changed.iter().map(|c| &c.doc).collect();
         let outcome = evaluate(&self.rules, &docs, &mut self.state);
+        // Silences are read only when something fired (rare), at wall-clock
+        // now: a silence is about when people get told, not about event time.
+        let now = Utc::now();
+        let silences = if outcome.submissions.iter().any(|s| !s.alerts.is_empty()) {
+            self.store.silences(now, false).await?
+        } else {
+            Vec::new()
+        };
 
         for sub in &outcome.submissions {
             for alert in &sub.alerts {
@@ -300,12 +310,31 @@ impl<S: Store + Clone> Pipeline<S> {
                         "conditions": trace,
                     }),
                 });
-                for r in &self.receivers {
-                    commit.outbox.push(OutboxInsert {
-                        fingerprint: alert.fingerprint.clone(),
-                        receiver: r.clone(),
-                        payload: body.clone(),
+                if let Some(s) = silenced_by(&silences, alert, now) {
+                    audit.push(AuditRow {
+                        kind: "silenced",
+                        submission_id: Some(alert.submission_id.clone()),
+                        version_hash: None,
+                        rule_id: Some(alert.rule.clone()),
+                        rule_version: Some(rule_version.clone()),
+                        fingerprint: Some(alert.fingerprint.clone()),
+                        detail: serde_json::json!({
+                            "silence_id": s.id,
+                            "reason": s.reason,
+                            "author": s.author,
+                            "ends_at": crate::store::fmt_time(s.ends_at),
+                        }),
                     });
+                } else {
+                    for m in self.router.route(alert) {
+                        commit.notify.push(GroupInsert {
+                            receiver: m.receiver,
+                            group_key: m.group_key,
+                            fingerprint: alert.fingerprint.clone(),
+                            group_wait: m.group_wait,
+                            repeat_interval: m.repeat_interval,
+                        });
+                    }
                 }
                 commit.alerts.push(AlertRow {
                     fingerprint: alert.fingerprint.clone(),

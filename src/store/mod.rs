@@ -156,6 +156,18 @@ impl Source {
     }
 }
 
+/// A routed alert joining a notification group of a receiver. The group's
+/// notification is written to the outbox by [`Store::flush_groups`] once its
+/// `group_wait` (or the repeat interval after its last notification) has passed.
+#[derive(Debug, Clone)]
+pub struct GroupInsert {
+    pub receiver: String,
+    pub group_key: String,
+    pub fingerprint: String,
+    pub group_wait: std::time::Duration,
+    pub repeat_interval: std::time::Duration,
+}
+
 /// Everything one batch writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct BatchCommit {
@@ -164,7 +176,10 @@ pub struct BatchCommit {
     pub versions: Vec<VersionRow>,
     pub state: Vec<StateChange>,
     pub alerts: Vec<AlertRow>,
+    /// Notifications ready now, bypassing grouping.
     pub outbox: Vec<OutboxInsert>,
+    /// Routed alerts that wait in their group.
+    pub notify: Vec<GroupInsert>,
     pub audit: Vec<AuditRow>,
     pub meta: Vec<(String, String)>,
 }
@@ -282,4 +297,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Versions found first per path ([`Source::as_str`] -> count).
     fn found_first(&self) -> impl Future<Output = Result<HashMap<String, u64>>> + Send;
+    /// Writes the notification of every group due at `now` to the outbox, in
+    /// one transaction with marking its alerts sent; returns how many.
+    fn flush_groups(&self, now: DateTime<Utc>) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The stored JSON of these submissions (their last processed version).
+    fn submissions_raw(
+        &self,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, serde_json::Value>>> + Send;
+
+    fn add_silence(
+        &self,
+        s: &crate::notify::silence::NewSilence,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Silences still in force at `now` (or all, with `include_expired`), newest first.
+    fn silences(
+        &self,
+        now: DateTime<Utc>,
+        include_expired: bool,
+    ) -> impl Future<Output = Result<Vec<crate::notify::silence::Silence>>> + Send;
+
+    /// Ends a silence now; false when no silence has that id.
+    fn expire_silence(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }

@@ -612,6 +612,41 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        for g in &batch.notify {
+            let added = sqlx::query(
+                "INSERT OR IGNORE INTO notify_pending (receiver, fingerprint, group_key, added_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&g.receiver)
+            .bind(&g.fingerprint)
+            .bind(&g.group_key)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if added == 0 {
+                // Re-decided after a crash: already waiting or already sent.
+                continue;
+            }
+            let flush_at =
+                fmt_time(Utc::now() + chrono::Duration::from_std(g.group_wait).unwrap_or_default());
+            // A group already waiting keeps its time; one inside its repeat
+            // interval waits for the interval's end.
+            sqlx::query(
+                "INSERT INTO notify_groups (receiver, group_key, flush_at, repeat_until, repeat_ms) \
+                 VALUES (?, ?, ?, NULL, ?) \
+                 ON CONFLICT (receiver, group_key) DO UPDATE SET \
+                 flush_at = COALESCE(notify_groups.flush_at, \
+                                     MAX(excluded.flush_at, COALESCE(notify_groups.repeat_until, ''))), \
+                 repeat_ms = excluded.repeat_ms",
+            )
+            .bind(&g.receiver)
+            .bind(&g.group_key)
+            .bind(&flush_at)
+            .bind(g.repeat_interval.as_millis() as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
         for a in &batch.audit {
             sqlx::query(
                 "INSERT INTO audit_log (at, kind, submission_id, version_hash, rule_id, rule_version, \
@@ -774,5 +809,182 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn flush_groups(&self, now: DateTime<Utc>) -> Result<usize> {
+        let now_s = fmt_time(now);
+        let mut tx = self.pool.begin().await?;
+        let groups = sqlx::query(
+            "SELECT receiver, group_key, repeat_ms FROM notify_groups \
+             WHERE flush_at IS NOT NULL AND flush_at <= ? ORDER BY flush_at LIMIT 200",
+        )
+        .bind(&now_s)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut written = 0;
+        for g in &groups {
+            let receiver: String = g.get(0);
+            let group_key: String = g.get(1);
+            let repeat_ms: i64 = g.get(2);
+            let rows = sqlx::query(
+                "SELECT p.fingerprint, a.body FROM notify_pending p \
+                 JOIN alerts a ON a.fingerprint = p.fingerprint \
+                 WHERE p.receiver = ? AND p.group_key = ? AND p.outbox_id IS NULL \
+                 ORDER BY a.event_time, p.fingerprint",
+            )
+            .bind(&receiver)
+            .bind(&group_key)
+            .fetch_all(&mut *tx)
+            .await?;
+            let repeat_until = fmt_time(now + chrono::Duration::milliseconds(repeat_ms));
+            if !rows.is_empty() {
+                let fps: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                let alerts = rows
+                    .iter()
+                    .map(|r| {
+                        let body: String = r.get(1);
+                        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                            what: "alerts.body",
+                            detail: e.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<serde_json::Value>>>()?;
+                let refs: Vec<&str> = fps.iter().map(String::as_str).collect();
+                let key = crate::notify::group_key_hash(&refs);
+                let payload = crate::notify::Notification::payload(Some(&group_key), &alerts);
+                sqlx::query(
+                    "INSERT OR IGNORE INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&key)
+                .bind(&receiver)
+                .bind(&payload)
+                .bind(&now_s)
+                .bind(&now_s)
+                .execute(&mut *tx)
+                .await?;
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM outbox WHERE fingerprint = ? AND receiver = ?",
+                )
+                .bind(&key)
+                .bind(&receiver)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE notify_pending SET outbox_id = ? \
+                     WHERE receiver = ? AND group_key = ? AND outbox_id IS NULL",
+                )
+                .bind(id)
+                .bind(&receiver)
+                .bind(&group_key)
+                .execute(&mut *tx)
+                .await?;
+                written += 1;
+            }
+            sqlx::query(
+                "UPDATE notify_groups SET flush_at = NULL, repeat_until = ? \
+                 WHERE receiver = ? AND group_key = ?",
+            )
+            .bind(&repeat_until)
+            .bind(&receiver)
+            .bind(&group_key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Groups with nothing waiting and no repeat interval running are done.
+        sqlx::query(
+            "DELETE FROM notify_groups WHERE flush_at IS NULL AND (repeat_until IS NULL OR repeat_until <= ?)",
+        )
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn submissions_raw(&self, ids: &[&str]) -> Result<HashMap<String, serde_json::Value>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT submission_id, raw FROM submission_versions \
+                 WHERE raw IS NOT NULL AND submission_id IN ({})",
+                placeholders(chunk.len())
+            );
+            // Only `?` placeholders are interpolated; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let raw: String = row.get(1);
+                let v = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt {
+                    what: "submission_versions.raw",
+                    detail: e.to_string(),
+                })?;
+                out.insert(row.get(0), v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn add_silence(&self, s: &crate::notify::silence::NewSilence) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO silences (rule_id, matchers, reason, author, created_at, starts_at, ends_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&s.rule)
+        .bind(serde_json::to_string(&s.matchers).expect("a map serializes"))
+        .bind(&s.reason)
+        .bind(&s.author)
+        .bind(fmt_time(Utc::now()))
+        .bind(fmt_time(s.starts_at))
+        .bind(fmt_time(s.ends_at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn silences(
+        &self,
+        now: DateTime<Utc>,
+        include_expired: bool,
+    ) -> Result<Vec<crate::notify::silence::Silence>> {
+        let rows = sqlx::query(
+            "SELECT id, rule_id, matchers, reason, author, created_at, starts_at, ends_at \
+             FROM silences WHERE ? OR ends_at > ? ORDER BY id DESC",
+        )
+        .bind(include_expired)
+        .bind(fmt_time(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let m: String = r.get(2);
+                let t = |i: usize, what| parse_time(what, &r.get::<String, _>(i));
+                Ok(crate::notify::silence::Silence {
+                    id: r.get(0),
+                    rule: r.get(1),
+                    matchers: serde_json::from_str(&m).map_err(|e| StoreError::Corrupt {
+                        what: "silences.matchers",
+                        detail: e.to_string(),
+                    })?,
+                    reason: r.get(3),
+                    author: r.get(4),
+                    created_at: t(5, "silences.created_at")?,
+                    starts_at: t(6, "silences.starts_at")?,
+                    ends_at: t(7, "silences.ends_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_silence(&self, id: i64, now: DateTime<Utc>) -> Result<bool> {
+        let n = sqlx::query("UPDATE silences SET ends_at = MIN(ends_at, ?) WHERE id = ?")
+            .bind(fmt_time(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 }

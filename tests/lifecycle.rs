@@ -48,7 +48,7 @@ async fn ack_resolve_over_cli_and_http() {
         Config::load(&cfg_path).unwrap(),
         rx,
     ));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let base = format!("http://127.0.0.1:{port}/api/alerts");
     let http = reqwest::Client::new();
@@ -62,15 +62,23 @@ async fn ack_resolve_over_cli_and_http() {
             .status(),
         401
     );
-    let open: Vec<Value> = http
-        .get(format!("{base}?state=open"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Wait for the first poll to have raised both alerts.
+    let mut open: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        open = http
+            .get(format!("{base}?state=open"))
+            .bearer_auth("t0ken")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if open.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(open.len(), 2, "{open:?}");
     let fp_a = open.iter().find(|a| a["submission_id"] == "aml-a").unwrap()["fingerprint"]
         .as_str()

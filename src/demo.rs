@@ -36,7 +36,10 @@ pub struct DemoReport {
     pub files: Vec<(String, PathBuf)>,
 }
 
-fn demo_config(base_url: &str, store: &Path, out: &Path) -> anyhow::Result<Config> {
+/// The demo's configuration: what an operator would write for a small team.
+/// AML red flags go to the escalation channel (a Slack-format webhook) and to
+/// the compliance inbox at once; everything else to the inbox, grouped.
+fn demo_config(base_url: &str, store: &Path, out: &Path, webhook: &str) -> anyhow::Result<Config> {
     let text = format!(
         "argos:\n  base_url: {base_url}\n  api_key: sim-key\n  rate_limit_per_sec: 200\n  page_size: 100\n\
          poll:\n  interval: 2s\n  midnight_overlap: 24h\n\
@@ -44,11 +47,55 @@ fn demo_config(base_url: &str, store: &Path, out: &Path) -> anyhow::Result<Confi
          outbox:\n  retry_base: 200ms\n\
          telemetry:\n  listen: 127.0.0.1:0\n\
          reload:\n  watch: false\n\
-         receivers:\n  - name: alerts-file\n    type: file\n    path: {alerts}\n",
+         receivers:\n\
+         \x20 - name: alerts-file\n    type: file\n    path: {alerts}\n\
+         \x20 - name: compliance-inbox\n    type: email\n    from: kyc-sentinel <sentinel@example.com>\n\
+         \x20   to: [compliance@example.com]\n    eml_dir: {mail}\n\
+         \x20 - name: aml-escalation\n    type: webhook\n    url: {webhook}\n    template: slack.json\n\
+         \x20   secret: demo-shared-secret\n\
+         route:\n  receiver: compliance-inbox\n  group_wait: 3s\n  routes:\n\
+         \x20   - receiver: alerts-file\n      group_by: ['...']\n      group_wait: 0s\n      continue: true\n\
+         \x20   - receiver: aml-escalation\n      match: {{ team: aml }}\n      group_by: ['...']\n      group_wait: 0s\n      continue: true\n\
+         \x20   - receiver: compliance-inbox\n      group_wait: 3s\n",
         store = store.display(),
         alerts = out.join("alerts.jsonl").display(),
+        mail = out.join("mail").display(),
     );
     Config::parse(Path::new("<demo>"), &text, |_| None).map_err(anyhow::Error::msg)
+}
+
+/// A stand-in for Slack: writes each webhook body to `dir/NNNN.json`.
+async fn webhook_sink(dir: PathBuf) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    use axum::routing::post;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let dir = dir.clone();
+                let counter = counter.clone();
+                async move {
+                    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("no-key");
+                    let name = format!("{n:04}-{}.json", &key[..key.len().min(12)]);
+                    match std::fs::write(dir.join(name), &body) {
+                        Ok(()) => axum::http::StatusCode::OK,
+                        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, task))
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
@@ -56,6 +103,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     // A fresh run each time: files of a previous demo would mix with this one's.
     let _ = std::fs::remove_file(opts.out.join("alerts.jsonl"));
+    for sub in ["mail", "webhooks"] {
+        let _ = std::fs::remove_dir_all(opts.out.join(sub));
+    }
+    let (webhook_url, sink) = webhook_sink(opts.out.join("webhooks")).await?;
 
     let sim = Simulator::start(SimConfig {
         seed: opts.seed,
@@ -71,7 +122,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     .context("cannot start the simulator on 127.0.0.1")?;
     let tmp = tempfile_dir()?;
     let store_path = tmp.join("demo.db");
-    let cfg = demo_config(&sim.base_url(), &store_path, &opts.out)?;
+    let cfg = demo_config(&sim.base_url(), &store_path, &opts.out, &webhook_url)?;
     let rules = Arc::new(crate::rules::shipped::shipped_rules());
 
     let (stop, stop_rx) = watch::channel(false);
@@ -114,6 +165,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let _ = stop.send(true);
     daemon.await.context("the engine task panicked")??;
     sim.shutdown().await?;
+    sink.abort();
 
     let store = SqliteStore::open(&store_path).await?;
     let summary = store.summary().await?;
@@ -122,7 +174,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     Ok(DemoReport {
         summary,
         out: opts.out.clone(),
-        files: vec![("alerts (JSON lines)".into(), opts.out.join("alerts.jsonl"))],
+        files: vec![
+            ("alerts (JSON lines)".into(), opts.out.join("alerts.jsonl")),
+            ("emails (.eml)".into(), opts.out.join("mail")),
+            ("webhooks (Slack JSON)".into(), opts.out.join("webhooks")),
+        ],
     })
 }
 

@@ -21,7 +21,10 @@ fn shipped_pack_is_clean() {
     let (code, stdout, stderr) = check("rules");
     assert_eq!(stderr, "");
     assert_eq!(code, 0);
-    assert!(stdout.starts_with("rules: 13 rules OK (rule set version "), "{stdout}");
+    assert!(
+        stdout.starts_with("rules: 13 rules OK (rule set version "),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -31,15 +34,27 @@ fn every_problem_of_every_file_in_one_run() {
     assert_eq!(stdout, "");
     let d = "tests/fixtures/rules/broken";
     let expected = [
-        format!("{d}/bad_duration.yaml:6:13: `throttle`: invalid duration `24hours`: unknown unit `hours` (use s, m, h or d, e.g. `24h`)"),
+        format!(
+            "{d}/bad_duration.yaml:6:13: `throttle`: invalid duration `24hours`: unknown unit `hours` (use s, m, h or d, e.g. `24h`)"
+        ),
         format!("{d}/bad_regex.yaml:5:14: invalid regex `(unclosed`: unclosed group"),
-        format!("{d}/bad_severity.yaml:2:13: invalid severity `urgent`; expected one of: info, low, medium, high, critical"),
-        format!("{d}/duplicate_id_b.yaml:2:7: duplicate rule id `same-id` (first defined at {d}/duplicate_id_a.yaml:1:3)"),
+        format!(
+            "{d}/bad_severity.yaml:2:13: invalid severity `urgent`; expected one of: info, low, medium, high, critical"
+        ),
+        format!(
+            "{d}/duplicate_id_b.yaml:2:7: duplicate rule id `same-id` (first defined at {d}/duplicate_id_a.yaml:1:3)"
+        ),
         format!("{d}/script_inline.yaml:7:34: script error: Script is incomplete"),
         format!("{d}/script_syntax.yaml:6:12: script error: Unexpected '='"),
-        format!("{d}/two_operators.yaml:6:5: two operators in one condition (`eq` and `ne`); combine them with `all:`"),
-        format!("{d}/unknown_key.yaml:3:3: unknown key `severty` in rule; expected one of: id, description, severity, labels, when, window, throttle, throttle_by"),
-        format!("{d}/unknown_operator.yaml:6:9: unknown operator `equals`; expected one of: eq, ne, in, not_in, gt, gte, lt, lte, contains, matches, exists"),
+        format!(
+            "{d}/two_operators.yaml:6:5: two operators in one condition (`eq` and `ne`); combine them with `all:`"
+        ),
+        format!(
+            "{d}/unknown_key.yaml:3:3: unknown key `severty` in rule; expected one of: id, description, severity, labels, when, window, throttle, throttle_by"
+        ),
+        format!(
+            "{d}/unknown_operator.yaml:6:9: unknown operator `equals`; expected one of: eq, ne, in, not_in, gt, gte, lt, lte, contains, matches, exists"
+        ),
         format!("{d}/window_threshold.yaml:6:3: window without `threshold`"),
         format!("{d}/yaml_syntax.yaml:3:9: unclosed bracket '{{'"),
         format!("{d}: 11 problems found"),

@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kyc_sentinel::rules::{
-    Alert, MemoryState, RuleSet, ScriptLimits, load_path, load_sources,
-};
+use kyc_sentinel::rules::{Alert, MemoryState, RuleSet, ScriptLimits, load_path, load_sources};
 use serde_json::{Value, json};
 
 fn pack() -> RuleSet {
@@ -82,8 +80,13 @@ fn batch_order_does_not_matter() {
     let set = pack();
     let batch = mixed_batch(500);
     let forward = alerts(&set, &batch);
-    assert!(forward.len() > 50, "the batch should fire rules: {}", forward.len());
-    let rules_fired: std::collections::BTreeSet<_> = forward.iter().map(|a| a.rule.as_str()).collect();
+    assert!(
+        forward.len() > 50,
+        "the batch should fire rules: {}",
+        forward.len()
+    );
+    let rules_fired: std::collections::BTreeSet<_> =
+        forward.iter().map(|a| a.rule.as_str()).collect();
     assert!(rules_fired.len() >= 8, "{rules_fired:?}");
     let mut reversed = batch.clone();
     reversed.reverse();
@@ -124,7 +127,11 @@ fn runaway_scripts_are_stopped_and_other_rules_unchanged() {
 
     let start = Instant::now();
     let outcome = mixed.evaluate_batch(&batch, &mut MemoryState::new());
-    assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
 
     let got: Vec<Alert> = outcome.alerts().cloned().collect();
     assert_eq!(got, alerts(&good, &batch));
@@ -139,7 +146,10 @@ fn runaway_scripts_are_stopped_and_other_rules_unchanged() {
         "{}",
         first_loop.message
     );
-    let first_rec = errors.iter().find(|e| e.rule == "runaway-recursion").unwrap();
+    let first_rec = errors
+        .iter()
+        .find(|e| e.rule == "runaway-recursion")
+        .unwrap();
     assert!(
         first_rec
             .message
@@ -163,9 +173,7 @@ fn fires_once_per_submission_and_throttles_by_key() {
   throttle_by: userid
 ",
     );
-    let s = |id: &str, user: &str, t: &str| {
-        json!({"submission_id": id, "userid": user, "created_at": t, "kyc": {"result": "rejected"}})
-    };
+    let s = |id: &str, user: &str, t: &str| json!({"submission_id": id, "userid": user, "created_at": t, "kyc": {"result": "rejected"}});
     let batch = vec![
         s("a", "u1", "2024-05-01-10-00-00-000"),
         // a later version of `a`: neither rule fires again for it
@@ -179,7 +187,8 @@ fn fires_once_per_submission_and_throttles_by_key() {
         .into_iter()
         .map(|a| (a.rule, a.submission_id, a.group_key))
         .collect();
-    let want = |r: &str, s: &str, k: Option<&str>| (r.to_string(), s.to_string(), k.map(String::from));
+    let want =
+        |r: &str, s: &str, k: Option<&str>| (r.to_string(), s.to_string(), k.map(String::from));
     assert_eq!(
         got,
         vec![
@@ -217,8 +226,14 @@ fn derived_fields() {
         json!({"submission_id": "z", "applicant_id": "p", "email": "b@x", "created_at": "2024-05-01-12-00-00-000"}),
     ];
     let out = set.evaluate_batch(&batch, &mut MemoryState::new());
-    let fired: Vec<_> = out.alerts().map(|a| (a.rule.as_str(), a.submission_id.as_str())).collect();
-    assert_eq!(fired, vec![("changed-to-rejected", "x"), ("third-submission", "z")]);
+    let fired: Vec<_> = out
+        .alerts()
+        .map(|a| (a.rule.as_str(), a.submission_id.as_str()))
+        .collect();
+    assert_eq!(
+        fired,
+        vec![("changed-to-rejected", "x"), ("third-submission", "z")]
+    );
     let last = out.submissions.last().unwrap();
     assert_eq!(
         last.derived,
@@ -233,16 +248,26 @@ fn derived_fields() {
 fn bad_input_is_rejected_not_evaluated() {
     let set = pack();
     let out = set.evaluate_batch(
-        &[json!({"created_at": "2024-05-01-10-00-00-000"}), json!({"submission_id": "q", "created_at": "soon"})],
+        &[
+            json!({"created_at": "2024-05-01-10-00-00-000"}),
+            json!({"submission_id": "q", "created_at": "soon"}),
+        ],
         &mut MemoryState::new(),
     );
     assert!(out.submissions.is_empty());
-    let reasons: Vec<_> = out.rejected.iter().map(|r| (r.index, r.reason.as_str())).collect();
+    let reasons: Vec<_> = out
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.reason.as_str()))
+        .collect();
     assert_eq!(
         reasons,
         vec![
             (0, "submission has no `submission_id`"),
-            (1, "submission `q` has no readable `updated_at` or `created_at`")
+            (
+                1,
+                "submission `q` has no readable `updated_at` or `created_at`"
+            )
         ]
     );
 }
@@ -265,12 +290,23 @@ fn explain_shows_each_leaf() {
         ]
     );
     let s = json!({"kyc": {"attempts": [{"livenessScore": 10}, {"livenessScore": 70}]}});
-    let lines: Vec<String> = set.explain("low-liveness", &s).unwrap().iter().map(ToString::to_string).collect();
-    assert_eq!(lines, vec!["kyc.attempts[*].livenessScore = [10,70] lt 50 (every) -> false"]);
+    let lines: Vec<String> = set
+        .explain("low-liveness", &s)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["kyc.attempts[*].livenessScore = [10,70] lt 50 (every) -> false"]
+    );
     let s = json!({"kyc": {"result": "pending"}, "created_at": "2024-05-01-00-00-00-000",
                    "derived": {"event_time": "2024-05-04T00:00:00.000Z"}});
     let trace = set.explain("pending-too-long", &s).unwrap();
-    assert_eq!(trace[0].to_string(), r#"kyc.result = "pending" eq "pending" -> true"#);
+    assert_eq!(
+        trace[0].to_string(),
+        r#"kyc.result = "pending" eq "pending" -> true"#
+    );
     assert_eq!(trace[1].operator, "script");
     assert!(trace[1].result);
     assert!(set.explain("no-such-rule", &s).is_none());
@@ -278,9 +314,15 @@ fn explain_shows_each_leaf() {
 
 #[test]
 fn version_hashes_follow_meaning_not_layout() {
-    let a = rules("- id: r\n  severity: low\n  when: { field: kyc.result, eq: rejected }\n  throttle: 1h\n");
-    let b = rules("# a comment\n- severity: low\n  id: r\n  throttle: 60m\n  when:\n    eq: rejected\n    field: kyc.result\n");
-    let c = rules("- id: r\n  severity: low\n  when: { field: kyc.result, eq: approved }\n  throttle: 1h\n");
+    let a = rules(
+        "- id: r\n  severity: low\n  when: { field: kyc.result, eq: rejected }\n  throttle: 1h\n",
+    );
+    let b = rules(
+        "# a comment\n- severity: low\n  id: r\n  throttle: 60m\n  when:\n    eq: rejected\n    field: kyc.result\n",
+    );
+    let c = rules(
+        "- id: r\n  severity: low\n  when: { field: kyc.result, eq: approved }\n  throttle: 1h\n",
+    );
     assert_eq!(a.rules()[0].version, b.rules()[0].version);
     assert_eq!(a.version(), b.version());
     assert_ne!(a.rules()[0].version, c.rules()[0].version);

@@ -22,7 +22,10 @@ fn shipped_pack_passes_its_tests() {
     assert_eq!(stderr, "");
     assert_eq!(code, 0, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert!(stdout.ends_with(" failed\n") && stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.ends_with(" failed\n") && stdout.contains(" passed, 0 failed"),
+        "{stdout}"
+    );
     // Every shipped rule is exercised by at least one test that expects it to fire.
     let tests: String = ["aml", "kyc", "retries", "documents"]
         .iter()
@@ -39,7 +42,11 @@ fn shipped_pack_passes_its_tests() {
             "no test expects `{}` to fire",
             rule.id
         );
-        assert!(!rule.description.is_empty(), "`{}` has no description", rule.id);
+        assert!(
+            !rule.description.is_empty(),
+            "`{}` has no description",
+            rule.id
+        );
     }
 }
 

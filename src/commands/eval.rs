@@ -42,7 +42,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let outcome = set.evaluate_batch(&batch, &mut MemoryState::new());
     if let Some(r) = outcome.rejected.first() {
         let item = &items[r.index];
-        eprintln!("error: {name}:{}: item {}: {}", item.line, item.item, r.reason);
+        eprintln!(
+            "error: {name}:{}: item {}: {}",
+            item.line, item.item, r.reason
+        );
         return Ok(ExitCode::from(2));
     }
     for e in outcome.errors() {

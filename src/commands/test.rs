@@ -46,7 +46,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if tests.is_empty() {
-        eprintln!("error: no tests found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "error: no tests found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Ok(ExitCode::from(2));
     }
     let total = tests.len();
@@ -57,7 +64,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             None => println!("ok   {}:{}: {}", r.test.file, r.test.line, r.test.name),
             Some(report) => {
                 failed += 1;
-                println!("FAIL {}:{}: {}\n{report}", r.test.file, r.test.line, r.test.name);
+                println!(
+                    "FAIL {}:{}: {}\n{report}",
+                    r.test.file, r.test.line, r.test.name
+                );
             }
         }
     }

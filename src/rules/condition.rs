@@ -85,7 +85,11 @@ fn num_json(n: f64) -> Value {
 pub fn parse_num(s: &str) -> Option<f64> {
     let t = s.trim();
     // `f64::from_str` also takes `inf` and `NaN`, which are no numbers here.
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) {
+    if t.is_empty()
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
         return None;
     }
     t.parse::<f64>().ok().filter(|n| n.is_finite())
@@ -301,14 +305,17 @@ impl Condition {
         out: &mut Vec<ConditionTrace>,
     ) -> bool {
         match self {
-            Condition::All(cs) => cs
-                .iter()
-                .map(|c| c.trace(subject, scripts, out))
-                .fold(true, |a, b| a && b),
-            Condition::Any(cs) => cs
-                .iter()
-                .map(|c| c.trace(subject, scripts, out))
-                .fold(false, |a, b| a || b),
+            // Collect first: an explanation reports every leaf, so no short-circuit.
+            Condition::All(cs) => {
+                let results: Vec<bool> =
+                    cs.iter().map(|c| c.trace(subject, scripts, out)).collect();
+                results.into_iter().all(|b| b)
+            }
+            Condition::Any(cs) => {
+                let results: Vec<bool> =
+                    cs.iter().map(|c| c.trace(subject, scripts, out)).collect();
+                results.into_iter().any(|b| b)
+            }
             Condition::Not(c) => !c.trace(subject, scripts, out),
             Condition::Field(t) => {
                 let derived = t.path.first_key() == Some("derived");

@@ -154,7 +154,10 @@ impl RuleSet {
                 Ok((id, t)) => order.push((t, id, index)),
                 Err(reason) => out.rejected.push(Rejected {
                     index,
-                    submission_id: s.get("submission_id").and_then(Value::as_str).map(Into::into),
+                    submission_id: s
+                        .get("submission_id")
+                        .and_then(Value::as_str)
+                        .map(Into::into),
                     reason,
                 }),
             }
@@ -245,9 +248,8 @@ fn identify(s: &Value) -> Result<(&str, DateTime<Utc>), String> {
         Some(Value::String(id)) if !id.is_empty() => id.as_str(),
         _ => return Err("submission has no `submission_id`".into()),
     };
-    let t = event_time(s).ok_or_else(|| {
-        format!("submission `{id}` has no readable `updated_at` or `created_at`")
-    })?;
+    let t = event_time(s)
+        .ok_or_else(|| format!("submission `{id}` has no readable `updated_at` or `created_at`"))?;
     Ok((id, t))
 }
 
@@ -330,27 +332,42 @@ fn fire(
                 },
             );
             let within = chrono::Duration::from_std(w.within).unwrap_or(chrono::Duration::MAX);
-            let after = t.checked_sub_signed(within).unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let after = t
+                .checked_sub_signed(within)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
             let members = state.window_members(&rule.id, &key, after, t);
             if members.len() < w.threshold as usize {
                 return None;
             }
-            (members.into_iter().map(|m| m.submission_id).collect(), Some(key))
+            (
+                members.into_iter().map(|m| m.submission_id).collect(),
+                Some(key),
+            )
         }
     };
     let throttle_key = match (&rule.throttle, rule.throttle_by.is_empty()) {
         (None, _) => None,
         (Some(_), false) => key_of(&rule.throttle_by, submission),
-        (Some(_), true) => Some(group_key.clone().unwrap_or_else(|| submission_id.to_string())),
+        (Some(_), true) => Some(
+            group_key
+                .clone()
+                .unwrap_or_else(|| submission_id.to_string()),
+        ),
     };
     if let Some(k) = &throttle_key
-        && state.throttled_until(&rule.id, k).is_some_and(|until| t < until)
+        && state
+            .throttled_until(&rule.id, k)
+            .is_some_and(|until| t < until)
     {
         return None;
     }
     if let (Some(d), Some(k)) = (rule.throttle, &throttle_key) {
         let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        state.set_throttle(&rule.id, k, t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        state.set_throttle(
+            &rule.id,
+            k,
+            t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
     }
     match &group_key {
         Some(k) => state.window_consume(&rule.id, k, &members),

@@ -91,8 +91,26 @@ mod tests {
     fn all_forms() {
         let text = "{\"submission_id\": \"a\"}\n\n{\"submission_id\": \"b\"}\n[{\"submission_id\": \"c\"}]\n{\"Items\": [{\"submission_id\": \"d\"}, {\"submission_id\": \"e\"}], \"nextpageKey\": {}}\n";
         let items = parse_submissions("in", text).unwrap();
-        let ids: Vec<_> = items.iter().map(|i| (i.item, i.line, i.submission["submission_id"].as_str().unwrap())).collect();
-        assert_eq!(ids, vec![(1, 1, "a"), (2, 3, "b"), (3, 4, "c"), (4, 5, "d"), (5, 5, "e")]);
+        let ids: Vec<_> = items
+            .iter()
+            .map(|i| {
+                (
+                    i.item,
+                    i.line,
+                    i.submission["submission_id"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                (1, 1, "a"),
+                (2, 3, "b"),
+                (3, 4, "c"),
+                (4, 5, "d"),
+                (5, 5, "e")
+            ]
+        );
     }
 
     #[test]

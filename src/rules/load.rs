@@ -212,7 +212,10 @@ impl<'a> Loader<'a> {
         match &node.value {
             NodeValue::Map(entries) => Some(entries),
             other => {
-                self.error(node, format!("{what} must be a mapping, found {}", other.kind()));
+                self.error(
+                    node,
+                    format!("{what} must be a mapping, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -222,7 +225,10 @@ impl<'a> Loader<'a> {
         match &node.value {
             NodeValue::Str(s) => Some(s.clone()),
             other => {
-                self.error(node, format!("{what} must be a string, found {}", other.kind()));
+                self.error(
+                    node,
+                    format!("{what} must be a string, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -278,7 +284,10 @@ impl<'a> Loader<'a> {
                 NodeValue::Str(s) => Severity::parse(s).or_else(|| {
                     self.error(
                         v,
-                        format!("invalid severity `{s}`; expected one of: {}", Severity::NAMES),
+                        format!(
+                            "invalid severity `{s}`; expected one of: {}",
+                            Severity::NAMES
+                        ),
                     );
                     None
                 }),
@@ -303,7 +312,11 @@ impl<'a> Loader<'a> {
                 match &lv.value {
                     NodeValue::Map(_) | NodeValue::Seq(_) | NodeValue::Null => self.error(
                         lv,
-                        format!("label `{}` must be a string, found {}", k.scalar_text(), lv.value.kind()),
+                        format!(
+                            "label `{}` must be a string, found {}",
+                            k.scalar_text(),
+                            lv.value.kind()
+                        ),
                     ),
                     _ => {
                         labels.insert(k.scalar_text(), Value::String(lv.scalar_text()));
@@ -394,7 +407,10 @@ impl<'a> Loader<'a> {
             other => {
                 self.error(
                     node,
-                    format!("{what} must be a path or a list of paths, found {}", other.kind()),
+                    format!(
+                        "{what} must be a path or a list of paths, found {}",
+                        other.kind()
+                    ),
                 );
                 return Vec::new();
             }
@@ -497,14 +513,23 @@ impl<'a> Loader<'a> {
         }
         let Some((k, v)) = found else {
             if entries.is_empty() {
-                self.error(node, "empty condition; expected one of: all, any, not, field, script".into());
+                self.error(
+                    node,
+                    "empty condition; expected one of: all, any, not, field, script".into(),
+                );
             }
             return None;
         };
         match k.as_str() {
             Some(kind @ ("all" | "any")) => {
                 let NodeValue::Seq(items) = &v.value else {
-                    self.error(v, format!("`{kind}` takes a list of conditions, found {}", v.value.kind()));
+                    self.error(
+                        v,
+                        format!(
+                            "`{kind}` takes a list of conditions, found {}",
+                            v.value.kind()
+                        ),
+                    );
                     return None;
                 };
                 if items.is_empty() {
@@ -584,7 +609,10 @@ impl<'a> Loader<'a> {
                 "every" => match v.value {
                     NodeValue::Bool(b) => every = b,
                     _ => {
-                        self.error(v, format!("`every` must be true or false, found {}", v.value.kind()));
+                        self.error(
+                            v,
+                            format!("`every` must be true or false, found {}", v.value.kind()),
+                        );
                         ok = false
                     }
                 },
@@ -673,7 +701,10 @@ impl<'a> Loader<'a> {
                 NodeValue::Int(i) => Some(*i as f64),
                 NodeValue::Float(f) => Some(*f),
                 _ => {
-                    this.error(v, format!("`{name}` takes a number, found {}", v.value.kind()));
+                    this.error(
+                        v,
+                        format!("`{name}` takes a number, found {}", v.value.kind()),
+                    );
                     None
                 }
             }
@@ -683,7 +714,10 @@ impl<'a> Loader<'a> {
             "ne" => Op::Ne(self.literal("ne", v)?),
             "in" | "not_in" => {
                 let NodeValue::Seq(items) = &v.value else {
-                    self.error(v, format!("`{name}` takes a list, found {}", v.value.kind()));
+                    self.error(
+                        v,
+                        format!("`{name}` takes a list, found {}", v.value.kind()),
+                    );
                     return None;
                 };
                 if items.is_empty() {
@@ -709,7 +743,10 @@ impl<'a> Loader<'a> {
                 match Regex::new(&pattern) {
                     Ok(re) => Op::Matches(re),
                     Err(e) => {
-                        self.error(v, format!("invalid regex `{pattern}`: {}", regex_reason(&e)));
+                        self.error(
+                            v,
+                            format!("invalid regex `{pattern}`: {}", regex_reason(&e)),
+                        );
                         return None;
                     }
                 }
@@ -717,7 +754,10 @@ impl<'a> Loader<'a> {
             _ => match v.value {
                 NodeValue::Bool(b) => Op::Exists(b),
                 _ => {
-                    self.error(v, format!("`exists` takes true or false, found {}", v.value.kind()));
+                    self.error(
+                        v,
+                        format!("`exists` takes true or false, found {}", v.value.kind()),
+                    );
                     return None;
                 }
             },
@@ -792,7 +832,11 @@ fn sorted(v: &Value) -> Value {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
         }
         Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
         other => other.clone(),

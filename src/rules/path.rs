@@ -214,7 +214,10 @@ mod tests {
         );
         // `[*]` is optional where an array is met on the way.
         assert_eq!(vals("kyc.attempts.livenessScore", &s), vec![json!(40)]);
-        assert_eq!(vals("kyc.attempts[1].retryCode[0]", &s), vec![json!("face_compare_underscore")]);
+        assert_eq!(
+            vals("kyc.attempts[1].retryCode[0]", &s),
+            vec![json!("face_compare_underscore")]
+        );
         assert_eq!(vals("kyc.attempts[7].retryCode", &s), Vec::<Value>::new());
         assert_eq!(vals("aml.risk_level_summary", &s), Vec::<Value>::new());
         assert_eq!(vals("missing.deep.path", &s), Vec::<Value>::new());

@@ -88,7 +88,9 @@ impl ScriptEngine {
         });
         engine.on_progress(|ops| {
             if ops % CLOCK_EVERY_OPS == 0 {
-                let late = DEADLINE.with(|d| d.get()).is_some_and(|d| Instant::now() > d);
+                let late = DEADLINE
+                    .with(|d| d.get())
+                    .is_some_and(|d| Instant::now() > d);
                 if late {
                     return Some(Dynamic::from("deadline"));
                 }
@@ -153,9 +155,9 @@ impl ScriptEngine {
             .eval_ast_with_scope::<Dynamic>(&mut scope, &script.0.ast);
         DEADLINE.with(|d| d.set(None));
         match result {
-            Ok(v) => v.as_bool().map_err(|type_name| {
-                format!("script returned {type_name}, not a boolean")
-            }),
+            Ok(v) => v
+                .as_bool()
+                .map_err(|type_name| format!("script returned {type_name}, not a boolean")),
             Err(err) => Err(self.describe(*err)),
         }
     }
@@ -182,7 +184,9 @@ impl ScriptEngine {
 /// `b - a` in units of `unit` seconds; `()` when either is no timestamp.
 fn between(a: &str, b: &str, unit: f64) -> Dynamic {
     match (read_time(a), read_time(b)) {
-        (Some(a), Some(b)) => Dynamic::from_float((b - a).num_milliseconds() as f64 / 1000.0 / unit),
+        (Some(a), Some(b)) => {
+            Dynamic::from_float((b - a).num_milliseconds() as f64 / 1000.0 / unit)
+        }
         _ => Dynamic::UNIT,
     }
 }
@@ -276,17 +280,35 @@ mod tests {
         let s = json!({"kyc": {"result": "rejected", "attempts": [{"livenessScore": 40}]}});
         assert_eq!(run(r#"s.kyc.result == "rejected""#, s.clone()), Ok(true));
         assert_eq!(run("s.derived.applicant_emails > 2", s.clone()), Ok(true));
-        assert_eq!(run("s.kyc.attempts[0].livenessScore < 50", s.clone()), Ok(true));
+        assert_eq!(
+            run("s.kyc.attempts[0].livenessScore < 50", s.clone()),
+            Ok(true)
+        );
         // Missing keys read as (), even through a missing map.
         assert_eq!(run("s.aml == ()", s.clone()), Ok(true));
         assert_eq!(run("s.aml.risk_level_summary == ()", s.clone()), Ok(true));
         assert_eq!(
-            run(r#"days_between("2024-05-01-00-00-00-000", "2024-05-31") == 30.0"#, s.clone()),
+            run(
+                r#"days_between("2024-05-01-00-00-00-000", "2024-05-31") == 30.0"#,
+                s.clone()
+            ),
             Ok(true)
         );
-        assert_eq!(run(r#"hours_between("2024-05-01T00:00:00Z", "2024-05-01T12:00:00Z") == 12.0"#, s.clone()), Ok(true));
-        assert_eq!(run(r#"days_between(s.nothing, "2024-05-31") == ()"#, s.clone()), Ok(true));
-        assert_eq!(run(r#"days_between("soon", "2024-05-31") == ()"#, s.clone()), Ok(true));
+        assert_eq!(
+            run(
+                r#"hours_between("2024-05-01T00:00:00Z", "2024-05-01T12:00:00Z") == 12.0"#,
+                s.clone()
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run(r#"days_between(s.nothing, "2024-05-31") == ()"#, s.clone()),
+            Ok(true)
+        );
+        assert_eq!(
+            run(r#"days_between("soon", "2024-05-31") == ()"#, s.clone()),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -297,9 +319,15 @@ mod tests {
             Err("script returned i64, not a boolean".into())
         );
         let e = run("loop { }", s.clone()).unwrap_err();
-        assert!(e.starts_with("script exceeded its budget of 100000 operations"), "{e}");
+        assert!(
+            e.starts_with("script exceeded its budget of 100000 operations"),
+            "{e}"
+        );
         let e = run("fn f(x) { f(x + 1) } f(0)", s.clone()).unwrap_err();
-        assert!(e.starts_with("script exceeded the maximum call depth of 32"), "{e}");
+        assert!(
+            e.starts_with("script exceeded the maximum call depth of 32"),
+            "{e}"
+        );
         let engine = ScriptEngine::new(ScriptLimits::default());
         let err = engine.compile("eval(\"1\")").unwrap_err();
         assert!(err.message.contains("eval"), "{err:?}");

@@ -131,7 +131,10 @@ impl Parser {
 
     fn entries<'n>(&mut self, n: &'n Node, what: &str, keys: &[&str]) -> Vec<(&'n str, &'n Node)> {
         let NodeValue::Map(entries) = &n.value else {
-            self.err(n, format!("{what} must be a mapping, found {}", n.value.kind()));
+            self.err(
+                n,
+                format!("{what} must be a mapping, found {}", n.value.kind()),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -222,7 +225,9 @@ impl Parser {
                     match std::fs::read_to_string(&path) {
                         Err(e) => self.err(v, format!("cannot read `{}`: {e}", path.display())),
                         Ok(text) => match parse_submissions(&path.display().to_string(), &text) {
-                            Ok(items) => from_file = items.into_iter().map(|i| i.submission).collect(),
+                            Ok(items) => {
+                                from_file = items.into_iter().map(|i| i.submission).collect()
+                            }
                             Err(e) => self.err(v, e),
                         },
                     }
@@ -257,7 +262,11 @@ impl Parser {
         let mut rule = None;
         let mut ids = Vec::new();
         let mut group_key = None;
-        for (key, v) in self.entries(n, "an expected alert", &["rule", "submission_ids", "group_key"]) {
+        for (key, v) in self.entries(
+            n,
+            "an expected alert",
+            &["rule", "submission_ids", "group_key"],
+        ) {
             match key {
                 "rule" => rule = Some(v.scalar_text()),
                 "submission_ids" => ids = self.strings(v, "`submission_ids`"),
@@ -411,7 +420,10 @@ pub fn run_test(set: &RuleSet, test: RuleTest) -> TestResult {
     }
     for id in &test.not_fired {
         for a in actual.iter().filter(|a| &a.rule == id) {
-            problems.push(format!("  rule `{id}` fired but must not: {}", show_actual(a)));
+            problems.push(format!(
+                "  rule `{id}` fired but must not: {}",
+                show_actual(a)
+            ));
         }
     }
     TestResult {

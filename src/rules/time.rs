@@ -21,9 +21,12 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 
 /// `updated_at`, else `created_at`: the time the rules see.
 pub fn event_time(submission: &Value) -> Option<DateTime<Utc>> {
-    ["updated_at", "created_at"]
-        .iter()
-        .find_map(|k| submission.get(*k).and_then(Value::as_str).and_then(parse_timestamp))
+    ["updated_at", "created_at"].iter().find_map(|k| {
+        submission
+            .get(*k)
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp)
+    })
 }
 
 /// RFC 3339 UTC with milliseconds, the one way times are written out.
@@ -44,8 +47,14 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(parse_timestamp("yesterday"), None);
         let s = json!({"created_at": "2024-05-01-00-00-00-000", "updated_at": "2024-05-02-00-00-00-000"});
-        assert_eq!(format_time(event_time(&s).unwrap()), "2024-05-02T00:00:00.000Z");
+        assert_eq!(
+            format_time(event_time(&s).unwrap()),
+            "2024-05-02T00:00:00.000Z"
+        );
         let s = json!({"created_at": "2024-05-01-00-00-00-000", "updated_at": null});
-        assert_eq!(format_time(event_time(&s).unwrap()), "2024-05-01T00:00:00.000Z");
+        assert_eq!(
+            format_time(event_time(&s).unwrap()),
+            "2024-05-01T00:00:00.000Z"
+        );
     }
 }

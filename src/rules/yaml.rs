@@ -117,7 +117,12 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         // The Display form carries a rendered snippet; the first line is the
         // message itself, which is all a `path:line:column:` report needs.
         let full = err.to_string();
-        let message = full.lines().next().unwrap_or("invalid YAML").trim().to_string();
+        let message = full
+            .lines()
+            .next()
+            .unwrap_or("invalid YAML")
+            .trim()
+            .to_string();
         SyntaxError {
             line: line.max(1),
             column: column.max(1),
@@ -209,8 +214,12 @@ mod tests {
         let text = "- id: a\n  when:\n    field: x\n    eq: |\n      1 + 2\n";
         let root = parse(text).unwrap();
         eprintln!("{root:#?}");
-        let NodeValue::Seq(items) = &root.value else { panic!() };
-        let NodeValue::Map(entries) = &items[0].value else { panic!() };
+        let NodeValue::Seq(items) = &root.value else {
+            panic!()
+        };
+        let NodeValue::Map(entries) = &items[0].value else {
+            panic!()
+        };
         assert_eq!((entries[0].0.line, entries[0].0.column), (1, 3));
         assert_eq!((entries[0].1.line, entries[0].1.column), (1, 7));
         assert_eq!((entries[1].0.line, entries[1].0.column), (2, 3));

@@ -27,6 +27,53 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run rule unit tests (`*.test.yaml` files); exit 1 with a diff on failure.
     Test(TestArgs),
+    /// Run the daemon: poll Argos, evaluate rules, deliver alerts, until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Evaluate past days through the same store: a second run over a range alerts nothing.
+    Backfill(BackfillArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (sentinel.yaml); see the README's configuration reference.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Log format; `RUST_LOG` sets the level (default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The configuration file (sentinel.yaml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// First UTC day, YYYYMMDD.
+    #[arg(long, value_parser = parse_day)]
+    pub from: chrono::NaiveDate,
+    /// Last UTC day (inclusive), YYYYMMDD.
+    #[arg(long, value_parser = parse_day)]
+    pub to: chrono::NaiveDate,
+    /// Days fetched at the same time (they are still evaluated in date order).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Log format; `RUST_LOG` sets the level (default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y%m%d")
+        .map_err(|_| format!("`{s}` is not a day written YYYYMMDD (e.g. 20261126)"))
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +107,9 @@ pub struct SimulateArgs {
     /// Write every version of every submission as JSON lines, in the order they changed.
     #[arg(long)]
     pub dump: Option<PathBuf>,
+    /// How long a live arrival stays `pending` before it is approved or rejected (e.g. `30s`).
+    #[arg(long, default_value = "30s")]
+    pub decide_after: String,
 }
 
 #[derive(Debug, Args)]

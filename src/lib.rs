@@ -16,7 +16,13 @@
 pub mod argos;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod notify;
+pub mod pipeline;
+pub mod poller;
 pub mod rules;
 pub mod simulator;
 pub mod store;
+pub mod telemetry;
 pub mod util;

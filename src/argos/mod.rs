@@ -1,1 +1,17 @@
 //! The Argos API: submission model, client, encrypted mode.
+//!
+//! - [`model`]: the typed, borrowed view of a raw submission and the helpers
+//!   the pipeline calls on raw values (timestamps, ids, event time).
+//! - [`crypto`]: the cipher of Argos encrypted mode (AES-256-ECB, see its
+//!   warning about ECB).
+//! - [`client`]: the REST client (pagination, retries, rate limit, call count).
+
+pub mod client;
+pub mod crypto;
+pub mod model;
+
+pub use client::{ArgosClient, ArgosError, ClientConfig, ListQuery, Page, RequestType};
+pub use model::{
+    ApplicantEntry, Keys, NextPageKey, Submission, event_time, format_argos_timestamp,
+    parse_timestamp, submission_id,
+};

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+mod backfill;
 mod check;
 mod eval;
+mod run;
 mod simulate;
 mod test;
 
@@ -19,5 +21,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Test(args) => test::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Backfill(args) => backfill::run(args),
     }
 }

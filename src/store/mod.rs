@@ -1,1 +1,252 @@
 //! The durable state store.
+//!
+//! Everything the daemon must remember across restarts lives here: which
+//! version of each submission was processed, the rule engine's state (windows,
+//! throttles, once-per-submission marks, the applicant index), alerts, the
+//! outbox and its delivery attempts, the audit log and the API budget.
+//!
+//! The guarantee the pipeline builds on: [`Store::commit_batch`] writes a
+//! batch's versions, state changes, alerts, outbox rows and audit rows in one
+//! transaction. A crash before it re-does the batch; a crash after it finds
+//! the work done. The trait keeps the pipeline independent of SQLite so a
+//! Postgres implementation can follow.
+
+mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("state store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("state store holds a bad value in {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+/// Formats a time the way the store keeps it: text order is time order.
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_time(what: &'static str, s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            what,
+            detail: format!("`{s}`: {e}"),
+        })
+}
+
+/// What the store knows of the last processed version of a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenVersion {
+    pub content_hash: String,
+    pub kyc_result: Option<String>,
+}
+
+/// A processed version, written in the batch's transaction.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub submission_id: String,
+    pub content_hash: String,
+    pub kyc_result: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub event_time: DateTime<Utc>,
+    pub raw: String,
+}
+
+/// A change the rule engine made to its state while evaluating a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    Result {
+        submission_id: String,
+        kyc_result: Option<String>,
+    },
+    Applicant {
+        applicant_id: String,
+        submission_id: String,
+        email: Option<String>,
+        event_time: DateTime<Utc>,
+    },
+    Fired {
+        rule_id: String,
+        submission_id: String,
+    },
+    WindowAdd {
+        rule_id: String,
+        key: String,
+        submission_id: String,
+        event_time: DateTime<Utc>,
+    },
+    WindowConsume {
+        rule_id: String,
+        key: String,
+        submission_ids: Vec<String>,
+    },
+    Throttle {
+        rule_id: String,
+        key: String,
+        until: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub fingerprint: String,
+    pub rule_id: String,
+    pub rule_version: String,
+    pub severity: String,
+    pub submission_id: String,
+    pub group_key: Option<String>,
+    pub event_time: DateTime<Utc>,
+    /// The alert as `eval` prints it (JSON).
+    pub body: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxInsert {
+    pub fingerprint: String,
+    pub receiver: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub kind: &'static str,
+    pub submission_id: Option<String>,
+    pub version_hash: Option<String>,
+    pub rule_id: Option<String>,
+    pub rule_version: Option<String>,
+    pub fingerprint: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// Everything one batch writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct BatchCommit {
+    pub versions: Vec<VersionRow>,
+    pub state: Vec<StateChange>,
+    pub alerts: Vec<AlertRow>,
+    pub outbox: Vec<OutboxInsert>,
+    pub audit: Vec<AuditRow>,
+    pub meta: Vec<(String, String)>,
+}
+
+/// The rule-engine state a batch needs, read before evaluation so the
+/// evaluation itself does no I/O.
+#[derive(Debug, Default)]
+pub struct BatchPrefetch {
+    pub results: HashMap<String, Option<String>>,
+    pub fired: Vec<(String, String)>,
+    /// applicant_id -> (submission_id, email, event_time)
+    pub applicants: HashMap<String, Vec<(String, Option<String>, DateTime<Utc>)>>,
+}
+
+/// A window member as stored (consumed ones included).
+#[derive(Debug, Clone)]
+pub struct StoredWindowMember {
+    pub rule_id: String,
+    pub key: String,
+    pub submission_id: String,
+    pub event_time: DateTime<Utc>,
+    pub consumed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub fingerprint: String,
+    pub receiver: String,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Try again at this time.
+    Retry {
+        error: String,
+        next_attempt_at: DateTime<Utc>,
+    },
+    /// Give up: moved to the dead-letter state with this reason.
+    Dead {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub pending: i64,
+    pub delivered: i64,
+    pub dead: i64,
+}
+
+/// The durable state behind the pipeline. One writer: the pipeline task.
+pub trait Store: Send + Sync + 'static {
+    /// The last processed version of each of these submissions.
+    fn seen_versions(
+        &self,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, SeenVersion>>> + Send;
+
+    /// Submissions whose last processed version is still undecided (no result,
+    /// `pending` or `Incomplete`) and was created after `horizon`.
+    fn undecided_since(
+        &self,
+        horizon: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<(String, Option<DateTime<Utc>>)>>> + Send;
+
+    fn prefetch(
+        &self,
+        submission_ids: &[&str],
+        applicant_ids: &[&str],
+    ) -> impl Future<Output = Result<BatchPrefetch>> + Send;
+
+    /// Window members with event time after `since`, and throttles still in force after it.
+    fn open_windows(
+        &self,
+        since: DateTime<Utc>,
+    ) -> impl Future<
+        Output = Result<(
+            Vec<StoredWindowMember>,
+            Vec<(String, String, DateTime<Utc>)>,
+        )>,
+    > + Send;
+
+    /// The newest event time in the window state (where a restart resumes).
+    fn latest_window_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+
+    fn commit_batch(&self, batch: BatchCommit) -> impl Future<Output = Result<()>> + Send;
+
+    fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
+
+    fn record_delivery(
+        &self,
+        row: &OutboxRow,
+        outcome: &DeliveryOutcome,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn outbox_stats(&self) -> impl Future<Output = Result<OutboxStats>> + Send;
+
+    /// Adds `n` calls to the UTC day's count and returns the new total.
+    fn add_api_calls(&self, day: &str, n: u64) -> impl Future<Output = Result<u64>> + Send;
+
+    fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+}

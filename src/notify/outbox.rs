@@ -1,0 +1,123 @@
+//! The outbox delivery loop: at least once, with backoff, then dead letter.
+//!
+//! Rows are written by the pipeline in the same transaction as their alert,
+//! so an alert is never lost between deciding and sending. A delivery that is
+//! interrupted by a crash is sent again with the same idempotency key (the
+//! fingerprint); that is the only way a receiver sees an alert twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, watch};
+
+use super::{DeliveryError, Receiver};
+use crate::config::OutboxConfig;
+use crate::store::{DeliveryOutcome, OutboxRow, Store};
+
+pub struct Outbox<S> {
+    store: S,
+    receivers: HashMap<String, Receiver>,
+    cfg: OutboxConfig,
+}
+
+impl<S: Store + Clone> Outbox<S> {
+    pub fn new(store: S, receivers: Vec<Receiver>, cfg: OutboxConfig) -> Self {
+        Self {
+            store,
+            receivers: receivers.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            cfg,
+        }
+    }
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        let base = self.cfg.retry_base.0;
+        let factor = 2u32.saturating_pow(attempts.clamp(0, 20) as u32);
+        base.saturating_mul(factor).min(self.cfg.retry_max.0)
+    }
+
+    async fn outcome(&self, row: &OutboxRow) -> DeliveryOutcome {
+        let result = match self.receivers.get(&row.receiver) {
+            Some(r) => r.deliver(&row.fingerprint, &row.payload).await,
+            None => Err(DeliveryError::Permanent(format!(
+                "receiver `{}` is no longer configured",
+                row.receiver
+            ))),
+        };
+        let now = Utc::now();
+        match result {
+            Ok(()) => DeliveryOutcome::Delivered,
+            Err(DeliveryError::Permanent(error)) => DeliveryOutcome::Dead { error },
+            Err(DeliveryError::Transient(error)) => {
+                let age = (now - row.created_at).to_std().unwrap_or_default();
+                if age >= self.cfg.max_age.0 {
+                    DeliveryOutcome::Dead {
+                        error: format!("still failing after {}s: {error}", age.as_secs()),
+                    }
+                } else {
+                    let next = now
+                        + chrono::Duration::from_std(self.backoff(row.attempts))
+                            .unwrap_or_default();
+                    DeliveryOutcome::Retry {
+                        error,
+                        next_attempt_at: next,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers every due row once; returns how many rows were due.
+    pub async fn deliver_due(&self) -> crate::store::Result<usize> {
+        let rows = self.store.due_outbox(Utc::now(), 200).await?;
+        for row in &rows {
+            let outcome = self.outcome(row).await;
+            match &outcome {
+                DeliveryOutcome::Delivered => {
+                    tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
+                }
+                DeliveryOutcome::Retry {
+                    error,
+                    next_attempt_at,
+                } => tracing::warn!(
+                    receiver = %row.receiver, fingerprint = %row.fingerprint, attempt = row.attempts + 1,
+                    next_attempt_at = %next_attempt_at, "delivery failed, will retry: {error}"
+                ),
+                DeliveryOutcome::Dead { error } => tracing::error!(
+                    receiver = %row.receiver, fingerprint = %row.fingerprint,
+                    "delivery given up (dead letter): {error}"
+                ),
+            }
+            self.store.record_delivery(row, &outcome).await?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Runs until `shutdown` flips, then drains what is due within the flush deadline.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match self.deliver_due().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!("outbox: {e}"),
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.flush_deadline.0;
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, self.deliver_due()).await {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("outbox flush: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The daemon's pipeline: detect changed versions -> evaluate -> commit.
+//!
+//! [`Pipeline::process`] takes submissions as fetched (from a page, a re-fetch
+//! by id, a backfill day or a webhook hint), keeps only versions it has not
+//! processed, evaluates them in event-time order and writes everything the
+//! evaluation decided in one transaction. Until that transaction commits,
+//! nothing is marked processed: a crash anywhere re-does the batch.
+
+pub mod hash;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::argos::model::{Keys, event_time};
+use crate::rules::{BatchOutcome, RuleSet};
+use crate::store::{AlertRow, AuditRow, BatchCommit, OutboxInsert, Store, VersionRow};
+use state::CachedState;
+
+/// What one batch did, for logs, metrics and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub received: usize,
+    pub changed: usize,
+    pub alerts: usize,
+    pub rule_errors: usize,
+    pub unreadable: usize,
+}
+
+pub struct Pipeline<S> {
+    store: S,
+    rules: Arc<RuleSet>,
+    state: CachedState,
+    receivers: Vec<String>,
+    outbox_wake: Arc<Notify>,
+    /// Latest event time processed: window state older than the longest
+    /// window before it can no longer count, and is dropped from memory.
+    /// Event time, not the wall clock, so a backfill of last year keeps its windows.
+    high_water: Option<DateTime<Utc>>,
+}
+
+struct Candidate {
+    id: String,
+    hash: String,
+    event_time: DateTime<Utc>,
+    doc: Value,
+}
+
+impl<S: Store + Clone> Pipeline<S> {
+    /// Loads the open windows and live throttles from the store.
+    pub async fn new(
+        store: S,
+        rules: Arc<RuleSet>,
+        receivers: Vec<String>,
+        outbox_wake: Arc<Notify>,
+    ) -> crate::store::Result<Self> {
+        let high_water = store.latest_window_event().await?;
+        let state = Self::load_state(&store, &rules, high_water).await?;
+        Ok(Self {
+            store,
+            rules,
+            state,
+            receivers,
+            outbox_wake,
+            high_water,
+        })
+    }
+
+    async fn load_state(
+        store: &S,
+        rules: &RuleSet,
+        high_water: Option<DateTime<Utc>>,
+    ) -> crate::store::Result<CachedState> {
+        let horizon = match high_water {
+            Some(t) => state::retention_horizon(t, longest_memory(&rules)),
+            None => DateTime::<Utc>::MIN_UTC,
+        };
+        let (windows, throttles) = store.open_windows(horizon).await?;
+        Ok(CachedState::new(windows, throttles))
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Swaps the rule set (hot reload). Window state is kept per rule id.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.rules = rules;
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Processes one batch; `origin` names where it came from (for errors).
+    pub async fn process(
+        &mut self,
+        items: Vec<Value>,
+        origin: &str,
+    ) -> crate::store::Result<BatchReport> {
+        let mut report = BatchReport {
+            received: items.len(),
+            ..Default::default()
+        };
+        let mut audit = Vec::new();
+
+        // 1. Identify each item; the same submission twice in one batch keeps
+        //    its latest version.
+        let mut by_id: HashMap<String, Candidate> = HashMap::with_capacity(items.len());
+        for (i, doc) in items.into_iter().enumerate() {
+            let keys = Keys::of(&doc);
+            let (Some(id), Some(t)) = (keys.submission_id(), event_time(&doc)) else {
+                report.unreadable += 1;
+                let what = if keys.submission_id().is_none() {
+                    "has no submission_id".to_string()
+                } else {
+                    format!(
+                        "submission {} has no readable updated_at/created_at",
+                        keys.submission_id().unwrap_or_default()
+                    )
+                };
+                tracing::error!("{origin}: item {i} {what}; skipped (recorded in the audit log)");
+                audit.push(AuditRow {
+                    kind: "unreadable",
+                    submission_id: keys.submission_id().map(str::to_owned),
+                    version_hash: Some(hash::content_hash(&doc)),
+                    rule_id: None,
+                    rule_version: None,
+                    fingerprint: None,
+                    detail: serde_json::json!({ "origin": origin, "item": i, "problem": what }),
+                });
+                continue;
+            };
+            let cand = Candidate {
+                id: id.to_owned(),
+                hash: hash::content_hash(&doc),
+                event_time: t,
+                doc,
+            };
+            match by_id.get(&cand.id) {
+                Some(prev) if prev.event_time > cand.event_time => {}
+                _ => {
+                    by_id.insert(cand.id.clone(), cand);
+                }
+            }
+        }
+
+        // 2. Keep the versions not processed yet.
+        let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+        let seen = self.store.seen_versions(&ids).await?;
+        let mut changed: Vec<Candidate> = by_id
+            .into_values()
+            .filter(|c| seen.get(&c.id).is_none_or(|s| s.content_hash != c.hash))
+            .collect();
+        report.changed = changed.len();
+        if changed.is_empty() && audit.is_empty() {
+            return Ok(report);
+        }
+        changed.sort_by(|a, b| (a.event_time, &a.id).cmp(&(b.event_time, &b.id)));
+
+        // 3. Prefetch the state this batch needs, then evaluate (no I/O).
+        let sub_ids: Vec<&str> = changed.iter().map(|c| c.id.as_str()).collect();
+        let applicant_ids: Vec<&str> = {
+            let mut set = HashSet::new();
+            changed
+                .iter()
+                .filter_map(|c| Keys::of(&c.doc).applicant_id())
+                .filter(|a| set.insert(*a))
+                .collect()
+        };
+        let pre = self.store.prefetch(&sub_ids, &applicant_ids).await?;
+        self.state.load_batch(pre);
+
+        let mut commit = BatchCommit::default();
+        for c in &changed {
+            let keys = Keys::of(&c.doc);
+            commit.versions.push(VersionRow {
+                submission_id: c.id.clone(),
+                content_hash: c.hash.clone(),
+                kyc_result: keys.kyc_result().map(str::to_owned),
+                created_at: keys
+                    .created_at()
+                    .and_then(crate::argos::model::parse_timestamp),
+                event_time: c.event_time,
+                raw: c.doc.to_string(),
+            });
+        }
+        let hashes: HashMap<&str, &str> = changed
+            .iter()
+            .map(|c| (c.id.as_str(), c.hash.as_str()))
+            .collect();
+        let docs: Vec<&Value> = changed.iter().map(|c| &c.doc).collect();
+        let outcome = evaluate(&self.rules, &docs, &mut self.state);
+
+        for sub in &outcome.submissions {
+            for alert in &sub.alerts {
+                let body = serde_json::to_string(alert).expect("an alert serializes");
+                let rule_version = self
+                    .rules
+                    .rule(&alert.rule)
+                    .map(|r| r.version.clone())
+                    .unwrap_or_default();
+                // The trace is computed only for alerts (rare), never on the hot path.
+                let trace =
+                    explain_with_derived(&self.rules, &alert.rule, docs[sub.index], &sub.derived);
+                audit.push(AuditRow {
+                    kind: "decision",
+                    submission_id: Some(alert.submission_id.clone()),
+                    version_hash: hashes
+                        .get(alert.submission_id.as_str())
+                        .map(|h| (*h).to_owned()),
+                    rule_id: Some(alert.rule.clone()),
+                    rule_version: Some(rule_version.clone()),
+                    fingerprint: Some(alert.fingerprint.clone()),
+                    detail: serde_json::json!({
+                        "outcome": "fired",
+                        "rule_set_version": self.rules.version(),
+                        "submission_ids": alert.submission_ids,
+                        "group_key": alert.group_key,
+                        "derived": sub.derived,
+                        "conditions": trace,
+                    }),
+                });
+                for r in &self.receivers {
+                    commit.outbox.push(OutboxInsert {
+                        fingerprint: alert.fingerprint.clone(),
+                        receiver: r.clone(),
+                        payload: body.clone(),
+                    });
+                }
+                commit.alerts.push(AlertRow {
+                    fingerprint: alert.fingerprint.clone(),
+                    rule_id: alert.rule.clone(),
+                    rule_version,
+                    severity: alert.severity.as_str().to_owned(),
+                    submission_id: alert.submission_id.clone(),
+                    group_key: alert.group_key.clone(),
+                    event_time: alert.event_time,
+                    body,
+                });
+                report.alerts += 1;
+            }
+            for err in &sub.errors {
+                report.rule_errors += 1;
+                tracing::error!(rule = %err.rule, submission = %err.submission_id, "rule error: {}", err.message);
+                audit.push(AuditRow {
+                    kind: "rule_error",
+                    submission_id: Some(err.submission_id.clone()),
+                    version_hash: hashes
+                        .get(err.submission_id.as_str())
+                        .map(|h| (*h).to_owned()),
+                    rule_id: Some(err.rule.clone()),
+                    rule_version: self.rules.rule(&err.rule).map(|r| r.version.clone()),
+                    fingerprint: None,
+                    detail: serde_json::json!({ "error": err.message }),
+                });
+            }
+        }
+        commit.state = self.state.take_journal();
+        commit.audit = audit;
+
+        // 4. One transaction. If it fails the in-memory state may be ahead of
+        //    the store: rebuild it from the store before the next batch.
+        if let Err(e) = self.store.commit_batch(commit).await {
+            self.state = Self::load_state(&self.store, &self.rules, self.high_water)
+                .await
+                .unwrap_or_default();
+            return Err(e);
+        }
+        let newest = changed.last().map(|c| c.event_time);
+        self.high_water = self.high_water.max(newest);
+        if let Some(t) = self.high_water {
+            self.state
+                .end_batch(state::retention_horizon(t, longest_memory(&self.rules)));
+        }
+        if report.alerts > 0 {
+            self.outbox_wake.notify_one();
+        }
+        Ok(report)
+    }
+}
+
+/// Evaluates in the order given (already event-time sorted by the caller).
+fn evaluate(rules: &RuleSet, docs: &[&Value], state: &mut CachedState) -> BatchOutcome {
+    let mut out = BatchOutcome::default();
+    for (index, doc) in docs.iter().enumerate() {
+        match rules.evaluate(doc, state) {
+            Ok(mut o) => {
+                o.index = index;
+                out.submissions.push(o);
+            }
+            Err(reason) => out.rejected.push(crate::rules::Rejected {
+                index,
+                submission_id: Keys::of(doc).submission_id().map(str::to_owned),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// The trace of a rule on a submission as the engine saw it (with `derived`).
+fn explain_with_derived(rules: &RuleSet, rule_id: &str, doc: &Value, derived: &Value) -> Value {
+    let mut with = doc.clone();
+    if let Some(map) = with.as_object_mut() {
+        map.insert("derived".into(), derived.clone());
+    }
+    serde_json::to_value(rules.explain(rule_id, &with).unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+/// How far back the engine must remember: its longest window or throttle.
+pub fn longest_memory(rules: &RuleSet) -> std::time::Duration {
+    rules
+        .rules()
+        .iter()
+        .flat_map(|r| [r.window.as_ref().map(|w| w.within), r.throttle])
+        .flatten()
+        .max()
+        .unwrap_or_default()
+}

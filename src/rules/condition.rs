@@ -281,6 +281,16 @@ pub struct Subject<'a> {
 }
 
 impl Condition {
+    /// The scripts in this condition, in order.
+    pub fn scripts<'a>(&'a self, out: &mut Vec<&'a Script>) {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.scripts(out)),
+            Condition::Not(c) => c.scripts(out),
+            Condition::Field(_) => {}
+            Condition::Script(s) => out.push(s),
+        }
+    }
+
     pub fn eval(&self, subject: &Subject<'_>, scripts: &mut ScriptCtx<'_>) -> bool {
         match self {
             Condition::All(cs) => cs.iter().all(|c| c.eval(subject, scripts)),

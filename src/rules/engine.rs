@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::condition::{ConditionTrace, Subject};
 use super::path::FieldPath;
 use super::rule::{Rule, Severity};
-use super::script::{ScriptCtx, ScriptEngine};
+use super::script::{ScriptCtx, ScriptEngine, union_paths};
 use super::state::{RuleState, WindowMember};
 use super::time::{event_time, format_time};
 use crate::util::sha256_hex;
@@ -111,15 +111,23 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     engine: Arc<ScriptEngine>,
     version: String,
+    /// Submission fields the scripts read (`None`: all).
+    script_paths: Option<Vec<Vec<String>>>,
 }
 
 impl RuleSet {
     pub(crate) fn new(rules: Vec<Rule>, engine: Arc<ScriptEngine>) -> RuleSet {
         let version = set_version(&rules);
+        let mut scripts = Vec::new();
+        for r in &rules {
+            r.when.scripts(&mut scripts);
+        }
+        let script_paths = union_paths(scripts);
         RuleSet {
             rules,
             engine,
             version,
+            script_paths,
         }
     }
 
@@ -194,7 +202,8 @@ impl RuleSet {
             submission,
             derived: &derived,
         };
-        let mut scripts = ScriptCtx::new(&self.engine, submission, &derived);
+        let paths = self.script_paths.as_deref();
+        let mut scripts = ScriptCtx::new(&self.engine, paths, submission, &derived);
         let mut alerts = Vec::new();
         let mut errors = Vec::new();
         for rule in &self.rules {
@@ -236,7 +245,7 @@ impl RuleSet {
             submission,
             derived,
         };
-        let mut scripts = ScriptCtx::new(&self.engine, submission, derived);
+        let mut scripts = ScriptCtx::new(&self.engine, None, submission, derived);
         let mut out = Vec::new();
         rule.when.trace(&subject, &mut scripts, &mut out);
         Some(out)

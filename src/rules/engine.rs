@@ -155,6 +155,12 @@ impl RuleSet {
     /// Evaluates a batch in event-time order (ties by submission id),
     /// whatever order it arrived in.
     pub fn evaluate_batch(&self, batch: &[Value], state: &mut dyn RuleState) -> BatchOutcome {
+        let refs: Vec<&Value> = batch.iter().collect();
+        self.evaluate_batch_refs(&refs, state)
+    }
+
+    /// [`evaluate_batch`](Self::evaluate_batch) over borrowed submissions.
+    pub fn evaluate_batch_refs(&self, batch: &[&Value], state: &mut dyn RuleState) -> BatchOutcome {
         let mut out = BatchOutcome::default();
         let mut order = Vec::with_capacity(batch.len());
         for (index, s) in batch.iter().enumerate() {
@@ -173,7 +179,7 @@ impl RuleSet {
         // Stable: two versions of one submission with one time keep input order.
         order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         for (t, id, index) in order {
-            let mut o = self.evaluate_at(&batch[index], id, t, state);
+            let mut o = self.evaluate_at(batch[index], id, t, state);
             o.index = index;
             out.submissions.push(o);
         }
@@ -239,8 +245,19 @@ impl RuleSet {
     /// submission's own `derived` object (if any) serves `derived.*` paths.
     /// `None` for an unknown rule id.
     pub fn explain(&self, rule_id: &str, submission: &Value) -> Option<Vec<ConditionTrace>> {
-        let rule = self.rule(rule_id)?;
         let derived = submission.get("derived").unwrap_or(&Value::Null);
+        self.explain_with(rule_id, submission, derived)
+    }
+
+    /// [`explain`](Self::explain) with the derived fields given apart (as
+    /// [`SubmissionOutcome::derived`] keeps them), without copying the submission.
+    pub fn explain_with(
+        &self,
+        rule_id: &str,
+        submission: &Value,
+        derived: &Value,
+    ) -> Option<Vec<ConditionTrace>> {
+        let rule = self.rule(rule_id)?;
         let subject = Subject {
             submission,
             derived,

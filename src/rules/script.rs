@@ -234,14 +234,19 @@ fn to_dynamic(v: &Value) -> Dynamic {
             Some(i) => Dynamic::from_int(i),
             None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => Dynamic::from(s.clone()),
+        // Straight to Rhai's string type: one allocation, not a String copy first.
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        // (Not shared: Rhai's size limits refuse shared values inside data.)
         Value::Array(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
-        Value::Object(fields) => Dynamic::from_map(
-            fields
-                .iter()
-                .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))
-                .collect(),
-        ),
+        Value::Object(fields) => {
+            // Inserting one by one beats collecting: `collect` sorts a Vec of
+            // (key, value) pairs first, moving the values around.
+            let mut map = rhai::Map::new();
+            for (k, v) in fields {
+                map.insert(k.as_str().into(), to_dynamic(v));
+            }
+            Dynamic::from_map(map)
+        }
     }
 }
 

@@ -104,6 +104,19 @@ impl ScriptEngine {
         // need the distance between two timestamps.
         engine.register_fn("days_between", |a: &str, b: &str| between(a, b, 86_400.0));
         engine.register_fn("hours_between", |a: &str, b: &str| between(a, b, 3_600.0));
+        // How many elements of a list (of maps) have `field` equal to, or
+        // containing, a string: "attempts with retry code X" without a loop
+        // that copies every attempt. A method on the list, so the list is
+        // read in place.
+        engine.register_fn(
+            "count_with",
+            |list: &mut rhai::Array, field: &str, value: &str| {
+                list.iter()
+                    .filter(|item| has_value(item, field, value))
+                    .count() as i64
+            },
+        );
+        engine.register_fn("count_with", |_: &mut (), _: &str, _: &str| 0_i64);
         for name in ["days_between", "hours_between"] {
             // Either side missing (`()`) gives `()`, so a script can test for it.
             engine.register_fn(name, |_: (), _: &str| Dynamic::UNIT);
@@ -199,6 +212,25 @@ impl ScriptEngine {
             other => other.to_string(),
         }
     }
+}
+
+/// Whether a map's `field` is the string `value` (ignoring case) or a list
+/// holding it.
+fn has_value(item: &Dynamic, field: &str, value: &str) -> bool {
+    let Some(map) = item.read_lock::<rhai::Map>() else {
+        return false;
+    };
+    let Some(v) = map.get(field) else {
+        return false;
+    };
+    let is = |d: &Dynamic| {
+        d.read_lock::<rhai::ImmutableString>()
+            .is_some_and(|s| s.eq_ignore_ascii_case(value))
+    };
+    if let Some(list) = v.read_lock::<rhai::Array>() {
+        return list.iter().any(is);
+    }
+    is(v)
 }
 
 /// `b - a` in units of `unit` seconds; `()` when either is no timestamp.

@@ -289,8 +289,10 @@ fn to_dynamic(v: &Value) -> Dynamic {
 /// needed, never less.
 fn read_paths(source: &str) -> Option<Vec<Vec<String>>> {
     static CHAIN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"\bs((?:\s*\??\.\s*[A-Za-z_][A-Za-z0-9_]*)+)(\s*\()?")
-            .expect("valid regex")
+        regex::Regex::new(
+            r#"\bs((?:\s*\??\.\s*[A-Za-z_][A-Za-z0-9_]*)+)(\s*\(\s*(?:"([A-Za-z_][A-Za-z0-9_]*)"\s*,)?)?"#,
+        )
+        .expect("valid regex")
     });
     static ANY_USE: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"\bs\b").expect("valid regex"));
@@ -305,7 +307,12 @@ fn read_paths(source: &str) -> Option<Vec<Vec<String>>> {
             .collect();
         // `s.kyc.attempts.len()`: the last name is a method, not a field.
         if c.get(2).is_some() {
-            parts.pop();
+            let method = parts.pop();
+            // `LIST.count_with("field", ..)` reads only that field of each item.
+            if let (Some("count_with"), Some(field)) = (method.as_deref(), c.get(3)) {
+                parts.push("[*]".into());
+                parts.push(field.as_str().to_string());
+            }
         }
         if parts.is_empty() {
             return None;
@@ -336,6 +343,8 @@ pub fn union_paths<'a>(scripts: impl IntoIterator<Item = &'a Script>) -> Option<
 }
 
 /// Puts the value at `path` of `fields` into `map` under the same path.
+/// `[*]` in a path keeps every item of a list but, for items that are maps,
+/// only the rest of the path.
 fn bind_path(map: &mut rhai::Map, fields: &serde_json::Map<String, Value>, path: &[String]) {
     let Some((first, rest)) = path.split_first() else {
         return;
@@ -343,8 +352,29 @@ fn bind_path(map: &mut rhai::Map, fields: &serde_json::Map<String, Value>, path:
     let Some(v) = fields.get(first) else {
         return;
     };
-    match v {
-        Value::Object(inner) if !rest.is_empty() => {
+    match (v, rest.first().map(String::as_str)) {
+        (Value::Array(items), Some("[*]")) => {
+            let slot = map.entry(first.as_str().into()).or_insert_with(|| {
+                Dynamic::from_array(
+                    items
+                        .iter()
+                        .map(|i| match i {
+                            Value::Object(_) => Dynamic::from_map(rhai::Map::new()),
+                            other => to_dynamic(other),
+                        })
+                        .collect(),
+                )
+            });
+            if let Some(mut bound) = slot.write_lock::<rhai::Array>() {
+                for (b, item) in bound.iter_mut().zip(items) {
+                    if let (Value::Object(inner), Some(mut m)) = (item, b.write_lock::<rhai::Map>())
+                    {
+                        bind_path(&mut m, inner, &rest[1..]);
+                    }
+                }
+            }
+        }
+        (Value::Object(inner), Some(_)) => {
             let slot = map
                 .entry(first.as_str().into())
                 .or_insert_with(|| Dynamic::from_map(rhai::Map::new()));
@@ -491,6 +521,12 @@ mod tests {
             read_paths("s.kyc?.attempts[0].score"),
             Some(vec![p(&["kyc", "attempts"])])
         );
+        assert_eq!(
+            read_paths(
+                r#"s.kyc.attempts.count_with("retryCode", "x") > 1 && s.a.count_with(f, "x")"#
+            ),
+            Some(vec![p(&["kyc", "attempts", "[*]", "retryCode"]), p(&["a"])])
+        );
         assert_eq!(read_paths("let x = s; x.kyc"), None);
         assert_eq!(read_paths("s[\"kyc\"] == ()"), None);
         assert_eq!(read_paths("s.len() > 1"), None);
@@ -508,6 +544,17 @@ mod tests {
             "s.kyc.comment.len() == 1 && s.userid == \"u\" && s.aml == () && s.nothing == ()",
             "s.kyc.attempts.len() == 2",
         ];
+        let narrow = [
+            r#"s.kyc.attempts.count_with("retryCode", "a") == 1"#,
+            r#"s.kyc.attempts.count_with("other", "a") == 0"#,
+        ];
+        let narrow: Vec<Script> = narrow.iter().map(|s| engine.compile(s).unwrap()).collect();
+        let narrow_paths = union_paths(&narrow).unwrap();
+        assert_eq!(narrow_paths.len(), 2, "{narrow_paths:?}");
+        let bound = engine.bind(&sub, &json!({}), Some(&narrow_paths));
+        for c in &narrow {
+            assert_eq!(engine.run(c, &bound), Ok(true), "{}", c.source());
+        }
         let compiled: Vec<Script> = scripts.iter().map(|s| engine.compile(s).unwrap()).collect();
         let paths = union_paths(&compiled).unwrap();
         let bound = engine.bind(&sub, &json!({}), Some(&paths));

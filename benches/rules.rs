@@ -64,14 +64,12 @@ fn parts(c: &mut Criterion) {
     let engine = ScriptEngine::new(ScriptLimits::default());
     let derived = serde_json::json!({"event_time": "2024-05-01T00:00:00.000Z"});
     // What the pack's scripts read.
-    let paths: Vec<Vec<String>> = [
-        &["created_at"][..],
-        &["data", "idcard_expireDate"],
-        &["kyc", "attempts"],
-    ]
-    .iter()
-    .map(|p| p.iter().map(|s| s.to_string()).collect())
-    .collect();
+    let pack = load_path(Path::new("rules"), ScriptLimits::default()).expect("shipped pack");
+    let mut all_scripts = Vec::new();
+    for r in pack.rules() {
+        r.when.scripts(&mut all_scripts);
+    }
+    let paths = kyc_sentinel::rules::script::union_paths(all_scripts).expect("narrow paths");
     let mut group = c.benchmark_group("rhai-parts");
     group.sample_size(10);
     group.throughput(Throughput::Elements(batch.len() as u64));
@@ -93,7 +91,6 @@ fn parts(c: &mut Criterion) {
         .iter()
         .map(|s| engine.bind(s, &derived, Some(&paths)))
         .collect();
-    let pack = load_path(Path::new("rules"), ScriptLimits::default()).expect("shipped pack");
     let face = pack.rule("repeated-face-mismatch").expect("in the pack");
     let mut scripts = Vec::new();
     face.when.scripts(&mut scripts);

@@ -19,6 +19,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// See the engine work in one command: a simulated Argos account, the
+    /// shipped rules, alerts written to demo-out/, a summary at the end.
+    Demo(DemoArgs),
     /// Run a local Argos API simulator (for tests, demos and staging).
     Simulate(SimulateArgs),
     /// Validate rule files: every problem as `path:line:column: message`, exit 2 if any.
@@ -31,6 +34,181 @@ pub enum Command {
     Run(RunArgs),
     /// Evaluate past days through the same store: a second run over a range alerts nothing.
     Backfill(BackfillArgs),
+    /// Explain decisions: why an alert fired, what each rule saw on a submission; export the log.
+    Audit(AuditArgs),
+    /// Acknowledge an alert: you own it (stops its escalation).
+    Ack(AckArgs),
+    /// Resolve an alert with an outcome (false_positive, escalated_to_aml_officer, reported, or free text).
+    Resolve(ResolveArgs),
+    /// List alerts and their state.
+    Alerts(AlertsArgs),
+    /// Silences: matching alerts are recorded in the audit log but not sent.
+    Silence(SilenceArgs),
+    /// Send a sample alert (or one from a file) through one receiver, now.
+    NotifyTest(NotifyTestArgs),
+    /// Print a template rendered for an alert file, without sending anything.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// The configuration file (its store is used).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The alert's fingerprint (from the notification, `alerts list` or `audit`).
+    pub fingerprint: String,
+    /// Who acknowledges.
+    #[arg(long)]
+    pub by: String,
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    pub fingerprint: String,
+    #[arg(long)]
+    pub by: String,
+    /// false_positive, escalated_to_aml_officer, reported, or free text.
+    #[arg(long)]
+    pub outcome: String,
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub command: AlertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts newest first, with their state.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// open, acknowledged or resolved.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only alerts fired on or after this UTC day (YYYYMMDD).
+        #[arg(long, value_parser = parse_day)]
+        since: Option<chrono::NaiveDate>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the state store is: from the config, or a file named directly.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreLocation {
+    /// The configuration file (its `store.path` is used).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The SQLite state store file.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceArgs {
+    #[command(subcommand)]
+    pub command: SilenceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence alerts of a rule and/or matching KEY=VALUE for a while.
+    Add {
+        #[command(flatten)]
+        at: StoreLocation,
+        /// Only alerts of this rule id.
+        #[arg(long)]
+        rule: Option<String>,
+        /// KEY=VALUE that must hold (rule, severity, submission_id, group_key, fingerprint or a label); repeatable.
+        #[arg(long = "match", value_name = "KEY=VALUE")]
+        matchers: Vec<String>,
+        /// How long, e.g. `24h`, `7d`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (kept in the store and in the audit log of each silenced alert).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List silences in force (with --all, expired ones too).
+    List {
+        #[command(flatten)]
+        at: StoreLocation,
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        at: StoreLocation,
+        /// The silence id (from `silence list`).
+        id: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The configuration file (its store and rules are used).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Explain every decision about this submission, and the rules that did not fire.
+    #[arg(long, conflicts_with_all = ["alert", "export"])]
+    pub submission: Option<String>,
+    /// Explain one alert: rule version, what each condition saw, window members, deliveries.
+    #[arg(long, conflicts_with = "export")]
+    pub alert: Option<String>,
+    /// Write the audit log between --from and --to (UTC days, inclusive) as JSON lines.
+    #[arg(long, requires_all = ["from", "to"])]
+    pub export: bool,
+    #[arg(long, value_parser = parse_day)]
+    pub from: Option<chrono::NaiveDate>,
+    #[arg(long, value_parser = parse_day)]
+    pub to: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    /// The configuration file (sentinel.yaml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The receiver's name in the config.
+    #[arg(long)]
+    pub receiver: String,
+    /// An alert as `eval` prints it (or an array / JSON lines of them); an alert may carry
+    /// its submission under `submission`. Default: a built-in sample with made-up data.
+    #[arg(long)]
+    pub alert: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Template name (e.g. `slack.json`, `email.html`).
+    #[arg(long)]
+    pub template: String,
+    /// Alert file (as for notify-test).
+    #[arg(long)]
+    pub alert: Option<PathBuf>,
+    /// Take templates dir, time zone and dashboard link from this config.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Render with this receiver's params (webhooks).
+    #[arg(long)]
+    pub receiver: Option<String>,
 }
 
 /// How log lines are written.
@@ -77,6 +255,29 @@ fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo runs.
+    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
+    pub duration: std::time::Duration,
+    /// Folder for the demo's output files.
+    #[arg(long, default_value = "demo-out")]
+    pub out: PathBuf,
+    /// Seed of the simulated account.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Submissions already in the account when the demo starts.
+    #[arg(long, default_value_t = 400)]
+    pub backlog: usize,
+    /// New submissions per second while the demo runs.
+    #[arg(long, default_value_t = 3.0)]
+    pub rate: f64,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::util::parse_duration(s)
+}
+
+#[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -110,6 +311,17 @@ pub struct SimulateArgs {
     /// How long a live arrival stays `pending` before it is approved or rejected (e.g. `30s`).
     #[arg(long, default_value = "30s")]
     pub decide_after: String,
+    /// End of the backlog, RFC 3339 or `YYYY-MM-DD-HH-MM-SS-ZZZ` (default: now). With a fixed
+    /// base time the same seed gives the same backlog, timestamps included.
+    #[arg(long)]
+    pub base_time: Option<String>,
+    /// POST an Argos webhook for every version published after start to this URL
+    /// (e.g. `http://127.0.0.1:8088/argos/webhook/TOKEN`); encrypted with `--encrypted`.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Fraction (0..1) of webhook events dropped (seeded by `--seed`), as Argos warns webhooks can be lost.
+    #[arg(long, default_value_t = 0.0, requires = "webhook_url")]
+    pub webhook_drop: f64,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +329,9 @@ pub struct CheckArgs {
     /// Folder of rule files (`*.yaml`).
     #[arg(long, default_value = "rules")]
     pub rules: PathBuf,
+    /// Check a whole configuration: the file, its rules, routes, receivers and templates.
+    #[arg(long, short, conflicts_with = "rules")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -40,9 +40,24 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
-    /// Where alerts go. Every alert goes to every receiver listed here.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The Argos webhook endpoint; absent = polling only.
+    #[serde(default)]
+    pub ingest: Option<IngestConfig>,
+    /// Where alerts can go. Without `route:`, every alert goes to every receiver.
     #[serde(default = "default_receivers")]
     pub receivers: Vec<ReceiverConfig>,
+    /// Which alerts go to which receivers, grouped how (see `notify::routing`).
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    /// Notification templates: an override folder, time zone, dashboard link.
+    #[serde(default)]
+    pub templates: TemplatesConfig,
 }
 
 fn default_rules() -> PathBuf {
@@ -50,10 +65,7 @@ fn default_rules() -> PathBuf {
 }
 
 fn default_receivers() -> Vec<ReceiverConfig> {
-    vec![ReceiverConfig {
-        name: "log".into(),
-        kind: ReceiverKind::Log,
-    }]
+    vec![ReceiverConfig::Log { name: "log".into() }]
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +126,11 @@ pub struct PollConfig {
     /// decided or older than this.
     #[serde(default = "d_horizon")]
     pub pending_horizon: Dur,
+    /// Ask `GET /v3/submission/applicant` for each new applicant_id (cached for
+    /// this long), so duplicates submitted before the engine started count in
+    /// `derived.applicant_*`. Unset: the store's view only (no extra calls).
+    #[serde(default)]
+    pub applicant_lookup: Option<Dur>,
 }
 
 fn d_interval() -> Dur {
@@ -132,6 +149,7 @@ impl Default for PollConfig {
             interval: d_interval(),
             midnight_overlap: d_overlap(),
             pending_horizon: d_horizon(),
+            applicant_lookup: None,
         }
     }
 }
@@ -142,6 +160,10 @@ pub struct StoreConfig {
     /// SQLite file (created if missing).
     #[serde(default = "d_store")]
     pub path: PathBuf,
+    /// Raw submission JSON is forgotten this long after its last change;
+    /// decisions, alerts and the audit log stay. Unset: kept.
+    #[serde(default)]
+    pub raw_retention: Option<Dur>,
 }
 
 fn d_store() -> PathBuf {
@@ -150,7 +172,10 @@ fn d_store() -> PathBuf {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: d_store() }
+        Self {
+            path: d_store(),
+            raw_retention: None,
+        }
     }
 }
 
@@ -194,21 +219,412 @@ impl Default for OutboxConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The alert API (acknowledge, resolve, list) on the telemetry address.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReceiverConfig {
-    pub name: String,
-    #[serde(flatten)]
-    pub kind: ReceiverKind,
+pub struct ApiConfig {
+    /// Bearer token; without one the API is off. Write `${SENTINEL_API_TOKEN}`.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// Secret of the signed one-click acknowledge links; without one, no links.
+    #[serde(default)]
+    pub link_secret: Option<SecretString>,
+    /// How long a link stays valid.
+    #[serde(default)]
+    pub link_ttl: Option<Dur>,
+    /// The URL people reach the daemon at (links are built on it).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Re-read the rules when their files change (SIGHUP always reloads).
+    #[serde(default = "d_true")]
+    pub watch: bool,
+    /// How often the rule folder is checked; a change is applied once it has
+    /// been stable for one more check.
+    #[serde(default = "d_reload_period")]
+    pub check_every: Dur,
+}
+
+/// The endpoint receiving Argos webhooks (`ingest:`). Each webhook is a hint
+/// to fetch its submission now; the poller stays the safety net.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address to listen on.
+    #[serde(default = "d_ingest_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Shared secret: in the URL path (`/argos/webhook/TOKEN`) or the
+    /// `X-Sentinel-Token` header. Prefer `${INGEST_TOKEN}`.
+    pub token: SecretString,
+    /// Peers allowed to call (addresses or CIDR blocks); empty = any.
+    #[serde(default)]
+    pub allow_ips: Vec<crate::ingest::guard::IpRange>,
+    /// Largest body accepted (`64KiB`).
+    #[serde(default = "d_max_body")]
+    pub max_body: crate::ingest::guard::ByteSize,
+    /// Requests per second accepted (bursts up to the same number); beyond: 429.
+    #[serde(default = "d_ingest_rate")]
+    pub rate_limit_per_sec: u32,
+    /// The same body again within this window is answered 200 and ignored.
+    #[serde(default = "d_replay")]
+    pub replay_window: Dur,
+    /// Hints waiting for the pipeline; when full, 503 (the poller catches up).
+    #[serde(default = "d_queue")]
+    pub queue_capacity: usize,
+    /// Submissions fetched at once for one batch of hints.
+    #[serde(default = "d_fetch_conc")]
+    pub fetch_concurrency: usize,
+    /// With each batch of hints, also fetch the newest page of the list, so
+    /// arrivals whose webhook was lost are evaluated in event-time order with
+    /// the hinted ones (one extra call per batch; see docs-ingest.md).
+    #[serde(default = "d_true")]
+    pub catch_up: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_reload_period() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            check_every: d_reload_period(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics` and `/healthz`; loopback by default. `null` turns them off.
+    #[serde(default = "d_telemetry")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn d_telemetry() -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: d_telemetry(),
+        }
+    }
+}
+
+fn d_ingest_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8088))
+}
+fn d_max_body() -> crate::ingest::guard::ByteSize {
+    crate::ingest::guard::ByteSize(64 * 1024)
+}
+fn d_ingest_rate() -> u32 {
+    200
+}
+fn d_replay() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn d_queue() -> usize {
+    10_000
+}
+fn d_fetch_conc() -> usize {
+    8
+}
+
+/// A receiver, selected by `type:`. (Written as one tagged enum rather than a
+/// struct with a flattened kind: serde cannot refuse unknown keys through
+/// `flatten`, and a misspelt key must be an error.)
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ReceiverKind {
-    /// One log line per alert (masked; at `warn` level).
-    Log,
+pub enum ReceiverConfig {
+    /// One log line per alert, at `warn` level.
+    Log { name: String },
     /// Appends each alert as one JSON line to a file.
-    File { path: PathBuf },
+    File { name: String, path: PathBuf },
+    /// An email per notification: SMTP, or `.eml` files without `smtp:`.
+    Email(EmailConfig),
+    /// An HTTP request per notification, body from a template, HMAC-signed.
+    Webhook(WebhookConfig),
+}
+
+impl ReceiverConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ReceiverConfig::Log { name } | ReceiverConfig::File { name, .. } => name,
+            ReceiverConfig::Email(e) => &e.name,
+            ReceiverConfig::Webhook(w) => &w.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub name: String,
+    /// `Compliance <sentinel@example.com>` or a bare address.
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// Absent: messages are written as `.eml` files into `eml_dir`.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Folder for `.eml` files when `smtp:` is absent (created if missing).
+    #[serde(default = "d_eml_dir")]
+    pub eml_dir: PathBuf,
+    #[serde(default = "d_subject_t")]
+    pub subject_template: String,
+    #[serde(default = "d_html_t")]
+    pub html_template: String,
+    #[serde(default = "d_text_t")]
+    pub text_template: String,
+}
+
+fn d_eml_dir() -> PathBuf {
+    PathBuf::from("mail")
+}
+fn d_subject_t() -> String {
+    "email_subject.txt".into()
+}
+fn d_html_t() -> String {
+    "email.html".into()
+}
+fn d_text_t() -> String {
+    "email.txt".into()
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required, never optional). Port 587.
+    Starttls,
+    /// TLS from the first byte (SMTPS). Port 465.
+    Tls,
+    /// No encryption: only for a relay on this machine (loopback).
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 587 for starttls, 465 for tls, 25 for none.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "d_smtp_tls")]
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Prefer `${SMTP_PASSWORD}`.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// An extra trusted root certificate (PEM) for a relay with a private CA.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default = "d_smtp_timeout")]
+    pub timeout: Dur,
+    /// Connections kept open in the pool.
+    #[serde(default = "d_pool")]
+    pub pool_size: u32,
+}
+
+fn d_smtp_tls() -> SmtpTls {
+    SmtpTls::Starttls
+}
+fn d_smtp_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn d_pool() -> u32 {
+    4
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        })
+    }
+}
+
+/// True for `localhost` and loopback IP addresses.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    /// A secret: Slack and Teams URLs carry their token. Prefer `${SLACK_WEBHOOK_URL}`.
+    pub url: SecretString,
+    #[serde(default = "d_method")]
+    pub method: String,
+    /// Extra headers; values are secrets (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, SecretString>,
+    /// Body template: `generic.json`, `slack.json`, `teams.json`,
+    /// `pagerduty.json`, `alertmanager.json`, or one of yours.
+    #[serde(default = "d_body_t")]
+    pub template: String,
+    /// Shared secret for the HMAC-SHA256 signature header; no header without it.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default = "d_sig_header")]
+    pub signature_header: String,
+    /// Values the body template reads as `params.NAME` (PagerDuty: `routing_key`).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, SecretString>,
+    #[serde(default = "d_hook_timeout")]
+    pub timeout: Dur,
+}
+
+fn d_method() -> String {
+    "POST".into()
+}
+fn d_body_t() -> String {
+    "generic.json".into()
+}
+fn d_sig_header() -> String {
+    "X-Sentinel-Signature".into()
+}
+fn d_hook_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// A node of the routing tree (Alertmanager-like). See `notify::routing`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Receiver of this node; children inherit it. Required at the root.
+    #[serde(default)]
+    pub receiver: Option<String>,
+    /// `key: value` equality (case-sensitive). Keys: `rule`, `severity`,
+    /// `submission_id`, `group_key`, or a label name.
+    #[serde(default, rename = "match")]
+    pub matchers: std::collections::BTreeMap<String, String>,
+    /// `key: regex`, anchored (the whole value must match).
+    #[serde(default)]
+    pub match_re: std::collections::BTreeMap<String, String>,
+    /// Keep looking at the next siblings after this node matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    /// Keys whose values make up a group; `[...]` = every alert alone.
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    #[serde(default)]
+    pub group_wait: Option<Dur>,
+    #[serde(default)]
+    pub repeat_interval: Option<Dur>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// A folder whose files override or add to the shipped templates by name.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// IANA time zone for the `date` filter (e.g. `Asia/Seoul`).
+    #[serde(default = "d_tz")]
+    pub timezone: String,
+    /// Link to a submission in the Argos dashboard; `{submission_id}` is replaced.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+}
+
+fn d_tz() -> String {
+    "UTC".into()
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            timezone: d_tz(),
+            dashboard_url: None,
+        }
+    }
+}
+
+/// Receiver checks the types cannot express. Pure.
+fn validate_receiver(r: &ReceiverConfig) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    let mut errs = Vec::new();
+    match r {
+        ReceiverConfig::Email(e) => {
+            let at = format!("receivers.{}", e.name);
+            if e.to.is_empty() {
+                errs.push(format!("{at}.to: at least one recipient is needed"));
+            }
+            for (field, addrs) in [
+                ("from", std::slice::from_ref(&e.from)),
+                ("to", &e.to[..]),
+                ("cc", &e.cc[..]),
+            ] {
+                for a in addrs {
+                    if a.parse::<lettre::message::Mailbox>().is_err() {
+                        errs.push(format!("{at}.{field}: `{a}` is not an email address"));
+                    }
+                }
+            }
+            if let Some(s) = &e.smtp {
+                if s.tls == SmtpTls::None && !is_loopback_host(&s.host) {
+                    errs.push(format!(
+                        "{at}.smtp.tls: `none` sends mail and password in clear text; it is allowed only for a loopback host (localhost, 127.0.0.1, ::1), not `{}`; use starttls or tls",
+                        s.host
+                    ));
+                }
+                if s.username.is_some() != s.password.is_some() {
+                    errs.push(format!("{at}.smtp: username and password go together"));
+                }
+                if s.pool_size == 0 {
+                    errs.push(format!("{at}.smtp.pool_size: must be at least 1"));
+                }
+            }
+        }
+        ReceiverConfig::Webhook(w) => {
+            let at = format!("receivers.{}", w.name);
+            let url = w.url.expose_secret();
+            // The URL is a secret (Slack, Teams): name the problem, not the value.
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errs.push(format!("{at}.url: not an http(s) URL"));
+            }
+            if reqwest::Method::from_bytes(w.method.as_bytes()).is_err() {
+                errs.push(format!("{at}.method: `{}` is not an HTTP method", w.method));
+            }
+            for k in w.headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    errs.push(format!("{at}.headers: `{k}` is not a header name"));
+                }
+            }
+            if reqwest::header::HeaderName::from_bytes(w.signature_header.as_bytes()).is_err() {
+                errs.push(format!(
+                    "{at}.signature_header: `{}` is not a header name",
+                    w.signature_header
+                ));
+            }
+        }
+        _ => {}
+    }
+    errs
 }
 
 /// Replaces `${NAME}` with the environment variable NAME. A missing variable is
@@ -295,9 +711,19 @@ impl Config {
         cfg.rules = base.join(&cfg.rules);
         cfg.store.path = base.join(&cfg.store.path);
         for r in &mut cfg.receivers {
-            if let ReceiverKind::File { path } = &mut r.kind {
-                *path = base.join(&*path);
+            match r {
+                ReceiverConfig::File { path, .. } => *path = base.join(&*path),
+                ReceiverConfig::Email(e) => {
+                    e.eml_dir = base.join(&e.eml_dir);
+                    if let Some(ca) = e.smtp.as_mut().and_then(|s| s.ca_cert.as_mut()) {
+                        *ca = base.join(&*ca);
+                    }
+                }
+                _ => {}
             }
+        }
+        if let Some(dir) = cfg.templates.dir.as_mut() {
+            *dir = base.join(&*dir);
         }
         cfg.validate().map_err(|errs| {
             errs.iter()
@@ -330,11 +756,50 @@ impl Config {
         if self.poll.interval.0 < Duration::from_secs(1) {
             errs.push("poll.interval: must be at least 1s".into());
         }
+        if let Some(i) = &self.ingest {
+            use secrecy::ExposeSecret;
+            let t = i.token.expose_secret();
+            if t.len() < 16
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            {
+                errs.push(
+                    "ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ \
+                     (it travels in a URL path)"
+                        .into(),
+                );
+            }
+            if i.rate_limit_per_sec == 0 {
+                errs.push("ingest.rate_limit_per_sec: must be at least 1".into());
+            }
+            if i.max_body.0 < 256 {
+                errs.push("ingest.max_body: must be at least 256 bytes".into());
+            }
+            if i.queue_capacity == 0 || i.fetch_concurrency == 0 {
+                errs.push(
+                    "ingest.queue_capacity and ingest.fetch_concurrency: must be at least 1".into(),
+                );
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for r in &self.receivers {
-            if !names.insert(r.name.as_str()) {
-                errs.push(format!("receivers: the name `{}` is used twice", r.name));
+            if !names.insert(r.name()) {
+                errs.push(format!("receivers: the name `{}` is used twice", r.name()));
             }
+            errs.extend(validate_receiver(r));
+        }
+        if let Some(route) = &self.route {
+            let known: Vec<&str> = self.receivers.iter().map(|r| r.name()).collect();
+            if let Err(e) = crate::notify::routing::Router::build(route, &known) {
+                errs.extend(e);
+            }
+        }
+        if self.templates.timezone.parse::<chrono_tz::Tz>().is_err() {
+            errs.push(format!(
+                "templates.timezone: `{}` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)",
+                self.templates.timezone
+            ));
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
@@ -375,6 +840,43 @@ mod tests {
         assert_eq!(
             err,
             "conf/sentinel.yaml:line 3: environment variable `NOPE` is not set"
+        );
+    }
+
+    #[test]
+    fn ingest_section() {
+        let base = "argos:\n  base_url: http://x\n";
+        let c = parse(&format!(
+            "{base}ingest:\n  token: 0123456789abcdef\n  allow_ips: [10.0.0.0/8, 127.0.0.1]\n  max_body: 1MiB\n"
+        ))
+        .unwrap();
+        let i = c.ingest.unwrap();
+        assert_eq!(i.listen, "127.0.0.1:8088".parse().unwrap());
+        assert_eq!(i.max_body.0, 1 << 20);
+        assert_eq!(i.allow_ips.len(), 2);
+        assert_eq!(i.replay_window, Dur(Duration::from_secs(600)));
+        assert!(
+            !format!("{i:?}").contains("0123456789abcdef"),
+            "token redacted"
+        );
+        let err = parse(&format!(
+            "{base}ingest:\n  token: short\n  rate_limit_per_sec: 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "conf/sentinel.yaml: ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it travels in a URL path)\n\
+             conf/sentinel.yaml: ingest.rate_limit_per_sec: must be at least 1"
+        );
+        let err = parse(&format!(
+            "{base}ingest:\n  token: 0123456789abcdef\n  allow_ips: [argos.com]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "conf/sentinel.yaml:5:15: `argos.com` is not an IP address or CIDR block"
+            ),
+            "{err}"
         );
     }
 

@@ -11,16 +11,20 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use futures::StreamExt;
 use secrecy::SecretString;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
-use crate::argos::client::{ArgosClient, ClientConfig, ListQuery};
+use crate::argos::client::{ArgosClient, ArgosError, ClientConfig, ListQuery};
+use crate::argos::crypto::{AesEcb, Cipher};
 use crate::config::Config;
+use crate::ingest::{Hint, IngestServer};
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
-use crate::pipeline::{BatchReport, Pipeline};
+use crate::notify::routing::Router;
+use crate::pipeline::{BatchReport, Pipeline, Source};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
+use crate::templates::Templates;
 
 /// The API key from the config, else from `ARGOS_API_KEY`.
 fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
@@ -58,6 +62,38 @@ pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
     })
 }
 
+/// Compiles the templates and builds every receiver; all problems in one error.
+pub fn build_receivers(cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
+    let templates =
+        Arc::new(Templates::load(&cfg.templates).map_err(|errs| {
+            anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
+        })?);
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for r in &cfg.receivers {
+        match Receiver::from_config(r, &templates) {
+            Ok(r) => out.push(r),
+            Err(e) => errs.push(e),
+        }
+    }
+    anyhow::ensure!(
+        errs.is_empty(),
+        "the receivers have problems:\n{}",
+        errs.join("\n")
+    );
+    Ok(out)
+}
+
+/// The `route:` tree, or every alert to every receiver when there is none.
+pub fn build_router(cfg: &Config) -> anyhow::Result<Router> {
+    let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name()).collect();
+    match &cfg.route {
+        Some(r) => Router::build(r, &names)
+            .map_err(|errs| anyhow::anyhow!("the route has problems:\n{}", errs.join("\n"))),
+        None => Ok(Router::every_receiver(&names)),
+    }
+}
+
 /// The parts `run` and `backfill` share.
 pub struct Engine {
     pub store: SqliteStore,
@@ -69,14 +105,24 @@ pub struct Engine {
 
 impl Engine {
     pub async fn build(cfg: &Config) -> anyhow::Result<Engine> {
-        let rules = Arc::new(load_rules(cfg)?);
+        Self::build_with(cfg, Arc::new(load_rules(cfg)?)).await
+    }
+
+    /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
+    pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
         let store = SqliteStore::open(&cfg.store.path).await?;
         let client = ArgosClient::new(client_config(cfg)?)?;
-        let receivers: Vec<Receiver> = cfg.receivers.iter().map(Receiver::from_config).collect();
-        let names = receivers.iter().map(|r| r.name.clone()).collect();
+        let receivers = build_receivers(cfg)?;
+        let router = Arc::new(build_router(cfg)?);
         let wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()));
-        let pipeline = Pipeline::new(store.clone(), rules, names, wake.clone()).await?;
+        let mut pipeline = Pipeline::new(store.clone(), rules, router, wake.clone()).await?;
+        if let Some(ttl) = cfg.poll.applicant_lookup {
+            pipeline = pipeline.with_applicant_lookup(crate::pipeline::ApplicantLookup::new(
+                client.clone(),
+                ttl.0,
+            ));
+        }
         Ok(Engine {
             store,
             client,
@@ -88,56 +134,297 @@ impl Engine {
 }
 
 /// Runs the daemon until `shutdown` becomes true: poll every interval,
-/// deliver the outbox, then stop polling, drop (roll back) a batch in flight,
-/// and flush the outbox within its deadline.
-pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// act on webhook hints as they come (when `ingest:` is configured), deliver
+/// the outbox, then stop, drop (roll back) a batch in flight, and flush the
+/// outbox within its deadline.
+///
+/// One task owns the pipeline (it is single-writer): this loop selects over
+/// the poll timer, the hint channel fed by the webhook endpoint, and shutdown.
+pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let rules = Arc::new(load_rules(&cfg)?);
+    run_with(cfg, rules, shutdown).await
+}
+
+/// [`run`] with a given rule set (the demo's embedded pack).
+pub async fn run_with(
+    cfg: Config,
+    rules: Arc<RuleSet>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let Engine {
-        store: _,
+        store,
         client,
         mut pipeline,
         outbox,
         wake,
-    } = Engine::build(&cfg).await?;
+    } = Engine::build_with(&cfg, rules).await?;
     tracing::info!(
         rules = pipeline.rules().rules().len(),
         rule_set_version = %pipeline.rules().version(),
         base_url = %cfg.argos.base_url,
         "kyc-sentinel running"
     );
-    // The outbox stops on its own signal, sent after the poll loop ends, so it
+    let (ingest_stop, ingest_stop_rx) = watch::channel(false);
+    let (hint_tx, mut hint_rx) =
+        mpsc::channel::<Hint>(cfg.ingest.as_ref().map_or(1, |i| i.queue_capacity));
+    let ingest = match &cfg.ingest {
+        Some(i) => {
+            // Argos encrypts webhook bodies with the same key as API answers;
+            // plain bodies are read too, whatever `argos.encrypted` says.
+            let cipher: Box<dyn Cipher> = Box::new(AesEcb::from_api_key(&api_key(&cfg)?));
+            let server = IngestServer::start(i.clone(), Some(cipher), hint_tx, ingest_stop_rx)
+                .await
+                .context("cannot start the webhook endpoint")?;
+            Some(server)
+        }
+        None => {
+            drop(hint_tx);
+            None
+        }
+    };
+    let hints_on = ingest.is_some();
+    let fetch_concurrency = cfg.ingest.as_ref().map_or(1, |i| i.fetch_concurrency);
+    let catch_up = cfg.ingest.as_ref().is_some_and(|i| i.catch_up);
+    // The outbox stops on its own signal, sent after the main loop ends, so it
     // flushes whether we stop on a signal or on a fatal error.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
     let outbox_task = tokio::spawn(outbox.run(wake, outbox_stop_rx));
-    let mut poller = Poller::new(client, cfg.poll.clone(), cfg.argos.daily_budget);
+    let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
-    let mut fatal = None;
+    let health = crate::telemetry::Health::new(interval);
+    let _telemetry = match cfg.telemetry.listen {
+        // A daemon that cannot serve metrics still delivers alerts: log, go on.
+        Some(addr) => match crate::telemetry::serve(addr, health.clone(), api_router(&cfg, &store))
+            .await
+        {
+            Ok((bound, task)) => {
+                tracing::info!(
+                    "metrics on http://{bound}/metrics, health on http://{bound}/healthz"
+                );
+                Some(AbortOnDrop(task))
+            }
+            Err(e) => {
+                tracing::error!("cannot serve metrics on {addr}: {e}; continuing without /metrics");
+                None
+            }
+        },
+        None => None,
+    };
+    // SIGHUP always reloads; `reload.watch` adds the file watcher.
+    let mut reloads = crate::reload::watch(
+        cfg.rules.clone(),
+        cfg.reload.watch.then_some(cfg.reload.check_every.0),
+        true,
+    );
+    let mut next_purge = tokio::time::Instant::now();
+    let mut next_poll = tokio::time::Instant::now();
+    let mut fatal: Option<anyhow::Error> = None;
     loop {
-        let next = tokio::time::Instant::now() + interval;
+        if let Some(keep) = cfg.store.raw_retention
+            && tokio::time::Instant::now() >= next_purge
+        {
+            next_purge += Duration::from_secs(3600);
+            purge_raw(&store, keep.0).await;
+        }
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            r = poller.poll_once(&mut pipeline) => match r {
-                Ok(rep) => tracing::info!(
-                    pages = rep.pages, refetched = rep.refetched, received = rep.batch.received,
-                    changed = rep.batch.changed, alerts = rep.batch.alerts,
-                    rule_errors = rep.batch.rule_errors, api_calls = rep.api_calls, "poll done"
-                ),
-                Err(e) if e.is_fatal() => { fatal = Some(e); break; }
-                Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
+            _ = tokio::time::sleep_until(next_poll) => {
+                next_poll = tokio::time::Instant::now() + interval;
+                let r = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    r = poller.poll_once(&mut pipeline) => r,
+                };
+                match r {
+                    Ok(rep) => {
+                        health.poll_succeeded();
+                        let found = pipeline.store().found_first().await.unwrap_or_default();
+                        tracing::info!(
+                            pages = rep.pages, refetched = rep.refetched, received = rep.batch.received,
+                            changed = rep.batch.changed, alerts = rep.batch.alerts,
+                            rule_errors = rep.batch.rule_errors, api_calls = rep.api_calls,
+                            found_first_by_poll = found.get("poll").copied().unwrap_or(0),
+                            found_first_by_webhook = found.get("webhook").copied().unwrap_or(0),
+                            "poll done"
+                        );
+                        if let Some(i) = &ingest {
+                            tracing::info!(webhooks = ?i.counters().snapshot(), "webhook endpoint");
+                        }
+                    }
+                    Err(e) if e.is_fatal() => { fatal = Some(e.into()); break; }
+                    Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
+                }
+            }
+            Some(reason) = reloads.recv() => reload_rules(&cfg, &mut pipeline, reason),
+            Some(first) = hint_rx.recv(), if hints_on => {
+                // Drain what is waiting: a burst of hints makes one batch.
+                let mut hints = vec![first];
+                while hints.len() < MAX_HINTS_PER_BATCH {
+                    match hint_rx.try_recv() {
+                        Ok(h) => hints.push(h),
+                        Err(_) => break,
+                    }
+                }
+                let r = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    r = process_hints(&client, &mut pipeline, hints, fetch_concurrency, catch_up) => r,
+                };
+                if let Err(e) = r {
+                    if e.downcast_ref::<ArgosError>().is_some_and(ArgosError::is_fatal) {
+                        fatal = Some(e);
+                        break;
+                    }
+                    tracing::error!("webhook hints failed; the poller will find these submissions: {e:#}");
+                }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = shutdown.changed() => break,
-        }
+    }
+    let _ = ingest_stop.send(true);
+    drop(hint_rx);
+    if let Some(i) = ingest {
+        i.stopped().await;
     }
     let _ = outbox_stop.send(true);
     let _ = outbox_task.await;
     if let Some(e) = fatal {
-        return Err(e).context("stopping: polling cannot succeed with this configuration");
+        return Err(e).context("stopping: the Argos API cannot be used with this configuration");
     }
     tracing::info!("kyc-sentinel stopped");
     Ok(())
+}
+
+/// Hints taken into one batch at most (the channel is drained up to this).
+const MAX_HINTS_PER_BATCH: usize = 200;
+
+/// Fetches the hinted submissions and processes them as one batch.
+///
+/// With `catch_up`, the newest page of the account's list is fetched first
+/// and the hinted ids found in it are not fetched again. The page matters for
+/// correctness, not only for calls: rules are evaluated in event-time order,
+/// and a webhook that Argos lost must not let a later submission be evaluated
+/// before an earlier one it should have seen (two emails of one applicant,
+/// the third rejection of a user). The page brings in the recent arrivals whose
+/// webhooks never came, in the same batch, sorted by event time.
+///
+/// A fetch that fails is logged and skipped: the poller finds the submission
+/// later. A fatal error (wrong key) is returned.
+async fn process_hints(
+    client: &ArgosClient,
+    pipeline: &mut Pipeline<SqliteStore>,
+    hints: Vec<Hint>,
+    concurrency: usize,
+    catch_up: bool,
+) -> anyhow::Result<BatchReport> {
+    let n_hints = hints.len();
+    let oldest = hints.iter().map(|h| h.received).min();
+    let mut items = Vec::new();
+    if catch_up {
+        match client.list_page(&ListQuery::default()).await {
+            Ok(page) => items = page.items,
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => tracing::warn!("newest page after webhooks failed; fetching by id only: {e}"),
+        }
+    }
+    let mut seen: std::collections::HashSet<String> = items
+        .iter()
+        .filter_map(|v| crate::argos::submission_id(v).map(str::to_owned))
+        .collect();
+    let ids: Vec<String> = hints
+        .into_iter()
+        .map(|h| h.submission_id)
+        .filter(|id| seen.insert(id.clone()))
+        .collect();
+    let by_id = ids.len();
+    let mut fetches = futures::stream::iter(ids)
+        .map(|id| async move {
+            let r = client.get_submission(&id).await;
+            (id, r)
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((id, r)) = fetches.next().await {
+        match r {
+            Ok(Some(v)) => items.push(v),
+            Ok(None) => {
+                tracing::warn!(submission = %id, "webhook for a submission Argos does not return; ignored")
+            }
+            Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) => tracing::error!(submission = %id, "fetch after webhook failed: {e}"),
+        }
+    }
+    let report = pipeline
+        .process_from(
+            items,
+            &format!("fetch after {n_hints} webhook(s)"),
+            Source::Webhook,
+        )
+        .await?;
+    tracing::debug!(
+        hints = n_hints,
+        fetched_by_id = by_id,
+        received = report.received,
+        changed = report.changed,
+        alerts = report.alerts,
+        since_first_hint_ms = oldest.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
+        "webhook batch done"
+    );
+    Ok(report)
+}
+
+/// Swaps in the re-read rules, or keeps the running ones when the new set is
+/// broken. Window state is keyed by rule id, so an edited rule keeps its windows.
+fn reload_rules(
+    cfg: &Config,
+    pipeline: &mut Pipeline<SqliteStore>,
+    reason: crate::reload::ReloadReason,
+) {
+    match load_rules(cfg) {
+        Ok(rules) if rules.version() == pipeline.rules().version() => {
+            tracing::debug!("{reason}: rules unchanged ({})", rules.version());
+        }
+        Ok(rules) => {
+            tracing::info!(
+                old = %pipeline.rules().version(), new = %rules.version(), rules = rules.rules().len(),
+                "{reason}: rules reloaded"
+            );
+            pipeline.set_rules(Arc::new(rules));
+        }
+        Err(e) => tracing::error!(
+            running = %pipeline.rules().version(),
+            "{reason}: the new rules were refused, the running rules stay in force: {e:#}"
+        ),
+    }
+}
+
+/// The alert API, when a token is configured.
+fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
+    let token = cfg.api.token.clone()?;
+    Some(crate::api::router(crate::api::ApiState {
+        store: store.clone(),
+        token: Arc::new(token),
+        link_secret: cfg.api.link_secret.clone().map(Arc::new),
+    }))
+}
+
+/// Stops a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Retention: forgets raw submission JSON older than `keep`.
+async fn purge_raw(store: &SqliteStore, keep: Duration) {
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    match store.purge_raw_older_than(cutoff).await {
+        Ok(n) if n > 0 => tracing::info!("retention: raw JSON of {n} submission versions purged"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("retention purge failed: {e}"),
+    }
 }
 
 /// Options of `backfill`.
@@ -206,7 +493,11 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     while let Some(fetched) = stream.next().await {
         let (day, items) = fetched?;
         let r = pipeline
-            .process(items, &format!("backfill of {day}"))
+            .process_from(
+                items,
+                &format!("backfill of {day}"),
+                crate::pipeline::Source::Backfill,
+            )
             .await?;
         total.received += r.received;
         total.changed += r.changed;

@@ -28,6 +28,19 @@ pub enum PollError {
 }
 
 impl PollError {
+    /// A short label for metrics: the HTTP status, or the kind of failure.
+    pub fn kind(&self) -> String {
+        match self {
+            PollError::Argos(ArgosError::Auth { status, .. })
+            | PollError::Argos(ArgosError::Http { status, .. }) => status.to_string(),
+            PollError::Argos(ArgosError::BadRequest { .. }) => "400".into(),
+            PollError::Argos(ArgosError::NotJson { .. }) => "not_json".into(),
+            PollError::Argos(ArgosError::Transport { .. }) => "transport".into(),
+            PollError::Argos(_) => "other".into(),
+            PollError::Store(_) => "store".into(),
+        }
+    }
+
     /// A wrong key or similar: polling again cannot help.
     pub fn is_fatal(&self) -> bool {
         matches!(self, PollError::Argos(e) if e.is_fatal())
@@ -170,6 +183,11 @@ impl<S: Store + Clone> Poller<S> {
         // Count the calls whatever happened: failed calls cost budget too.
         let (delta, total) = self.budget.record(pipeline.store(), now).await?;
         report.api_calls = delta;
+        crate::telemetry::emit::api_budget(total, self.budget.daily);
+        match &result {
+            Ok(()) => crate::telemetry::emit::poll_ok(report.pages, delta),
+            Err(e) => crate::telemetry::emit::poll_failed(e.kind(), delta),
+        }
         if self.budget.exhausted(total) {
             tracing::error!(
                 "API budget for {} exhausted ({total} calls); polls resume at 00:00 UTC",

@@ -1,5 +1,22 @@
+//! Logs, metrics and health.
+//!
 //! Logs: text on a terminal, JSON for shippers; level from `RUST_LOG`.
+//! Metrics: one function per event below writes the counter (and, where an
+//! operator needs it, the log line) together, so the two never disagree.
+//! `/metrics` (Prometheus text) and `/healthz` are served on a loopback
+//! address by default.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -7,7 +24,13 @@ use crate::cli::LogFormat;
 /// Installs the global subscriber (once; later calls are ignored, which
 /// lets tests run several commands in one process).
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logs_at(format, "info");
+}
+
+/// As [`init_logs`], with another level when `RUST_LOG` is unset.
+pub fn init_logs_at(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -15,4 +38,257 @@ pub fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may exist (a test harness); ours still renders.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!("kyc_sentinel_polls_total", "Polls, by outcome (ok, error)");
+    describe_counter!(
+        "kyc_sentinel_pages_total",
+        "Pages of GET /v3/submission read"
+    );
+    describe_counter!(
+        "kyc_sentinel_api_calls_total",
+        "HTTP calls to Argos, retries included"
+    );
+    describe_counter!(
+        "kyc_sentinel_api_errors_total",
+        "Polls that failed, by HTTP status (or kind)"
+    );
+    describe_counter!(
+        "kyc_sentinel_submissions_seen_total",
+        "Submission versions received"
+    );
+    describe_counter!(
+        "kyc_sentinel_versions_changed_total",
+        "New or changed versions evaluated"
+    );
+    describe_counter!(
+        "kyc_sentinel_unreadable_total",
+        "Items without id or time, skipped and audited"
+    );
+    describe_counter!(
+        "kyc_sentinel_rule_evaluations_total",
+        "Rule evaluations, by rule"
+    );
+    describe_counter!(
+        "kyc_sentinel_rule_errors_total",
+        "Rule evaluations that failed, by rule"
+    );
+    describe_counter!(
+        "kyc_sentinel_alerts_total",
+        "Alerts fired, by rule and severity"
+    );
+    describe_counter!(
+        "kyc_sentinel_deliveries_total",
+        "Delivery attempts, by receiver and outcome"
+    );
+    describe_gauge!(
+        "kyc_sentinel_outbox_depth",
+        "Notifications waiting in the outbox"
+    );
+    describe_gauge!(
+        "kyc_sentinel_dead_letters",
+        "Notifications given up (dead letter)"
+    );
+    describe_gauge!(
+        "kyc_sentinel_api_calls_today",
+        "Argos calls spent this UTC day"
+    );
+    describe_gauge!(
+        "kyc_sentinel_api_budget_used_ratio",
+        "Share of the daily API budget spent"
+    );
+    describe_gauge!(
+        "kyc_sentinel_last_successful_poll_timestamp_seconds",
+        "Unix time of the last poll that succeeded"
+    );
+    describe_gauge!(
+        "kyc_sentinel_window_members",
+        "Window members held in memory"
+    );
+}
+
+/// Events of the engine, each one metric update (plus a log line where useful).
+pub mod emit {
+    use super::*;
+
+    pub fn poll_ok(pages: usize, api_calls: u64) {
+        counter!("kyc_sentinel_polls_total", "outcome" => "ok").increment(1);
+        counter!("kyc_sentinel_pages_total").increment(pages as u64);
+        counter!("kyc_sentinel_api_calls_total").increment(api_calls);
+        gauge!("kyc_sentinel_last_successful_poll_timestamp_seconds")
+            .set(chrono::Utc::now().timestamp() as f64);
+    }
+
+    pub fn poll_failed(kind: String, api_calls: u64) {
+        counter!("kyc_sentinel_polls_total", "outcome" => "error").increment(1);
+        counter!("kyc_sentinel_api_errors_total", "status" => kind).increment(1);
+        counter!("kyc_sentinel_api_calls_total").increment(api_calls);
+    }
+
+    pub fn api_budget(calls_today: u64, daily_budget: u64) {
+        gauge!("kyc_sentinel_api_calls_today").set(calls_today as f64);
+        if daily_budget > 0 {
+            gauge!("kyc_sentinel_api_budget_used_ratio")
+                .set(calls_today as f64 / daily_budget as f64);
+        }
+    }
+
+    pub fn batch(received: usize, changed: usize, unreadable: usize) {
+        counter!("kyc_sentinel_submissions_seen_total").increment(received as u64);
+        counter!("kyc_sentinel_versions_changed_total").increment(changed as u64);
+        counter!("kyc_sentinel_unreadable_total").increment(unreadable as u64);
+    }
+
+    /// Once per batch and rule (not per evaluation: the hot path stays free).
+    pub fn rule_evaluations(rule: &str, n: usize) {
+        counter!("kyc_sentinel_rule_evaluations_total", "rule" => rule.to_owned())
+            .increment(n as u64);
+    }
+
+    pub fn rule_error(rule: &str) {
+        counter!("kyc_sentinel_rule_errors_total", "rule" => rule.to_owned()).increment(1);
+    }
+
+    pub fn alert(rule: &str, severity: &str) {
+        counter!("kyc_sentinel_alerts_total", "rule" => rule.to_owned(), "severity" => severity.to_owned())
+            .increment(1);
+    }
+
+    pub fn delivery(receiver: &str, outcome: &'static str) {
+        counter!("kyc_sentinel_deliveries_total", "receiver" => receiver.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    pub fn outbox(pending: i64, dead: i64) {
+        gauge!("kyc_sentinel_outbox_depth").set(pending as f64);
+        gauge!("kyc_sentinel_dead_letters").set(dead as f64);
+    }
+
+    pub fn window_members(n: usize) {
+        gauge!("kyc_sentinel_window_members").set(n as f64);
+    }
+}
+
+/// Whether the engine is doing its job: the last poll succeeded recently.
+#[derive(Debug, Clone)]
+pub struct Health {
+    last_ok: Arc<AtomicI64>,
+    started: i64,
+    interval: Duration,
+}
+
+impl Health {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            last_ok: Arc::new(AtomicI64::new(0)),
+            started: chrono::Utc::now().timestamp(),
+            interval,
+        }
+    }
+
+    pub fn poll_succeeded(&self) {
+        self.last_ok
+            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Healthy while the last poll succeeded within three intervals (and, just
+    /// after start, while the first poll still has time to finish).
+    pub fn check(&self, now: i64) -> Result<String, String> {
+        let limit = (self.interval.as_secs_f64() * 3.0).ceil() as i64;
+        let last = self.last_ok.load(Ordering::Relaxed);
+        if last == 0 {
+            return if now - self.started <= limit {
+                Ok("starting: no poll finished yet".into())
+            } else {
+                Err(format!(
+                    "no poll has succeeded in the {}s since start",
+                    now - self.started
+                ))
+            };
+        }
+        if now - last <= limit {
+            Ok(format!("ok: last successful poll {}s ago", now - last))
+        } else {
+            Err(format!(
+                "the last successful poll was {}s ago (more than three poll intervals, {limit}s)",
+                now - last
+            ))
+        }
+    }
+}
+
+async fn metrics_route() -> String {
+    metrics_handle().render()
+}
+
+async fn health_route(State(h): State<Health>) -> (StatusCode, String) {
+    match h.check(chrono::Utc::now().timestamp()) {
+        Ok(msg) => (StatusCode::OK, msg + "\n"),
+        Err(msg) => (StatusCode::SERVICE_UNAVAILABLE, msg + "\n"),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (and `more` routes, the alert API) until the
+/// task is aborted; returns the bound address (port 0 picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    more: Option<Router>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    metrics_handle();
+    let mut app = Router::new()
+        .route("/metrics", get(metrics_route))
+        .route("/healthz", get(health_route))
+        .with_state(health);
+    if let Some(more) = more {
+        app = app.merge(more);
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_three_intervals() {
+        let h = Health::new(Duration::from_secs(10));
+        let t0 = h.started;
+        assert!(h.check(t0 + 5).unwrap().starts_with("starting"));
+        assert_eq!(
+            h.check(t0 + 31).unwrap_err(),
+            "no poll has succeeded in the 31s since start"
+        );
+        h.last_ok.store(t0 + 40, Ordering::Relaxed);
+        assert_eq!(
+            h.check(t0 + 70).unwrap(),
+            "ok: last successful poll 30s ago"
+        );
+        assert_eq!(
+            h.check(t0 + 71).unwrap_err(),
+            "the last successful poll was 31s ago (more than three poll intervals, 30s)"
+        );
+    }
 }

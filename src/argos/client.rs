@@ -71,6 +71,16 @@ impl ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// Like [`ClientConfig::new`], with the key taken from `ARGOS_API_KEY`.
+    pub fn from_env(base_url: impl Into<String>) -> Result<Self, ArgosError> {
+        let key = std::env::var("ARGOS_API_KEY").map_err(|_| {
+            ArgosError::Config("ARGOS_API_KEY is not set (or not valid UTF-8)".into())
+        })?;
+        Ok(ClientConfig::new(base_url, SecretString::from(key)))
+    }
+}
+
 impl std::fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConfig")

@@ -5,10 +5,12 @@
 //! - [`crypto`]: the cipher of Argos encrypted mode (AES-256-ECB, see its
 //!   warning about ECB).
 //! - [`client`]: the REST client (pagination, retries, rate limit, call count).
+//! - [`webhook`]: an Argos webhook body (plain or encrypted) read into a typed event.
 
 pub mod client;
 pub mod crypto;
 pub mod model;
+pub mod webhook;
 
 pub use client::{ArgosClient, ArgosError, ClientConfig, ListQuery, Page, RequestType};
 pub use model::{

@@ -5,10 +5,15 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+mod audit;
 mod backfill;
 mod check;
+mod demo;
 mod eval;
+mod lifecycle;
+mod notify;
 mod run;
+mod silence;
 mod simulate;
 mod test;
 
@@ -17,11 +22,19 @@ mod test;
 /// printed by the command itself and turned into an exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::run_demo(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Check(args) => check::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Test(args) => test::run(args),
         Command::Run(args) => run::run(args),
         Command::Backfill(args) => backfill::run(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Ack(args) => lifecycle::ack(args),
+        Command::Resolve(args) => lifecycle::resolve(args),
+        Command::Alerts(args) => lifecycle::alerts(args),
+        Command::Silence(args) => silence::run(args),
+        Command::NotifyTest(args) => notify::notify_test(args),
+        Command::Render(args) => notify::render(args),
     }
 }

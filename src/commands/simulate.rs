@@ -14,12 +14,30 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             args.fault_rate
         );
     }
+    if !(0.0..=1.0).contains(&args.webhook_drop) {
+        anyhow::bail!(
+            "--webhook-drop must be between 0 and 1, got {}",
+            args.webhook_drop
+        );
+    }
+    if let Some(u) = &args.webhook_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        anyhow::bail!("--webhook-url: `{u}` is not an http(s) URL");
+    }
     if args.rate < 0.0 || !args.rate.is_finite() {
         anyhow::bail!("--rate must be 0 or more, got {}", args.rate);
     }
     let decide_after = crate::util::parse_duration(&args.decide_after)
         .map_err(|e| anyhow::anyhow!("--decide-after: {e}"))?;
+    let base_time = match &args.base_time {
+        None => None,
+        Some(t) => Some(crate::argos::parse_timestamp(t).ok_or_else(|| {
+            anyhow::anyhow!("--base-time: `{t}` is not RFC 3339 nor YYYY-MM-DD-HH-MM-SS-ZZZ")
+        })?),
+    };
     let config = SimConfig {
+        base_time,
         listen: args.listen,
         seed: args.seed,
         submissions: args.submissions,
@@ -32,6 +50,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         },
         decide_after,
         dump_path: args.dump.clone(),
+        webhook: args
+            .webhook_url
+            .clone()
+            .map(|url| crate::simulator::WebhookPush {
+                url,
+                drop: args.webhook_drop,
+            }),
         ..SimConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

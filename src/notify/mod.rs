@@ -1,15 +1,23 @@
 //! Receivers: where a notification goes once the outbox hands it over.
 //!
-//! A receiver gets the notification's payload (the alert as JSON) and its
-//! idempotency key (the alert's fingerprint) and either delivers it or says
-//! why not, and whether trying again can help.
+//! A notification is one or more alerts the router grouped for one receiver,
+//! with an idempotency key derived from their fingerprints. A receiver either
+//! delivers it or says why not, and whether trying again can help.
 
+pub mod email;
 pub mod outbox;
+pub mod routing;
+pub mod silence;
+pub mod webhook;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::config::{ReceiverConfig, ReceiverKind};
+use serde_json::{Map, Value};
+
+use crate::config::ReceiverConfig;
+use crate::templates::Templates;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -19,6 +27,135 @@ pub enum DeliveryError {
     /// Retrying will not help (4xx other than 429, bad payload).
     #[error("{0}")]
     Permanent(String),
+}
+
+/// What a receiver sends: alerts of one group, and their submissions.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// Idempotency key: the alert's fingerprint for one alert, else
+    /// [`group_key_hash`] of the fingerprints. Same after any retry.
+    pub key: String,
+    pub receiver: String,
+    /// The routing group (`route|key=value,...`), if any.
+    pub group_key: Option<String>,
+    /// Each alert as `eval` prints it.
+    pub alerts: Vec<Value>,
+    /// submission_id -> the stored submission JSON, for templates. Never
+    /// logged: it holds personal data.
+    pub submissions: Map<String, Value>,
+}
+
+/// The idempotency key of a notification: one alert keeps its fingerprint
+/// (so PagerDuty's `dedup_key` and the file receiver match `eval`); several
+/// get the SHA-256 of their sorted fingerprints, one per line.
+pub fn group_key_hash(fingerprints: &[&str]) -> String {
+    if let [one] = fingerprints {
+        return (*one).to_owned();
+    }
+    let mut sorted = fingerprints.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    crate::util::sha256_hex(sorted.join("\n").as_bytes())
+}
+
+impl Notification {
+    /// The outbox payload of a group: `{"group_key": ..., "alerts": [...]}`.
+    pub fn payload(group_key: Option<&str>, alerts: &[Value]) -> String {
+        serde_json::json!({ "group_key": group_key, "alerts": alerts }).to_string()
+    }
+
+    /// Reads an outbox payload: a group, or one bare alert (rows written
+    /// before routing existed).
+    pub fn from_payload(key: &str, receiver: &str, payload: &str) -> Result<Self, String> {
+        let v: Value = serde_json::from_str(payload)
+            .map_err(|e| format!("outbox payload of {key} is not JSON: {e}"))?;
+        let (group_key, alerts) = match v.get("alerts") {
+            Some(Value::Array(a)) => (
+                v.get("group_key")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                a.clone(),
+            ),
+            _ => (None, vec![v]),
+        };
+        Ok(Notification {
+            key: key.to_owned(),
+            receiver: receiver.to_owned(),
+            group_key,
+            alerts,
+            submissions: Map::new(),
+        })
+    }
+
+    /// From an alert file (`--alert FILE`): one alert object, an array of them,
+    /// or JSON lines; an alert may carry its submission under `submission`.
+    pub fn from_alert_text(receiver: &str, text: &str) -> Result<Self, String> {
+        let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(a)) => a,
+            Ok(v) => vec![v],
+            Err(_) => text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| format!("line {}: not JSON: {e}", i + 1))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut alerts = Vec::new();
+        let mut submissions = Map::new();
+        for (i, mut a) in values.into_iter().enumerate() {
+            let Some(obj) = a.as_object_mut() else {
+                return Err(format!("alert {}: not a JSON object", i + 1));
+            };
+            for k in ["rule", "severity", "submission_id", "fingerprint"] {
+                if !obj.get(k).is_some_and(Value::is_string) {
+                    return Err(format!("alert {}: `{k}` is missing or not a string", i + 1));
+                }
+            }
+            if let Some(sub) = obj.remove("submission") {
+                let id = obj["submission_id"].as_str().unwrap_or_default().to_owned();
+                submissions.insert(id, sub);
+            }
+            alerts.push(a);
+        }
+        if alerts.is_empty() {
+            return Err("no alert in the file".into());
+        }
+        let fps: Vec<&str> = alerts
+            .iter()
+            .filter_map(|a| a["fingerprint"].as_str())
+            .collect();
+        Ok(Notification {
+            key: group_key_hash(&fps),
+            receiver: receiver.to_owned(),
+            group_key: None,
+            alerts,
+            submissions,
+        })
+    }
+
+    /// A made-up alert with made-up personal data, for `notify-test` and `check`.
+    pub fn sample(receiver: &str) -> Self {
+        Self::from_alert_text(receiver, include_str!("sample_alert.json"))
+            .expect("the sample alert parses")
+    }
+
+    /// The firing submission of each alert (to load from the store).
+    pub fn submission_ids(&self) -> Vec<String> {
+        self.alerts
+            .iter()
+            .filter_map(|a| a.get("submission_id").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn fingerprints(&self) -> Vec<&str> {
+        self.alerts
+            .iter()
+            .filter_map(|a| a.get("fingerprint").and_then(Value::as_str))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,34 +168,58 @@ pub struct Receiver {
 enum Kind {
     Log,
     File(PathBuf),
+    Email(Arc<email::EmailReceiver>),
+    Webhook(Arc<webhook::WebhookReceiver>),
 }
 
 impl Receiver {
-    pub fn from_config(cfg: &ReceiverConfig) -> Self {
-        let kind = match &cfg.kind {
-            ReceiverKind::Log => Kind::Log,
-            ReceiverKind::File { path } => Kind::File(path.clone()),
+    /// Builds a receiver; fails on what only building can find (an unreadable
+    /// CA file, a template the receiver names but nobody ships).
+    pub fn from_config(cfg: &ReceiverConfig, templates: &Arc<Templates>) -> Result<Self, String> {
+        let kind = match cfg {
+            ReceiverConfig::Log { .. } => Kind::Log,
+            ReceiverConfig::File { path, .. } => Kind::File(path.clone()),
+            ReceiverConfig::Email(e) => {
+                Kind::Email(Arc::new(email::EmailReceiver::new(e, templates.clone())?))
+            }
+            ReceiverConfig::Webhook(w) => Kind::Webhook(Arc::new(webhook::WebhookReceiver::new(
+                w,
+                templates.clone(),
+            )?)),
         };
-        Self {
-            name: cfg.name.clone(),
+        Ok(Self {
+            name: cfg.name().to_owned(),
             kind,
-        }
+        })
     }
 
-    pub async fn deliver(&self, idempotency_key: &str, payload: &str) -> Result<(), DeliveryError> {
+    /// True when templates need the submissions (the others never read them).
+    pub fn wants_submissions(&self) -> bool {
+        matches!(self.kind, Kind::Email(_) | Kind::Webhook(_))
+    }
+
+    pub async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         match &self.kind {
             Kind::Log => {
-                // The payload is the alert (rule, ids, times): no personal data.
-                tracing::warn!(receiver = %self.name, fingerprint = idempotency_key, alert = payload, "alert");
+                // The alerts (rule, ids, times) hold no personal data.
+                tracing::warn!(receiver = %self.name, key = %n.key, count = n.alerts.len(),
+                    alerts = %serde_json::Value::Array(n.alerts.clone()), "alert");
                 Ok(())
             }
             Kind::File(path) => {
-                let line = format!(
-                    "{{\"idempotency_key\":{},\"receiver\":{},\"alert\":{}}}\n",
-                    serde_json::Value::from(idempotency_key),
-                    serde_json::Value::from(self.name.as_str()),
-                    payload
-                );
+                // One line per alert, keyed by the alert's own fingerprint: the
+                // archive reads like `eval`'s output, whatever the grouping.
+                let mut lines = String::new();
+                for a in &n.alerts {
+                    let line = serde_json::json!({
+                        "idempotency_key": a.get("fingerprint").cloned().unwrap_or(Value::Null),
+                        "notification": n.key,
+                        "receiver": self.name,
+                        "alert": a,
+                    });
+                    lines.push_str(&line.to_string());
+                    lines.push('\n');
+                }
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut f = std::fs::OpenOptions::new()
@@ -68,14 +229,16 @@ impl Receiver {
                         .map_err(|e| {
                             DeliveryError::Transient(format!("{}: {e}", path.display()))
                         })?;
-                    // One write call per line, so concurrent appenders never interleave.
-                    f.write_all(line.as_bytes())
+                    // One write call per notification, so concurrent appenders never interleave.
+                    f.write_all(lines.as_bytes())
                         .and_then(|_| f.sync_data())
                         .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))
                 })
                 .await
                 .map_err(|e| DeliveryError::Transient(format!("file receiver task: {e}")))?
             }
+            Kind::Email(e) => e.deliver(n).await,
+            Kind::Webhook(w) => w.deliver(n).await,
         }
     }
 }

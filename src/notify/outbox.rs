@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Notify, watch};
 
-use super::{DeliveryError, Receiver};
+use super::{DeliveryError, Notification, Receiver};
 use crate::config::OutboxConfig;
 use crate::store::{DeliveryOutcome, OutboxRow, Store};
 
@@ -20,6 +20,7 @@ pub struct Outbox<S> {
     store: S,
     receivers: HashMap<String, Receiver>,
     cfg: OutboxConfig,
+    stats_at: std::sync::atomic::AtomicI64,
 }
 
 impl<S: Store + Clone> Outbox<S> {
@@ -28,6 +29,7 @@ impl<S: Store + Clone> Outbox<S> {
             store,
             receivers: receivers.into_iter().map(|r| (r.name.clone(), r)).collect(),
             cfg,
+            stats_at: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -37,9 +39,34 @@ impl<S: Store + Clone> Outbox<S> {
         base.saturating_mul(factor).min(self.cfg.retry_max.0)
     }
 
+    /// The notification of a row, with its submissions when the receiver's
+    /// templates need them (read at delivery, so PII is not copied into the outbox).
+    async fn notification(
+        &self,
+        row: &OutboxRow,
+        r: &Receiver,
+    ) -> Result<Notification, DeliveryError> {
+        let mut n = Notification::from_payload(&row.fingerprint, &row.receiver, &row.payload)
+            .map_err(DeliveryError::Permanent)?;
+        if r.wants_submissions() {
+            let ids = n.submission_ids();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let subs = self
+                .store
+                .submissions_raw(&ids)
+                .await
+                .map_err(|e| DeliveryError::Transient(format!("reading submissions: {e}")))?;
+            n.submissions = subs.into_iter().collect();
+        }
+        Ok(n)
+    }
+
     async fn outcome(&self, row: &OutboxRow) -> DeliveryOutcome {
         let result = match self.receivers.get(&row.receiver) {
-            Some(r) => r.deliver(&row.fingerprint, &row.payload).await,
+            Some(r) => match self.notification(row, r).await {
+                Ok(n) => r.deliver(&n).await,
+                Err(e) => Err(e),
+            },
             None => Err(DeliveryError::Permanent(format!(
                 "receiver `{}` is no longer configured",
                 row.receiver
@@ -70,9 +97,19 @@ impl<S: Store + Clone> Outbox<S> {
 
     /// Delivers every due row once; returns how many rows were due.
     pub async fn deliver_due(&self) -> crate::store::Result<usize> {
+        // Groups whose wait is over become outbox rows first (one transaction each batch).
+        self.store.flush_groups(Utc::now()).await?;
         let rows = self.store.due_outbox(Utc::now(), 200).await?;
         for row in &rows {
             let outcome = self.outcome(row).await;
+            crate::telemetry::emit::delivery(
+                &row.receiver,
+                match &outcome {
+                    DeliveryOutcome::Delivered => "delivered",
+                    DeliveryOutcome::Retry { .. } => "retry",
+                    DeliveryOutcome::Dead { .. } => "dead",
+                },
+            );
             match &outcome {
                 DeliveryOutcome::Delivered => {
                     tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
@@ -91,7 +128,24 @@ impl<S: Store + Clone> Outbox<S> {
             }
             self.store.record_delivery(row, &outcome).await?;
         }
+        if !rows.is_empty() || self.stats_due() {
+            let stats = self.store.outbox_stats().await?;
+            crate::telemetry::emit::outbox(stats.pending, stats.dead);
+        }
         Ok(rows.len())
+    }
+
+    /// The depth gauge is refreshed after deliveries, and every ~10s when idle.
+    fn stats_due(&self) -> bool {
+        let now = Utc::now().timestamp();
+        let last = self.stats_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 10 {
+            self.stats_at
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 
     /// Runs until `shutdown` flips, then drains what is due within the flush deadline.

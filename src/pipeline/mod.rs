@@ -17,8 +17,11 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::argos::model::{Keys, event_time};
+use crate::notify::routing::Router;
+use crate::notify::silence::silenced_by;
 use crate::rules::{BatchOutcome, RuleSet};
-use crate::store::{AlertRow, AuditRow, BatchCommit, OutboxInsert, Store, VersionRow};
+pub use crate::store::Source;
+use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, Store, VersionRow};
 use state::CachedState;
 
 /// What one batch did, for logs, metrics and tests.
@@ -35,12 +38,60 @@ pub struct Pipeline<S> {
     store: S,
     rules: Arc<RuleSet>,
     state: CachedState,
-    receivers: Vec<String>,
+    router: Arc<Router>,
     outbox_wake: Arc<Notify>,
     /// Latest event time processed: window state older than the longest
     /// window before it can no longer count, and is dropped from memory.
     /// Event time, not the wall clock, so a backfill of last year keeps its windows.
     high_water: Option<DateTime<Utc>>,
+    applicant_lookup: Option<ApplicantLookup>,
+}
+
+/// Asks Argos's applicant endpoint which submissions are the same person, so
+/// duplicates from before the engine started count too. Cached per applicant
+/// for `ttl`; a failed lookup is logged and the store's view is used.
+pub struct ApplicantLookup {
+    client: crate::argos::ArgosClient,
+    ttl: std::time::Duration,
+    fetched: HashMap<String, std::time::Instant>,
+}
+
+impl ApplicantLookup {
+    pub fn new(client: crate::argos::ArgosClient, ttl: std::time::Duration) -> Self {
+        Self {
+            client,
+            ttl,
+            fetched: HashMap::new(),
+        }
+    }
+
+    async fn enrich(&mut self, applicant_ids: &[&str], pre: &mut crate::store::BatchPrefetch) {
+        self.fetched.retain(|_, at| at.elapsed() < self.ttl);
+        for id in applicant_ids {
+            if self.fetched.contains_key(*id) {
+                continue;
+            }
+            match self.client.applicant(id).await {
+                Ok(entries) => {
+                    self.fetched
+                        .insert((*id).to_owned(), std::time::Instant::now());
+                    let rows = pre.applicants.entry((*id).to_owned()).or_default();
+                    for e in entries {
+                        let Some(sid) = e.submission_id else { continue };
+                        if !rows.iter().any(|(s, _, _)| *s == sid) {
+                            // Known to Argos but never seen here: it came before
+                            // anything this engine saw, so it sorts first.
+                            rows.push((sid, e.email, DateTime::<Utc>::MIN_UTC));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    applicant_id = id,
+                    "applicant lookup failed, using the store's view: {e}"
+                ),
+            }
+        }
+    }
 }
 
 struct Candidate {
@@ -55,7 +106,7 @@ impl<S: Store + Clone> Pipeline<S> {
     pub async fn new(
         store: S,
         rules: Arc<RuleSet>,
-        receivers: Vec<String>,
+        router: Arc<Router>,
         outbox_wake: Arc<Notify>,
     ) -> crate::store::Result<Self> {
         let high_water = store.latest_window_event().await?;
@@ -64,10 +115,17 @@ impl<S: Store + Clone> Pipeline<S> {
             store,
             rules,
             state,
-            receivers,
+            router,
             outbox_wake,
             high_water,
+            applicant_lookup: None,
         })
+    }
+
+    /// Also ask Argos's applicant endpoint (see [`ApplicantLookup`]).
+    pub fn with_applicant_lookup(mut self, lookup: ApplicantLookup) -> Self {
+        self.applicant_lookup = Some(lookup);
+        self
     }
 
     async fn load_state(
@@ -76,7 +134,7 @@ impl<S: Store + Clone> Pipeline<S> {
         high_water: Option<DateTime<Utc>>,
     ) -> crate::store::Result<CachedState> {
         let horizon = match high_water {
-            Some(t) => state::retention_horizon(t, longest_memory(&rules)),
+            Some(t) => state::retention_horizon(t, longest_memory(rules)),
             None => DateTime::<Utc>::MIN_UTC,
         };
         let (windows, throttles) = store.open_windows(horizon).await?;
@@ -96,11 +154,23 @@ impl<S: Store + Clone> Pipeline<S> {
         &self.store
     }
 
-    /// Processes one batch; `origin` names where it came from (for errors).
+    /// Processes one batch fetched by the poller; `origin` names where it
+    /// came from (for errors).
     pub async fn process(
         &mut self,
         items: Vec<Value>,
         origin: &str,
+    ) -> crate::store::Result<BatchReport> {
+        self.process_from(items, origin, Source::Poll).await
+    }
+
+    /// [`Self::process`] for a batch fetched by another path (a webhook hint,
+    /// a backfill): the store counts which path found each version first.
+    pub async fn process_from(
+        &mut self,
+        items: Vec<Value>,
+        origin: &str,
+        source: Source,
     ) -> crate::store::Result<BatchReport> {
         let mut report = BatchReport {
             received: items.len(),
@@ -158,6 +228,7 @@ impl<S: Store + Clone> Pipeline<S> {
             .collect();
         report.changed = changed.len();
         if changed.is_empty() && audit.is_empty() {
+            crate::telemetry::emit::batch(report.received, 0, 0);
             return Ok(report);
         }
         changed.sort_by(|a, b| (a.event_time, &a.id).cmp(&(b.event_time, &b.id)));
@@ -172,10 +243,16 @@ impl<S: Store + Clone> Pipeline<S> {
                 .filter(|a| set.insert(*a))
                 .collect()
         };
-        let pre = self.store.prefetch(&sub_ids, &applicant_ids).await?;
+        let mut pre = self.store.prefetch(&sub_ids, &applicant_ids).await?;
+        if let Some(lookup) = &mut self.applicant_lookup {
+            lookup.enrich(&applicant_ids, &mut pre).await;
+        }
         self.state.load_batch(pre);
 
-        let mut commit = BatchCommit::default();
+        let mut commit = BatchCommit {
+            source,
+            ..BatchCommit::default()
+        };
         for c in &changed {
             let keys = Keys::of(&c.doc);
             commit.versions.push(VersionRow {
@@ -195,6 +272,14 @@ impl<S: Store + Clone> Pipeline<S> {
             .collect();
         let docs: Vec<&Value> = changed.iter().map(|c| &c.doc).collect();
         let outcome = evaluate(&self.rules, &docs, &mut self.state);
+        // Silences are read only when something fired (rare), at wall-clock
+        // now: a silence is about when people get told, not about event time.
+        let now = Utc::now();
+        let silences = if outcome.submissions.iter().any(|s| !s.alerts.is_empty()) {
+            self.store.silences(now, false).await?
+        } else {
+            Vec::new()
+        };
 
         for sub in &outcome.submissions {
             for alert in &sub.alerts {
@@ -225,12 +310,31 @@ impl<S: Store + Clone> Pipeline<S> {
                         "conditions": trace,
                     }),
                 });
-                for r in &self.receivers {
-                    commit.outbox.push(OutboxInsert {
-                        fingerprint: alert.fingerprint.clone(),
-                        receiver: r.clone(),
-                        payload: body.clone(),
+                if let Some(s) = silenced_by(&silences, alert, now) {
+                    audit.push(AuditRow {
+                        kind: "silenced",
+                        submission_id: Some(alert.submission_id.clone()),
+                        version_hash: None,
+                        rule_id: Some(alert.rule.clone()),
+                        rule_version: Some(rule_version.clone()),
+                        fingerprint: Some(alert.fingerprint.clone()),
+                        detail: serde_json::json!({
+                            "silence_id": s.id,
+                            "reason": s.reason,
+                            "author": s.author,
+                            "ends_at": crate::store::fmt_time(s.ends_at),
+                        }),
                     });
+                } else {
+                    for m in self.router.route(alert) {
+                        commit.notify.push(GroupInsert {
+                            receiver: m.receiver,
+                            group_key: m.group_key,
+                            fingerprint: alert.fingerprint.clone(),
+                            group_wait: m.group_wait,
+                            repeat_interval: m.repeat_interval,
+                        });
+                    }
                 }
                 commit.alerts.push(AlertRow {
                     fingerprint: alert.fingerprint.clone(),
@@ -243,9 +347,11 @@ impl<S: Store + Clone> Pipeline<S> {
                     body,
                 });
                 report.alerts += 1;
+                crate::telemetry::emit::alert(&alert.rule, alert.severity.as_str());
             }
             for err in &sub.errors {
                 report.rule_errors += 1;
+                crate::telemetry::emit::rule_error(&err.rule);
                 tracing::error!(rule = %err.rule, submission = %err.submission_id, "rule error: {}", err.message);
                 audit.push(AuditRow {
                     kind: "rule_error",
@@ -277,6 +383,11 @@ impl<S: Store + Clone> Pipeline<S> {
             self.state
                 .end_batch(state::retention_horizon(t, longest_memory(&self.rules)));
         }
+        crate::telemetry::emit::batch(report.received, report.changed, report.unreadable);
+        for rule in self.rules.rules() {
+            crate::telemetry::emit::rule_evaluations(&rule.id, outcome.submissions.len());
+        }
+        crate::telemetry::emit::window_members(self.state.window_count());
         if report.alerts > 0 {
             self.outbox_wake.notify_one();
         }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::rules::state::{ApplicantCounts, RuleState, WindowMember};
-use crate::store::{BatchPrefetch, StateChange, StoredWindowMember};
+use crate::store::{ApplicantRows, BatchPrefetch, StateChange, StoredWindowMember};
 
 #[derive(Debug, Clone)]
 struct Member {
@@ -25,7 +25,7 @@ struct Member {
 pub struct CachedState {
     results: HashMap<String, Option<String>>,
     fired: HashSet<(String, String)>,
-    applicants: HashMap<String, Vec<(String, Option<String>, DateTime<Utc>)>>,
+    applicants: HashMap<String, ApplicantRows>,
     windows: HashMap<(String, String), Vec<Member>>,
     throttles: HashMap<(String, String), DateTime<Utc>>,
     journal: Vec<StateChange>,

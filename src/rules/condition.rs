@@ -379,7 +379,7 @@ impl Condition {
 }
 
 /// How one leaf condition decided, for the audit log.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConditionTrace {
     /// The field path, or `script`.
     pub path: String,

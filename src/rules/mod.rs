@@ -14,6 +14,7 @@ pub mod memory;
 pub mod path;
 pub mod rule;
 pub mod script;
+pub mod shipped;
 pub mod state;
 pub mod testfile;
 pub mod time;

@@ -12,11 +12,13 @@
 //! - [`query`]: the pure answer of a list/applicant request.
 //! - [`faults`]: scripted and seeded random faults.
 //! - `server`: axum handlers and the live arrivals loop.
+//! - [`webhooks`]: the events pushed to a webhook URL, a seeded share dropped.
 
 pub mod faults;
 pub mod generator;
 pub mod query;
 mod server;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -33,12 +35,13 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultConfig};
 pub use generator::Generator;
+pub use webhooks::{PushRecord, PushStats, WebhookPush};
 
 use crate::argos::crypto::AesEcb;
 use server::{Shared, SimState};
 
 /// How to run a simulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimConfig {
     /// Address to bind; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -65,6 +68,9 @@ pub struct SimConfig {
     pub base_time: Option<DateTime<Utc>>,
     /// Where [`SimHandle::shutdown`] writes every version as JSON lines.
     pub dump_path: Option<PathBuf>,
+    /// Push a webhook for every version published after start (encrypted
+    /// when `encrypted` is on), a seeded share dropped.
+    pub webhook: Option<WebhookPush>,
 }
 
 impl Default for SimConfig {
@@ -82,7 +88,29 @@ impl Default for SimConfig {
             backlog_span: None,
             base_time: None,
             dump_path: None,
+            webhook: None,
         }
+    }
+}
+
+impl std::fmt::Debug for SimConfig {
+    // By hand so the key never reaches a log, even a test key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("seed", &self.seed)
+            .field("submissions", &self.submissions)
+            .field("rate", &self.rate)
+            .field("api_key", &"[REDACTED]")
+            .field("encrypted", &self.encrypted)
+            .field("faults", &self.faults)
+            .field("pending_share", &self.pending_share)
+            .field("decide_after", &self.decide_after)
+            .field("backlog_span", &self.backlog_span)
+            .field("base_time", &self.base_time)
+            .field("dump_path", &self.dump_path)
+            .field("webhook", &self.webhook.as_ref().map(|w| w.drop))
+            .finish()
     }
 }
 
@@ -102,21 +130,41 @@ impl Simulator {
         let mut state = SimState {
             subs: Vec::with_capacity(config.submissions),
             index: HashMap::new(),
+            order: Default::default(),
             versions: Vec::new(),
             generator: Generator::new(0, start),
             faults: faults::Faults::new(config.seed, config.faults.clone()),
             to_decide: Vec::new(),
             requests: 0,
+            pusher: None,
         };
         // Evenly spaced over the span, all at or before `end`.
         let n = config.submissions as i64;
         let step_ms = span.num_milliseconds().max(0) / (n + 1).max(1);
         for i in 1..=n {
             let t = start + chrono::Duration::milliseconds(step_ms * i);
-            let v = generator.submission_at(t);
+            let mut v = generator.submission_at(t);
+            generator::published_by(&mut v, end);
             state.put(v);
         }
         state.generator = generator;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let push_stats = Arc::new(PushStats::default());
+        let mut tasks = Vec::new();
+        if let Some(push) = &config.webhook {
+            let cipher = config
+                .encrypted
+                .then(|| AesEcb::from_api_key(&SecretString::from(config.api_key.clone())));
+            let (pusher, task) = webhooks::start(
+                push,
+                config.seed,
+                cipher,
+                push_stats.clone(),
+                stop_rx.clone(),
+            );
+            state.pusher = Some(pusher);
+            tasks.push(task);
+        }
 
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -127,7 +175,6 @@ impl Simulator {
         });
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
         let mut srv_stop = stop_rx.clone();
         let app = server::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -144,12 +191,15 @@ impl Simulator {
             config.decide_after,
             stop_rx,
         ));
+        tasks.push(server);
+        tasks.push(live);
         Ok(SimHandle {
             addr,
             shared,
             stop: stop_tx,
-            tasks: vec![server, live],
+            tasks,
             dump_path: config.dump_path,
+            push_stats,
         })
     }
 }
@@ -161,6 +211,7 @@ pub struct SimHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     dump_path: Option<PathBuf>,
+    push_stats: Arc<PushStats>,
 }
 
 impl SimHandle {
@@ -209,6 +260,37 @@ impl SimHandle {
     /// Every version of every submission, in the order they changed.
     pub fn dump(&self) -> Vec<Value> {
         self.shared.state.lock().unwrap().versions.clone()
+    }
+
+    /// Every webhook event generated since start, sent or dropped, in order.
+    pub fn webhook_log(&self) -> Vec<PushRecord> {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .pusher
+            .as_ref()
+            .map(|p| p.records.clone())
+            .unwrap_or_default()
+    }
+
+    /// Changes the fraction of webhook events dropped from now on (a test can
+    /// make the next events certain to be lost).
+    pub fn set_webhook_drop(&self, drop: f64) {
+        if let Some(p) = &mut self.shared.state.lock().unwrap().pusher {
+            p.set_drop(drop);
+        }
+    }
+
+    /// (delivered with 2xx, failed, dropped) webhook events so far.
+    pub fn webhook_stats(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.push_stats;
+        (
+            s.delivered.load(Relaxed),
+            s.failed.load(Relaxed),
+            s.dropped.load(Relaxed),
+        )
     }
 
     /// HTTP requests received so far (faulty ones included).

@@ -108,27 +108,53 @@ fn field_eq(v: &Value, key: &str, want: &Option<String>) -> bool {
     }
 }
 
+/// Owned sort key: (created_at, submission_id). Newest first = descending.
+pub type OrderKey = (Option<DateTime<Utc>>, String);
+
+/// Owned form of [`order_key`], for indexes.
+pub fn owned_order_key(v: &Value) -> OrderKey {
+    let (t, id) = order_key(v);
+    (t, id.to_owned())
+}
+
 /// The answer body for `subs` (in any order) and `p`.
 pub fn answer(subs: &[Value], p: &Params) -> Value {
-    let mut hits: Vec<&Value> = subs
-        .iter()
-        .filter(|v| field_eq(v, "submission_id", &p.submission_id))
-        .filter(|v| field_eq(v, "userid", &p.userid))
-        .filter(|v| field_eq(v, "email", &p.email))
-        .filter(|v| {
-            if p.start.is_none() && p.end.is_none() {
-                return true;
+    let mut sorted: Vec<&Value> = subs.iter().collect();
+    sorted.sort_by_cached_key(|v| std::cmp::Reverse(owned_order_key(v)));
+    answer_sorted(sorted.into_iter(), p)
+}
+
+/// The answer body, given the submissions newest first. Stops after one item
+/// past the page, so the server can feed it from an ordered index (starting
+/// below the `nextpageKey`) without sorting on every request.
+pub fn answer_sorted<'a>(newest_first: impl Iterator<Item = &'a Value>, p: &Params) -> Value {
+    let after = p.after.as_ref().map(|(t, id)| (Some(*t), id.as_str()));
+    let mut hits: Vec<&Value> = Vec::with_capacity(p.count.min(1000) + 1);
+    for v in newest_first {
+        if !(field_eq(v, "submission_id", &p.submission_id)
+            && field_eq(v, "userid", &p.userid)
+            && field_eq(v, "email", &p.email))
+        {
+            continue;
+        }
+        if after.is_some() || p.start.is_some() || p.end.is_some() {
+            let key = order_key(v);
+            if after.is_some_and(|a| key >= a) {
+                continue;
             }
-            let Some(day) = order_key(v).0.map(|t| t.date_naive()) else {
-                return false;
-            };
-            p.start.is_none_or(|s| day >= s) && p.end.is_none_or(|e| day <= e)
-        })
-        .collect();
-    hits.sort_by(|a, b| order_key(b).cmp(&order_key(a)));
-    if let Some((t, id)) = &p.after {
-        let key = (Some(*t), id.as_str());
-        hits.retain(|v| order_key(v) < key);
+            if p.start.is_some() || p.end.is_some() {
+                let Some(day) = key.0.map(|t| t.date_naive()) else {
+                    continue;
+                };
+                if p.start.is_some_and(|s| day < s) || p.end.is_some_and(|e| day > e) {
+                    continue;
+                }
+            }
+        }
+        hits.push(v);
+        if hits.len() > p.count {
+            break;
+        }
     }
     let more = hits.len() > p.count;
     hits.truncate(p.count);

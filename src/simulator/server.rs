@@ -6,7 +6,7 @@
 //! adapts HTTP to it, so what a test sees over the wire is what the pure
 //! functions say.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::faults::{Fault, Faults};
 use super::generator::{Generator, decide};
-use super::query::{self, Params};
+use super::query::{self, OrderKey, Params, owned_order_key};
 use crate::argos::crypto::{AesEcb, Cipher};
 
 /// Everything the handlers and the live loop share.
@@ -36,6 +36,9 @@ pub(crate) struct SimState {
     /// Current version of each submission, in insertion order.
     pub subs: Vec<Value>,
     pub index: HashMap<String, usize>,
+    /// Positions in `subs` ordered by (created_at, submission_id), so a page
+    /// is read newest first from the `nextpageKey` without sorting.
+    pub order: BTreeMap<OrderKey, usize>,
     /// Every version of every submission, in the order they changed.
     pub versions: Vec<Value>,
     pub generator: Generator,
@@ -43,6 +46,9 @@ pub(crate) struct SimState {
     /// Pending submissions waiting for their decision: (due, decided version).
     pub to_decide: Vec<(DateTime<Utc>, Value)>,
     pub requests: u64,
+    /// Webhook pushing, when configured (set after the backlog is generated:
+    /// the backlog happened before anyone listened).
+    pub pusher: Option<super::webhooks::Pusher>,
 }
 
 impl SimState {
@@ -53,10 +59,21 @@ impl SimState {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let key = owned_order_key(&v);
+        if let Some(p) = &mut self.pusher {
+            let prev = self.index.get(&id).map(|&i| &self.subs[i]);
+            p.on_version(self.versions.len(), prev, &v);
+        }
         match self.index.get(&id) {
-            Some(&i) => self.subs[i] = v.clone(),
+            Some(&i) => {
+                // created_at may have been changed by a test.
+                self.order.remove(&owned_order_key(&self.subs[i]));
+                self.order.insert(key, i);
+                self.subs[i] = v.clone();
+            }
             None => {
                 self.index.insert(id, self.subs.len());
+                self.order.insert(key, self.subs.len());
                 self.subs.push(v.clone());
             }
         }
@@ -181,7 +198,11 @@ async fn list(
     };
     let body = {
         let st = shared.state.lock().unwrap();
-        query::answer(&st.subs, &p)
+        let newest_first: Box<dyn Iterator<Item = (&OrderKey, &usize)>> = match &p.after {
+            Some((t, id)) => Box::new(st.order.range(..(Some(*t), id.clone())).rev()),
+            None => Box::new(st.order.iter().rev()),
+        };
+        query::answer_sorted(newest_first.map(|(_, &i)| &st.subs[i]), &p)
     };
     ok(&shared, body, fault)
 }
@@ -246,6 +267,8 @@ pub(crate) async fn live_loop(
                     let due_at = now + chrono::Duration::from_std(decide_after).unwrap_or_default();
                     st.to_decide.push((due_at, v));
                 } else {
+                    let mut v = v;
+                    super::generator::published_by(&mut v, now);
                     st.put(v);
                 }
             }

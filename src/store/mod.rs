@@ -11,6 +11,7 @@
 //! the work done. The trait keeps the pipeline independent of SQLite so a
 //! Postgres implementation can follow.
 
+pub mod lifecycle;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::future::Future;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -132,16 +133,65 @@ pub struct AuditRow {
     pub detail: serde_json::Value,
 }
 
+/// The path by which a batch's submissions were fetched. Whichever commits a
+/// version first found it first; the store counts versions per path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The poller's list of the day or its re-fetch of undecided submissions.
+    #[default]
+    Poll,
+    /// A fetch by id triggered by an Argos webhook.
+    Webhook,
+    /// `kyc-sentinel backfill`.
+    Backfill,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Poll => "poll",
+            Source::Webhook => "webhook",
+            Source::Backfill => "backfill",
+        }
+    }
+}
+
+/// A routed alert joining a notification group of a receiver. The group's
+/// notification is written to the outbox by [`Store::flush_groups`] once its
+/// `group_wait` (or the repeat interval after its last notification) has passed.
+#[derive(Debug, Clone)]
+pub struct GroupInsert {
+    pub receiver: String,
+    pub group_key: String,
+    pub fingerprint: String,
+    pub group_wait: std::time::Duration,
+    pub repeat_interval: std::time::Duration,
+}
+
 /// Everything one batch writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct BatchCommit {
+    /// Which path fetched this batch (recorded per version, counted per path).
+    pub source: Source,
     pub versions: Vec<VersionRow>,
     pub state: Vec<StateChange>,
     pub alerts: Vec<AlertRow>,
+    /// Notifications ready now, bypassing grouping.
     pub outbox: Vec<OutboxInsert>,
+    /// Routed alerts that wait in their group.
+    pub notify: Vec<GroupInsert>,
     pub audit: Vec<AuditRow>,
     pub meta: Vec<(String, String)>,
 }
+
+/// The submissions of one applicant: (submission_id, email, first event time).
+pub type ApplicantRows = Vec<(String, Option<String>, DateTime<Utc>)>;
+
+/// Window members and live throttles `(rule, key, until)`, loaded at start.
+pub type OpenWindows = (
+    Vec<StoredWindowMember>,
+    Vec<(String, String, DateTime<Utc>)>,
+);
 
 /// The rule-engine state a batch needs, read before evaluation so the
 /// evaluation itself does no I/O.
@@ -150,7 +200,7 @@ pub struct BatchPrefetch {
     pub results: HashMap<String, Option<String>>,
     pub fired: Vec<(String, String)>,
     /// applicant_id -> (submission_id, email, event_time)
-    pub applicants: HashMap<String, Vec<(String, Option<String>, DateTime<Utc>)>>,
+    pub applicants: HashMap<String, ApplicantRows>,
 }
 
 /// A window member as stored (consumed ones included).
@@ -219,12 +269,7 @@ pub trait Store: Send + Sync + 'static {
     fn open_windows(
         &self,
         since: DateTime<Utc>,
-    ) -> impl Future<
-        Output = Result<(
-            Vec<StoredWindowMember>,
-            Vec<(String, String, DateTime<Utc>)>,
-        )>,
-    > + Send;
+    ) -> impl Future<Output = Result<OpenWindows>> + Send;
 
     /// The newest event time in the window state (where a restart resumes).
     fn latest_window_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
@@ -249,4 +294,35 @@ pub trait Store: Send + Sync + 'static {
     fn add_api_calls(&self, day: &str, n: u64) -> impl Future<Output = Result<u64>> + Send;
 
     fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Versions found first per path ([`Source::as_str`] -> count).
+    fn found_first(&self) -> impl Future<Output = Result<HashMap<String, u64>>> + Send;
+    /// Writes the notification of every group due at `now` to the outbox, in
+    /// one transaction with marking its alerts sent; returns how many.
+    fn flush_groups(&self, now: DateTime<Utc>) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The stored JSON of these submissions (their last processed version).
+    fn submissions_raw(
+        &self,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<HashMap<String, serde_json::Value>>> + Send;
+
+    fn add_silence(
+        &self,
+        s: &crate::notify::silence::NewSilence,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Silences still in force at `now` (or all, with `include_expired`), newest first.
+    fn silences(
+        &self,
+        now: DateTime<Utc>,
+        include_expired: bool,
+    ) -> impl Future<Output = Result<Vec<crate::notify::silence::Silence>>> + Send;
+
+    /// Ends a silence now; false when no silence has that id.
+    fn expire_silence(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }

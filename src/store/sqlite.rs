@@ -51,6 +51,242 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Counts for progress displays and summaries.
+    pub async fn summary(&self) -> Result<Summary> {
+        let submissions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submission_versions")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let alerts_by_rule = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<i64, _>(2),
+                )
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let outbox = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<i64, _>(2),
+                )
+            })
+            .collect();
+        Ok(Summary {
+            submissions,
+            alerts_by_rule,
+            outbox,
+        })
+    }
+}
+
+/// One row of the audit log, as `audit` shows and exports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub submission_id: Option<String>,
+    pub version_hash: Option<String>,
+    pub rule_id: Option<String>,
+    pub rule_version: Option<String>,
+    pub fingerprint: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// A stored alert and what happened to its notifications.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertRecord {
+    pub fingerprint: String,
+    pub fired_at: String,
+    pub rule_version: String,
+    /// The alert as `eval` prints it.
+    pub alert: serde_json::Value,
+    /// (receiver, state, attempts, last_error)
+    pub notifications: Vec<(String, String, i64, Option<String>)>,
+    /// (receiver, at, ok, detail)
+    pub attempts: Vec<(String, String, bool, Option<String>)>,
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, at, kind, submission_id, version_hash, rule_id, rule_version, fingerprint, detail";
+
+fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
+    let detail: Option<String> = r.get(8);
+    AuditEntry {
+        id: r.get(0),
+        at: r.get(1),
+        kind: r.get(2),
+        submission_id: r.get(3),
+        version_hash: r.get(4),
+        rule_id: r.get(5),
+        rule_version: r.get(6),
+        fingerprint: r.get(7),
+        detail: detail
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or(serde_json::Value::Null),
+    }
+}
+
+impl SqliteStore {
+    /// Audit rows about a submission, oldest first.
+    pub async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE submission_id = ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// Audit rows about an alert, oldest first.
+    pub async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE fingerprint = ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(fingerprint)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// Audit rows written in `[from, to)`, for an auditor's export.
+    pub async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditEntry>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE at >= ? AND at < ? ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(fmt_time(from))
+            .bind(fmt_time(to))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_entry).collect())
+    }
+
+    /// The last processed version of a submission: (content hash, result, raw JSON if kept).
+    pub async fn submission(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT content_hash, kyc_result, raw FROM submission_versions WHERE submission_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// Fingerprints of the alerts a submission took part in.
+    pub async fn alerts_of_submission(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT fingerprint FROM alerts WHERE submission_id = ? \
+             OR EXISTS (SELECT 1 FROM json_each(json_extract(body, '$.submission_ids')) WHERE value = ?) \
+             ORDER BY fired_at",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
+        let Some(row) =
+            sqlx::query("SELECT fired_at, rule_version, body FROM alerts WHERE fingerprint = ?")
+                .bind(fingerprint)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let body: String = row.get(2);
+        let notifications = sqlx::query(
+            "SELECT receiver, state, attempts, last_error FROM outbox WHERE fingerprint = ? ORDER BY receiver",
+        )
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+        let attempts = sqlx::query(
+            "SELECT o.receiver, d.at, d.ok, d.detail FROM delivery_attempts d JOIN outbox o ON o.id = d.outbox_id \
+             WHERE o.fingerprint = ? ORDER BY d.id",
+        )
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0, r.get(3)))
+        .collect();
+        Ok(Some(AlertRecord {
+            fingerprint: fingerprint.to_owned(),
+            fired_at: row.get(0),
+            rule_version: row.get(1),
+            alert: serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                what: "alerts.body",
+                detail: e.to_string(),
+            })?,
+            notifications,
+            attempts,
+        }))
+    }
+
+    /// Retention: forgets the raw JSON of versions unchanged for `days`;
+    /// decisions, alerts and the audit log stay. Returns the rows purged.
+    pub async fn purge_raw_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE submission_versions SET raw = NULL WHERE raw IS NOT NULL AND last_changed < ?",
+        )
+        .bind(fmt_time(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// See [`SqliteStore::summary`].
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Distinct submissions processed.
+    pub submissions: i64,
+    /// (rule, severity, alerts), most alerts first.
+    pub alerts_by_rule: Vec<(String, String, i64)>,
+    /// (receiver, state, rows).
+    pub outbox: Vec<(String, String, i64)>,
+}
+
+impl Summary {
+    pub fn alerts(&self) -> i64 {
+        self.alerts_by_rule.iter().map(|r| r.2).sum()
+    }
+    pub fn delivered(&self) -> i64 {
+        self.outbox
+            .iter()
+            .filter(|r| r.1 == "delivered")
+            .map(|r| r.2)
+            .sum()
+    }
 }
 
 fn placeholders(n: usize) -> String {
@@ -221,11 +457,12 @@ impl Store for SqliteStore {
         for v in &batch.versions {
             sqlx::query(
                 "INSERT INTO submission_versions \
-                 (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw, found_by) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, \
                  kyc_result = excluded.kyc_result, created_at = excluded.created_at, \
-                 event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw",
+                 event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw, \
+                 found_by = excluded.found_by",
             )
             .bind(&v.submission_id)
             .bind(&v.content_hash)
@@ -235,6 +472,17 @@ impl Store for SqliteStore {
             .bind(&now)
             .bind(&now)
             .bind(&v.raw)
+            .bind(batch.source.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.versions.is_empty() {
+            sqlx::query(
+                "INSERT INTO version_sources (source, versions) VALUES (?, ?) \
+                 ON CONFLICT (source) DO UPDATE SET versions = versions + excluded.versions",
+            )
+            .bind(batch.source.as_str())
+            .bind(batch.versions.len() as i64)
             .execute(&mut *tx)
             .await?;
         }
@@ -361,6 +609,41 @@ impl Store for SqliteStore {
             .bind(&o.payload)
             .bind(&now)
             .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for g in &batch.notify {
+            let added = sqlx::query(
+                "INSERT OR IGNORE INTO notify_pending (receiver, fingerprint, group_key, added_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&g.receiver)
+            .bind(&g.fingerprint)
+            .bind(&g.group_key)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if added == 0 {
+                // Re-decided after a crash: already waiting or already sent.
+                continue;
+            }
+            let flush_at =
+                fmt_time(Utc::now() + chrono::Duration::from_std(g.group_wait).unwrap_or_default());
+            // A group already waiting keeps its time; one inside its repeat
+            // interval waits for the interval's end.
+            sqlx::query(
+                "INSERT INTO notify_groups (receiver, group_key, flush_at, repeat_until, repeat_ms) \
+                 VALUES (?, ?, ?, NULL, ?) \
+                 ON CONFLICT (receiver, group_key) DO UPDATE SET \
+                 flush_at = COALESCE(notify_groups.flush_at, \
+                                     MAX(excluded.flush_at, COALESCE(notify_groups.repeat_until, ''))), \
+                 repeat_ms = excluded.repeat_ms",
+            )
+            .bind(&g.receiver)
+            .bind(&g.group_key)
+            .bind(&flush_at)
+            .bind(g.repeat_interval.as_millis() as i64)
             .execute(&mut *tx)
             .await?;
         }
@@ -509,11 +792,199 @@ impl Store for SqliteStore {
         Ok(row.get::<i64, _>(0) as u64)
     }
 
+    async fn found_first(&self) -> Result<HashMap<String, u64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT source, versions FROM version_sources")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, n.max(0) as u64))
+            .collect())
+    }
+
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn flush_groups(&self, now: DateTime<Utc>) -> Result<usize> {
+        let now_s = fmt_time(now);
+        let mut tx = self.pool.begin().await?;
+        let groups = sqlx::query(
+            "SELECT receiver, group_key, repeat_ms FROM notify_groups \
+             WHERE flush_at IS NOT NULL AND flush_at <= ? ORDER BY flush_at LIMIT 200",
+        )
+        .bind(&now_s)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut written = 0;
+        for g in &groups {
+            let receiver: String = g.get(0);
+            let group_key: String = g.get(1);
+            let repeat_ms: i64 = g.get(2);
+            let rows = sqlx::query(
+                "SELECT p.fingerprint, a.body FROM notify_pending p \
+                 JOIN alerts a ON a.fingerprint = p.fingerprint \
+                 WHERE p.receiver = ? AND p.group_key = ? AND p.outbox_id IS NULL \
+                 ORDER BY a.event_time, p.fingerprint",
+            )
+            .bind(&receiver)
+            .bind(&group_key)
+            .fetch_all(&mut *tx)
+            .await?;
+            let repeat_until = fmt_time(now + chrono::Duration::milliseconds(repeat_ms));
+            if !rows.is_empty() {
+                let fps: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                let alerts = rows
+                    .iter()
+                    .map(|r| {
+                        let body: String = r.get(1);
+                        serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                            what: "alerts.body",
+                            detail: e.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<serde_json::Value>>>()?;
+                let refs: Vec<&str> = fps.iter().map(String::as_str).collect();
+                let key = crate::notify::group_key_hash(&refs);
+                let payload = crate::notify::Notification::payload(Some(&group_key), &alerts);
+                sqlx::query(
+                    "INSERT OR IGNORE INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&key)
+                .bind(&receiver)
+                .bind(&payload)
+                .bind(&now_s)
+                .bind(&now_s)
+                .execute(&mut *tx)
+                .await?;
+                let id: i64 = sqlx::query_scalar(
+                    "SELECT id FROM outbox WHERE fingerprint = ? AND receiver = ?",
+                )
+                .bind(&key)
+                .bind(&receiver)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE notify_pending SET outbox_id = ? \
+                     WHERE receiver = ? AND group_key = ? AND outbox_id IS NULL",
+                )
+                .bind(id)
+                .bind(&receiver)
+                .bind(&group_key)
+                .execute(&mut *tx)
+                .await?;
+                written += 1;
+            }
+            sqlx::query(
+                "UPDATE notify_groups SET flush_at = NULL, repeat_until = ? \
+                 WHERE receiver = ? AND group_key = ?",
+            )
+            .bind(&repeat_until)
+            .bind(&receiver)
+            .bind(&group_key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Groups with nothing waiting and no repeat interval running are done.
+        sqlx::query(
+            "DELETE FROM notify_groups WHERE flush_at IS NULL AND (repeat_until IS NULL OR repeat_until <= ?)",
+        )
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn submissions_raw(&self, ids: &[&str]) -> Result<HashMap<String, serde_json::Value>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT submission_id, raw FROM submission_versions \
+                 WHERE raw IS NOT NULL AND submission_id IN ({})",
+                placeholders(chunk.len())
+            );
+            // Only `?` placeholders are interpolated; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let raw: String = row.get(1);
+                let v = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt {
+                    what: "submission_versions.raw",
+                    detail: e.to_string(),
+                })?;
+                out.insert(row.get(0), v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn add_silence(&self, s: &crate::notify::silence::NewSilence) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO silences (rule_id, matchers, reason, author, created_at, starts_at, ends_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&s.rule)
+        .bind(serde_json::to_string(&s.matchers).expect("a map serializes"))
+        .bind(&s.reason)
+        .bind(&s.author)
+        .bind(fmt_time(Utc::now()))
+        .bind(fmt_time(s.starts_at))
+        .bind(fmt_time(s.ends_at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn silences(
+        &self,
+        now: DateTime<Utc>,
+        include_expired: bool,
+    ) -> Result<Vec<crate::notify::silence::Silence>> {
+        let rows = sqlx::query(
+            "SELECT id, rule_id, matchers, reason, author, created_at, starts_at, ends_at \
+             FROM silences WHERE ? OR ends_at > ? ORDER BY id DESC",
+        )
+        .bind(include_expired)
+        .bind(fmt_time(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let m: String = r.get(2);
+                let t = |i: usize, what| parse_time(what, &r.get::<String, _>(i));
+                Ok(crate::notify::silence::Silence {
+                    id: r.get(0),
+                    rule: r.get(1),
+                    matchers: serde_json::from_str(&m).map_err(|e| StoreError::Corrupt {
+                        what: "silences.matchers",
+                        detail: e.to_string(),
+                    })?,
+                    reason: r.get(3),
+                    author: r.get(4),
+                    created_at: t(5, "silences.created_at")?,
+                    starts_at: t(6, "silences.starts_at")?,
+                    ends_at: t(7, "silences.ends_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_silence(&self, id: i64, now: DateTime<Utc>) -> Result<bool> {
+        let n = sqlx::query("UPDATE silences SET ends_at = MIN(ends_at, ?) WHERE id = ?")
+            .bind(fmt_time(now))
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 }

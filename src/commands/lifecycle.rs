@@ -1,0 +1,112 @@
+//! `kyc-sentinel ack`, `resolve`, `alerts list`.
+
+use std::process::ExitCode;
+
+use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs};
+use crate::config::Config;
+use crate::store::SqliteStore;
+use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError};
+
+async fn open(config: &std::path::Path) -> anyhow::Result<SqliteStore> {
+    let cfg = Config::load(config).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        cfg.store.path.exists(),
+        "no state store at {} (has `run` been started with this config?)",
+        cfg.store.path.display()
+    );
+    Ok(SqliteStore::open(&cfg.store.path).await?)
+}
+
+fn change(
+    config: &std::path::Path,
+    fp: &str,
+    by: &str,
+    action: Action,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = open(config).await?;
+        match store.change_alert(fp, by, action).await {
+            Ok(state) => {
+                println!("alert {fp}: {}", state.as_str());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(ChangeError::Refused(e)) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+            Err(ChangeError::Store(e)) => Err(e.into()),
+        }
+    })
+}
+
+pub fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
+    change(
+        &a.config,
+        &a.fingerprint,
+        &a.by,
+        Action::Ack { note: a.note },
+    )
+}
+
+pub fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
+    change(
+        &a.config,
+        &a.fingerprint,
+        &a.by,
+        Action::Resolve {
+            outcome: a.outcome,
+            note: a.note,
+        },
+    )
+}
+
+pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
+    let AlertsCommand::List {
+        config,
+        state,
+        rule,
+        since,
+        json,
+    } = a.command;
+    let state =
+        match state.as_deref() {
+            None => None,
+            Some(s) => Some(AlertState::parse(s).ok_or_else(|| {
+                anyhow::anyhow!("--state `{s}`: use open, acknowledged or resolved")
+            })?),
+        };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = open(&config).await?;
+        let items = store
+            .list_alerts(&AlertFilter {
+                state,
+                rule,
+                since: since.map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+            })
+            .await?;
+        if json {
+            for i in &items {
+                println!("{}", serde_json::to_string(i)?);
+            }
+        } else {
+            println!(
+                "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  fingerprint",
+                "fired at", "state", "rule", "severity", "submission"
+            );
+            for i in &items {
+                println!(
+                    "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  {}",
+                    &i.fired_at[..i.fired_at.len().min(19)],
+                    i.state.as_str(),
+                    i.rule,
+                    i.severity,
+                    i.submission_id,
+                    i.fingerprint
+                );
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

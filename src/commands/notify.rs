@@ -1,0 +1,90 @@
+//! `kyc-sentinel notify-test` (send one alert through one receiver now) and
+//! `kyc-sentinel render` (print a template, send nothing).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{NotifyTestArgs, RenderArgs};
+use crate::config::{Config, ReceiverConfig, TemplatesConfig};
+use crate::notify::Notification;
+use crate::templates::Templates;
+
+fn alert_file(path: Option<&std::path::Path>, receiver: &str) -> anyhow::Result<Notification> {
+    match path {
+        None => Ok(Notification::sample(receiver)),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            Notification::from_alert_text(receiver, &text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        }
+    }
+}
+
+pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let receivers = crate::daemon::build_receivers(&cfg)?;
+    let Some(r) = receivers.iter().find(|r| r.name == args.receiver) else {
+        let names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no receiver named `{}` (receivers: {})",
+            args.config.display(),
+            args.receiver,
+            names.join(", ")
+        );
+    };
+    let n = alert_file(args.alert.as_deref(), &args.receiver)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(r.deliver(&n)) {
+        Ok(()) => {
+            println!("sent to `{}` (idempotency key {})", r.name, n.key);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("receiver `{}` failed: {e}", r.name);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match &args.config {
+        Some(p) => Some(Config::load(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let tcfg = cfg
+        .as_ref()
+        .map_or_else(TemplatesConfig::default, |c| c.templates.clone());
+    let templates = Templates::load(&tcfg)
+        .map_err(|e| anyhow::anyhow!("the templates have problems:\n{}", e.join("\n")))?;
+    let mut params = crate::templates::sample_params();
+    if let (Some(cfg), Some(name)) = (&cfg, &args.receiver) {
+        match cfg.receivers.iter().find(|r| r.name() == name) {
+            Some(ReceiverConfig::Webhook(w)) => {
+                use secrecy::ExposeSecret;
+                params = w
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose_secret().to_owned()))
+                    .collect();
+            }
+            Some(_) => {}
+            None => anyhow::bail!("no receiver named `{name}` in the config"),
+        }
+    }
+    let n = alert_file(
+        args.alert.as_deref(),
+        args.receiver.as_deref().unwrap_or("render"),
+    )?;
+    let out = templates
+        .render_with(&args.template, &n, &params)
+        .map_err(anyhow::Error::msg)?;
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}

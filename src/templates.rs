@@ -1,0 +1,384 @@
+//! Notification templates (minijinja): compiled once at start-up.
+//!
+//! The shipped templates are embedded in the binary, so it works from any
+//! folder; a configured `templates.dir` overrides them by file name and may add
+//! more. Undefined variables are errors (a typo must not send an empty
+//! subject), `.html` output is HTML-escaped, and `.json` output is JSON-escaped
+//! (a value can never break a webhook body). The masking filters exist because
+//! the shipped templates must never show identity, document or account
+//! numbers in a chat channel.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use minijinja::value::Value as JValue;
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+use serde_json::{Value, json};
+
+use crate::config::TemplatesConfig;
+use crate::notify::Notification;
+
+/// The shipped templates, by name.
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "email_subject.txt",
+        include_str!("../templates/email_subject.txt"),
+    ),
+    ("email.txt", include_str!("../templates/email.txt")),
+    ("email.html", include_str!("../templates/email.html")),
+    ("generic.json", include_str!("../templates/generic.json")),
+    ("slack.json", include_str!("../templates/slack.json")),
+    ("teams.json", include_str!("../templates/teams.json")),
+    (
+        "pagerduty.json",
+        include_str!("../templates/pagerduty.json"),
+    ),
+    (
+        "alertmanager.json",
+        include_str!("../templates/alertmanager.json"),
+    ),
+];
+
+/// The compiled templates and what their filters need.
+pub struct Templates {
+    env: Environment<'static>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl Templates {
+    /// Compiles the shipped templates, then the configured folder's. Every
+    /// problem is reported (`dir/slack.json:3: syntax error: ...`).
+    pub fn load(cfg: &TemplatesConfig) -> Result<Templates, Vec<String>> {
+        let mut errs = Vec::new();
+        let tz: chrono_tz::Tz = match cfg.timezone.parse() {
+            Ok(tz) => tz,
+            Err(_) => {
+                errs.push(format!(
+                    "templates.timezone: `{}` is not an IANA time zone",
+                    cfg.timezone
+                ));
+                chrono_tz::UTC
+            }
+        };
+        let mut env = environment(tz, cfg.dashboard_url.clone());
+        let mut sources: BTreeMap<String, (String, String)> = SHIPPED
+            .iter()
+            .map(|(n, s)| {
+                (
+                    (*n).to_owned(),
+                    ((*s).to_owned(), format!("templates/{n} (shipped)")),
+                )
+            })
+            .collect();
+        if let Some(dir) = &cfg.dir {
+            match read_dir(dir) {
+                Ok(files) => {
+                    for (name, text, origin) in files {
+                        sources.insert(name, (text, origin));
+                    }
+                }
+                Err(e) => errs.push(e),
+            }
+        }
+        let mut names = Vec::new();
+        for (name, (text, origin)) in sources {
+            match env.add_template_owned(name.clone(), text) {
+                Ok(()) => names.push(name),
+                Err(e) => errs.push(describe(&origin, &e)),
+            }
+        }
+        if errs.is_empty() {
+            Ok(Templates { env, names })
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// The shipped templates only, UTC, no dashboard link (tests, `render` without config).
+    pub fn shipped() -> Templates {
+        Self::load(&TemplatesConfig::default()).expect("the shipped templates compile")
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Renders `name` with a notification's context. A `.json` template's
+    /// output must parse as JSON.
+    pub fn render(&self, name: &str, n: &Notification) -> Result<String, String> {
+        self.render_with(name, n, &BTreeMap::new())
+    }
+
+    /// As [`Templates::render`], with a receiver's `params` (e.g. PagerDuty's `routing_key`).
+    pub fn render_with(
+        &self,
+        name: &str,
+        n: &Notification,
+        params: &BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        let mut ctx = context(n);
+        ctx["params"] = serde_json::to_value(params).expect("strings serialize");
+        self.render_value(name, &ctx)
+    }
+
+    pub fn render_value(&self, name: &str, ctx: &Value) -> Result<String, String> {
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| format!("template `{name}`: {e}"))?;
+        let out = t
+            .render(minijinja::value::Serde(ctx))
+            .map_err(|e| describe(&format!("template `{name}`"), &e))?;
+        if name.ends_with(".json")
+            && let Err(e) = serde_json::from_str::<Value>(&out)
+        {
+            return Err(format!(
+                "template `{name}` rendered invalid JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Renders every template with the sample notification: catches the
+    /// undefined variables and broken JSON that compiling cannot.
+    pub fn check_all(&self) -> Vec<String> {
+        let sample = Notification::sample("check");
+        let params = sample_params();
+        self.names
+            .iter()
+            .filter_map(|n| self.render_with(n, &sample, &params).err())
+            .collect()
+    }
+}
+
+/// The `params` `check` and `render` use when no receiver supplies them.
+pub fn sample_params() -> BTreeMap<String, String> {
+    BTreeMap::from([("routing_key".to_string(), "SAMPLE_ROUTING_KEY".to_string())])
+}
+
+fn describe(origin: &str, e: &Error) -> String {
+    let mut msg = match e.line() {
+        Some(l) => format!("{origin}:{l}: {}", e.kind()),
+        None => format!("{origin}: {}", e.kind()),
+    };
+    if let Some(d) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(d);
+    }
+    msg
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<(String, String, String)>, String> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| format!("templates.dir {}: cannot read: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| format!("templates.dir {}: {e}", dir.display()))?;
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        out.push((name.to_owned(), text, path.display().to_string()));
+    }
+    Ok(out)
+}
+
+fn environment(tz: chrono_tz::Tz, dashboard_url: Option<String>) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("default delimiters"),
+    );
+    // Default callback: .html/.xml -> HTML escaping, .json -> JSON escaping.
+    env.add_filter("mask_id", mask_filter);
+    env.add_filter("mask_account", mask_filter);
+    env.add_filter("mask_email", |v: &JValue| -> Result<JValue, Error> {
+        Ok(opt_str(v)?.map_or(JValue::from(()), |s| JValue::from(mask_email(&s))))
+    });
+    env.add_filter(
+        "date",
+        move |v: &JValue, format: Option<String>, zone: Option<String>| -> Result<String, Error> {
+            let s = opt_str(v)?.ok_or_else(|| {
+                Error::new(ErrorKind::InvalidOperation, "date: no time given (none)")
+            })?;
+            let t: DateTime<Utc> = DateTime::parse_from_rfc3339(&s)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("date: `{s}` is not an RFC 3339 time: {e}"),
+                    )
+                })?
+                .with_timezone(&Utc);
+            let zone: chrono_tz::Tz = match zone {
+                Some(z) => z.parse().map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("date: `{z}` is not an IANA time zone"),
+                    )
+                })?,
+                None => tz,
+            };
+            let fmt = format.as_deref().unwrap_or("%Y-%m-%d %H:%M:%S %Z");
+            Ok(t.with_timezone(&zone).format(fmt).to_string())
+        },
+    );
+    env.add_filter("argos_link", move |v: &JValue| -> Result<JValue, Error> {
+        let Some(id) = opt_str(v)? else {
+            return Ok(JValue::from(()));
+        };
+        Ok(match &dashboard_url {
+            Some(u) => JValue::from(u.replace("{submission_id}", &id)),
+            None => JValue::from(()),
+        })
+    });
+    env
+}
+
+/// A string value, none for none/undefined (masking a missing field is no error).
+fn opt_str(v: &JValue) -> Result<Option<String>, Error> {
+    if v.is_undefined() || v.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(match v.as_str() {
+        Some(s) => s.to_owned(),
+        None => v.to_string(),
+    }))
+}
+
+fn mask_filter(v: &JValue, keep: Option<usize>) -> Result<JValue, Error> {
+    Ok(opt_str(v)?.map_or(JValue::from(()), |s| {
+        JValue::from(mask_keep_last(&s, keep.unwrap_or(4)))
+    }))
+}
+
+/// Replaces every letter and digit except the last `keep` of them with `*`;
+/// separators stay, so `900101-1234567` reads `******-***4567`. Values of
+/// `keep` or fewer characters are masked whole: there is nothing to keep.
+pub fn mask_keep_last(s: &str, keep: usize) -> String {
+    let total = s.chars().filter(|c| c.is_alphanumeric()).count();
+    if total <= keep {
+        return s
+            .chars()
+            .map(|c| if c.is_alphanumeric() { '*' } else { c })
+            .collect();
+    }
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                seen += 1;
+                if seen <= total - keep { '*' } else { c }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// `alice@example.com` -> `a***@example.com`; the domain stays (it routes the case).
+pub fn mask_email(s: &str) -> String {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => mask_keep_last(s, 0),
+    }
+}
+
+/// The variables every template sees.
+///
+/// - `key`: the idempotency key; `receiver`; `group_key` (the routing group)
+/// - `count`: how many alerts; `alerts`: each alert as `eval` prints it, plus
+///   `submission` (the firing submission's stored JSON, or none)
+/// - `alert`: the first alert (most notifications hold one)
+pub fn context(n: &Notification) -> Value {
+    let alerts: Vec<Value> = n
+        .alerts
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            let sub = a
+                .get("submission_id")
+                .and_then(Value::as_str)
+                .and_then(|id| n.submissions.get(id))
+                .cloned()
+                .unwrap_or(Value::Null);
+            if let Some(m) = a.as_object_mut() {
+                m.insert("submission".into(), sub);
+            }
+            a
+        })
+        .collect();
+    json!({
+        "key": n.key,
+        "receiver": n.receiver,
+        "group_key": n.group_key,
+        "count": alerts.len(),
+        "alert": alerts.first().cloned().unwrap_or(Value::Null),
+        "alerts": alerts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask_keep_last("900101-1234567", 4), "******-***4567");
+        assert_eq!(mask_keep_last("M12345678", 4), "*****5678");
+        assert_eq!(mask_keep_last("123", 4), "***");
+        assert_eq!(mask_email("alice@example.com"), "a***@example.com");
+    }
+
+    #[test]
+    fn undefined_is_an_error_and_json_is_escaped() {
+        let cfg = TemplatesConfig::default();
+        let mut t = Templates::load(&cfg).unwrap();
+        t.env
+            .add_template_owned("bad.txt", "{{ alert.no_such_field }}")
+            .unwrap();
+        t.env
+            .add_template_owned("q.json", "{\"rule\": {{ alert.rule }}}")
+            .unwrap();
+        let mut n = Notification::sample("t");
+        let err = t.render("bad.txt", &n).unwrap_err();
+        assert_eq!(
+            err,
+            "template `bad.txt`:1: undefined value: `alert.no_such_field` is undefined"
+        );
+        n.alerts[0]["rule"] = Value::from("a\"b</script>");
+        assert_eq!(
+            t.render("q.json", &n).unwrap(),
+            "{\"rule\": \"a\\\"b</script>\"}"
+        );
+    }
+}

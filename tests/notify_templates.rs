@@ -1,0 +1,147 @@
+//! The shipped templates, rendered for a fixed notification: snapshots, and
+//! the promise that no identity, document or account number leaks unmasked.
+
+use std::path::PathBuf;
+
+use kyc_sentinel::config::TemplatesConfig;
+use kyc_sentinel::notify::Notification;
+use kyc_sentinel::templates::{SHIPPED, Templates, sample_params};
+
+fn fixture() -> Notification {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/notify/alerts.json");
+    let mut n =
+        Notification::from_alert_text("compliance", &std::fs::read_to_string(path).unwrap())
+            .unwrap();
+    n.group_key = Some("root.1|rule=aml-red-flag-high".into());
+    n
+}
+
+fn templates() -> Templates {
+    Templates::load(&TemplatesConfig {
+        dir: None,
+        timezone: "Asia/Seoul".into(),
+        dashboard_url: Some(
+            "https://dashboard.argosidentity.com/submissions/{submission_id}".into(),
+        ),
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_shipped_template_renders_the_fixture() {
+    let t = templates();
+    let n = fixture();
+    assert_eq!(t.names().len(), SHIPPED.len());
+    for (name, _) in SHIPPED {
+        let out = t.render_with(name, &n, &sample_params()).unwrap();
+        insta::assert_snapshot!(name.replace('.', "_"), out);
+    }
+}
+
+#[test]
+fn one_alert_notifications_render_too() {
+    let t = templates();
+    let mut n = fixture();
+    n.alerts.truncate(1);
+    n.key = kyc_sentinel::notify::group_key_hash(&n.fingerprints());
+    let subject = t.render("email_subject.txt", &n).unwrap();
+    assert_eq!(subject.trim(), "[kyc-sentinel] CRITICAL: aml-red-flag-high");
+    let pd: serde_json::Value = serde_json::from_str(
+        &t.render_with("pagerduty.json", &n, &sample_params())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pd["dedup_key"], n.key.as_str());
+    assert_eq!(
+        pd["dedup_key"], n.alerts[0]["fingerprint"],
+        "one alert: key = fingerprint"
+    );
+    assert_eq!(pd["payload"]["severity"], "critical");
+    let am: serde_json::Value =
+        serde_json::from_str(&t.render("alertmanager.json", &n).unwrap()).unwrap();
+    assert_eq!(am[0]["labels"]["alertname"], "aml-red-flag-high");
+    assert_eq!(am[0]["labels"]["team"], "aml");
+}
+
+#[test]
+fn no_shipped_template_shows_personal_numbers_unmasked() {
+    let t = templates();
+    let n = fixture();
+    let secrets = [
+        "950214-2876543",
+        "9502142876543",
+        "2876543",
+        "M70451234",
+        "70451234",
+        "352-0917-4482-13",
+        "3520917448213",
+        "0917-4482",
+        "kim.minji@",
+        "minji.k@",
+        "selfie.argosidentity.com",
+    ];
+    for (name, _) in SHIPPED {
+        let out = t.render_with(name, &n, &sample_params()).unwrap();
+        for s in secrets {
+            assert!(!out.contains(s), "{name} shows `{s}`:\n{out}");
+        }
+    }
+    // The masked forms are there: the data reached the template and was masked.
+    let text = t.render("email.txt", &n).unwrap();
+    assert!(text.contains("******-***6543"), "{text}");
+    assert!(text.contains("*****1234"), "{text}");
+    assert!(text.contains("***-****-**82-13"), "{text}");
+    assert!(text.contains("k***@example.co.kr"), "{text}");
+}
+
+#[test]
+fn json_templates_stay_json_whatever_the_values() {
+    let t = templates();
+    let mut n = fixture();
+    n.alerts[0]["rule"] = "quote\" brace} newline\n <b>".into();
+    n.alerts[0]["labels"]["team"] = "a\"b".into();
+    for (name, _) in SHIPPED.iter().filter(|(n, _)| n.ends_with(".json")) {
+        let out = t.render_with(name, &n, &sample_params()).unwrap();
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{out}"));
+    }
+    // HTML is escaped in the HTML mail.
+    let html = t.render("email.html", &n).unwrap();
+    assert!(
+        html.contains("&lt;b&gt;") && !html.contains(" <b>"),
+        "{html}"
+    );
+}
+
+#[test]
+fn a_broken_override_is_reported_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("slack.json"),
+        "{\n  \"text\": {{ alert.rule }\n}\n",
+    )
+    .unwrap();
+    let errs = Templates::load(&TemplatesConfig {
+        dir: Some(dir.path().to_path_buf()),
+        ..TemplatesConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        errs,
+        [format!(
+            "{}:2: syntax error: unexpected `}}`, expected end of variable block",
+            dir.path().join("slack.json").display()
+        )]
+    );
+    // An override that compiles but reads an undefined variable: found by check_all.
+    std::fs::write(dir.path().join("slack.json"), "{\"t\": {{ alert.nope }}}").unwrap();
+    let t = Templates::load(&TemplatesConfig {
+        dir: Some(dir.path().to_path_buf()),
+        ..TemplatesConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        t.check_all(),
+        ["template `slack.json`:1: undefined value: `alert.nope` is undefined"]
+    );
+}

@@ -310,6 +310,15 @@ fn explain_shows_each_leaf() {
     assert_eq!(trace[1].operator, "script");
     assert!(trace[1].result);
     assert!(set.explain("no-such-rule", &s).is_none());
+    // the same with the derived fields kept apart, as the pipeline stores them
+    let mut bare = s.clone();
+    let derived = bare.as_object_mut().unwrap().remove("derived").unwrap();
+    assert_eq!(
+        set.explain_with("pending-too-long", &bare, &derived)
+            .unwrap(),
+        trace
+    );
+    assert!(!set.explain("pending-too-long", &bare).unwrap()[1].result);
 }
 
 #[test]

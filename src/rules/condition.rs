@@ -281,6 +281,16 @@ pub struct Subject<'a> {
 }
 
 impl Condition {
+    /// The scripts in this condition, in order.
+    pub fn scripts<'a>(&'a self, out: &mut Vec<&'a Script>) {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.scripts(out)),
+            Condition::Not(c) => c.scripts(out),
+            Condition::Field(_) => {}
+            Condition::Script(s) => out.push(s),
+        }
+    }
+
     pub fn eval(&self, subject: &Subject<'_>, scripts: &mut ScriptCtx<'_>) -> bool {
         match self {
             Condition::All(cs) => cs.iter().all(|c| c.eval(subject, scripts)),
@@ -305,14 +315,17 @@ impl Condition {
         out: &mut Vec<ConditionTrace>,
     ) -> bool {
         match self {
-            Condition::All(cs) => cs
-                .iter()
-                .map(|c| c.trace(subject, scripts, out))
-                .fold(true, |a, b| a && b),
-            Condition::Any(cs) => cs
-                .iter()
-                .map(|c| c.trace(subject, scripts, out))
-                .fold(false, |a, b| a || b),
+            // Collect first: an explanation reports every leaf, so no short-circuit.
+            Condition::All(cs) => {
+                let results: Vec<bool> =
+                    cs.iter().map(|c| c.trace(subject, scripts, out)).collect();
+                results.into_iter().all(|b| b)
+            }
+            Condition::Any(cs) => {
+                let results: Vec<bool> =
+                    cs.iter().map(|c| c.trace(subject, scripts, out)).collect();
+                results.into_iter().any(|b| b)
+            }
             Condition::Not(c) => !c.trace(subject, scripts, out),
             Condition::Field(t) => {
                 let derived = t.path.first_key() == Some("derived");

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::condition::{ConditionTrace, Subject};
 use super::path::FieldPath;
 use super::rule::{Rule, Severity};
-use super::script::{ScriptCtx, ScriptEngine};
+use super::script::{ScriptCtx, ScriptEngine, union_paths};
 use super::state::{RuleState, WindowMember};
 use super::time::{event_time, format_time};
 use crate::util::sha256_hex;
@@ -111,15 +111,23 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     engine: Arc<ScriptEngine>,
     version: String,
+    /// Submission fields the scripts read (`None`: all).
+    script_paths: Option<Vec<Vec<String>>>,
 }
 
 impl RuleSet {
     pub(crate) fn new(rules: Vec<Rule>, engine: Arc<ScriptEngine>) -> RuleSet {
         let version = set_version(&rules);
+        let mut scripts = Vec::new();
+        for r in &rules {
+            r.when.scripts(&mut scripts);
+        }
+        let script_paths = union_paths(scripts);
         RuleSet {
             rules,
             engine,
             version,
+            script_paths,
         }
     }
 
@@ -147,6 +155,12 @@ impl RuleSet {
     /// Evaluates a batch in event-time order (ties by submission id),
     /// whatever order it arrived in.
     pub fn evaluate_batch(&self, batch: &[Value], state: &mut dyn RuleState) -> BatchOutcome {
+        let refs: Vec<&Value> = batch.iter().collect();
+        self.evaluate_batch_refs(&refs, state)
+    }
+
+    /// [`evaluate_batch`](Self::evaluate_batch) over borrowed submissions.
+    pub fn evaluate_batch_refs(&self, batch: &[&Value], state: &mut dyn RuleState) -> BatchOutcome {
         let mut out = BatchOutcome::default();
         let mut order = Vec::with_capacity(batch.len());
         for (index, s) in batch.iter().enumerate() {
@@ -165,7 +179,7 @@ impl RuleSet {
         // Stable: two versions of one submission with one time keep input order.
         order.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         for (t, id, index) in order {
-            let mut o = self.evaluate_at(&batch[index], id, t, state);
+            let mut o = self.evaluate_at(batch[index], id, t, state);
             o.index = index;
             out.submissions.push(o);
         }
@@ -194,7 +208,8 @@ impl RuleSet {
             submission,
             derived: &derived,
         };
-        let mut scripts = ScriptCtx::new(&self.engine, submission, &derived);
+        let paths = self.script_paths.as_deref();
+        let mut scripts = ScriptCtx::new(&self.engine, paths, submission, &derived);
         let mut alerts = Vec::new();
         let mut errors = Vec::new();
         for rule in &self.rules {
@@ -230,13 +245,24 @@ impl RuleSet {
     /// submission's own `derived` object (if any) serves `derived.*` paths.
     /// `None` for an unknown rule id.
     pub fn explain(&self, rule_id: &str, submission: &Value) -> Option<Vec<ConditionTrace>> {
-        let rule = self.rule(rule_id)?;
         let derived = submission.get("derived").unwrap_or(&Value::Null);
+        self.explain_with(rule_id, submission, derived)
+    }
+
+    /// [`explain`](Self::explain) with the derived fields given apart (as
+    /// [`SubmissionOutcome::derived`] keeps them), without copying the submission.
+    pub fn explain_with(
+        &self,
+        rule_id: &str,
+        submission: &Value,
+        derived: &Value,
+    ) -> Option<Vec<ConditionTrace>> {
+        let rule = self.rule(rule_id)?;
         let subject = Subject {
             submission,
             derived,
         };
-        let mut scripts = ScriptCtx::new(&self.engine, submission, derived);
+        let mut scripts = ScriptCtx::new(&self.engine, None, submission, derived);
         let mut out = Vec::new();
         rule.when.trace(&subject, &mut scripts, &mut out);
         Some(out)

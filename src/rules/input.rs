@@ -18,6 +18,9 @@ pub struct InputItem {
 pub fn parse_submissions(name: &str, text: &str) -> Result<Vec<InputItem>, String> {
     let mut out = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    // Lines are counted incrementally: counting from the start for every
+    // value would make a large dump quadratic.
+    let (mut counted_to, mut line) = (0, 1);
     loop {
         let start = stream.byte_offset();
         let value = match stream.next() {
@@ -34,7 +37,8 @@ pub fn parse_submissions(name: &str, text: &str) -> Result<Vec<InputItem>, Strin
         };
         // The value starts after any whitespace following `start`.
         let skipped = text[start..].len() - text[start..].trim_start().len();
-        let line = text[..start + skipped].matches('\n').count() + 1;
+        line += text[counted_to..start + skipped].matches('\n').count();
+        counted_to = start + skipped;
         let items = match value {
             Value::Array(items) => items,
             Value::Object(mut m) if m.contains_key("Items") => match m.remove("Items") {

@@ -104,6 +104,19 @@ impl ScriptEngine {
         // need the distance between two timestamps.
         engine.register_fn("days_between", |a: &str, b: &str| between(a, b, 86_400.0));
         engine.register_fn("hours_between", |a: &str, b: &str| between(a, b, 3_600.0));
+        // How many elements of a list (of maps) have `field` equal to, or
+        // containing, a string: "attempts with retry code X" without a loop
+        // that copies every attempt. A method on the list, so the list is
+        // read in place.
+        engine.register_fn(
+            "count_with",
+            |list: &mut rhai::Array, field: &str, value: &str| {
+                list.iter()
+                    .filter(|item| has_value(item, field, value))
+                    .count() as i64
+            },
+        );
+        engine.register_fn("count_with", |_: &mut (), _: &str, _: &str| 0_i64);
         for name in ["days_between", "hours_between"] {
             // Either side missing (`()`) gives `()`, so a script can test for it.
             engine.register_fn(name, |_: (), _: &str| Dynamic::UNIT);
@@ -122,6 +135,7 @@ impl ScriptEngine {
         match self.engine.compile(source) {
             Ok(ast) => Ok(Script(Arc::new(ScriptInner {
                 source: source.to_string(),
+                paths: read_paths(source),
                 ast,
             }))),
             Err(err) => Err(CompileError {
@@ -132,18 +146,37 @@ impl ScriptEngine {
         }
     }
 
-    /// Binds a submission (with `derived` inside) as the `s` map scripts see.
-    pub fn bind(&self, submission: &Value, derived: &Value) -> Result<Dynamic, String> {
-        let mut map: rhai::Map = match submission {
-            Value::Object(_) => rhai::serde::to_dynamic(submission)
-                .map_err(|e| format!("cannot bind the submission: {e}"))?
-                .cast::<rhai::Map>(),
-            _ => rhai::Map::new(),
-        };
-        let derived = rhai::serde::to_dynamic(derived)
-            .map_err(|e| format!("cannot bind the derived fields: {e}"))?;
-        map.insert("derived".into(), derived);
-        Ok(Dynamic::from_map(map).into_shared())
+    /// Binds a submission (with `derived` inside) as the `s` map scripts
+    /// see. `paths` limits it to the fields the scripts read (`None`: all):
+    /// converting a whole submission costs more than running a typical script.
+    pub fn bind(
+        &self,
+        submission: &Value,
+        derived: &Value,
+        paths: Option<&[Vec<String>]>,
+    ) -> Dynamic {
+        let mut map = rhai::Map::new();
+        if let Value::Object(fields) = submission {
+            match paths {
+                None => {
+                    for (k, v) in fields {
+                        map.insert(k.as_str().into(), to_dynamic(v));
+                    }
+                }
+                Some(paths) => {
+                    for p in paths.iter().filter(|p| p[0] != "derived") {
+                        bind_path(&mut map, fields, p);
+                    }
+                }
+            }
+        }
+        map.insert("derived".into(), to_dynamic(derived));
+        Dynamic::from_map(map).into_shared()
+    }
+
+    /// Runs a script on a bound submission (from [`bind`](Self::bind)).
+    pub fn run_bound(&self, script: &Script, s: &Dynamic) -> Result<bool, String> {
+        self.run(script, s)
     }
 
     fn run(&self, script: &Script, s: &Dynamic) -> Result<bool, String> {
@@ -181,6 +214,25 @@ impl ScriptEngine {
     }
 }
 
+/// Whether a map's `field` is the string `value` (ignoring case) or a list
+/// holding it.
+fn has_value(item: &Dynamic, field: &str, value: &str) -> bool {
+    let Some(map) = item.read_lock::<rhai::Map>() else {
+        return false;
+    };
+    let Some(v) = map.get(field) else {
+        return false;
+    };
+    let is = |d: &Dynamic| {
+        d.read_lock::<rhai::ImmutableString>()
+            .is_some_and(|s| s.eq_ignore_ascii_case(value))
+    };
+    if let Some(list) = v.read_lock::<rhai::Array>() {
+        return list.iter().any(is);
+    }
+    is(v)
+}
+
 /// `b - a` in units of `unit` seconds; `()` when either is no timestamp.
 fn between(a: &str, b: &str, unit: f64) -> Dynamic {
     match (read_time(a), read_time(b)) {
@@ -193,16 +245,153 @@ fn between(a: &str, b: &str, unit: f64) -> Dynamic {
 
 /// A timestamp (Argos or RFC 3339) or a date (`YYYY-MM-DD`, midnight UTC).
 fn read_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    super::time::parse_timestamp(text).or_else(|| {
-        chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-            .ok()
+    let t = text.trim();
+    let b = t.as_bytes();
+    // `YYYY-MM-DD` by hand: chrono's format parser is slow for a hot path.
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        let n = |r: std::ops::Range<usize>| t.get(r).and_then(|x| x.parse::<u32>().ok());
+        return chrono::NaiveDate::from_ymd_opt(n(0..4)? as i32, n(5..7)?, n(8..10)?)
             .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|n| n.and_utc())
-    })
+            .map(|n| n.and_utc());
+    }
+    super::time::parse_timestamp(t)
+}
+
+/// JSON to Rhai without going through serde (the binding's hot path).
+fn to_dynamic(v: &Value) -> Dynamic {
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        // Straight to Rhai's string type: one allocation, not a String copy first.
+        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
+        // (Not shared: Rhai's size limits refuse shared values inside data.)
+        Value::Array(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
+        Value::Object(fields) => {
+            // Inserting one by one beats collecting: `collect` sorts a Vec of
+            // (key, value) pairs first, moving the values around.
+            let mut map = rhai::Map::new();
+            for (k, v) in fields {
+                map.insert(k.as_str().into(), to_dynamic(v));
+            }
+            Dynamic::from_map(map)
+        }
+    }
+}
+
+/// The field paths a script reads as `s.a.b` (or `s?.a?.b`), cut before a
+/// method call or an index, or `None` when it uses `s` any other way
+/// (passing it on, shadowing it), in which case the whole submission is
+/// bound. `s.` inside a string literal only makes this bind more than
+/// needed, never less.
+fn read_paths(source: &str) -> Option<Vec<Vec<String>>> {
+    static CHAIN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"\bs((?:\s*\??\.\s*[A-Za-z_][A-Za-z0-9_]*)+)(\s*\(\s*(?:"([A-Za-z_][A-Za-z0-9_]*)"\s*,)?)?"#,
+        )
+        .expect("valid regex")
+    });
+    static ANY_USE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\bs\b").expect("valid regex"));
+    let mut paths = Vec::new();
+    let mut chains = 0;
+    for c in CHAIN.captures_iter(source) {
+        chains += 1;
+        let mut parts: Vec<String> = c[1]
+            .split('.')
+            .map(|p| p.trim().trim_end_matches('?').trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        // `s.kyc.attempts.len()`: the last name is a method, not a field.
+        if c.get(2).is_some() {
+            let method = parts.pop();
+            // `LIST.count_with("field", ..)` reads only that field of each item.
+            if let (Some("count_with"), Some(field)) = (method.as_deref(), c.get(3)) {
+                parts.push("[*]".into());
+                parts.push(field.as_str().to_string());
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        paths.push(parts);
+    }
+    if ANY_USE.find_iter(source).count() != chains {
+        return None;
+    }
+    Some(paths)
+}
+
+/// The union of the paths some scripts read, with paths under another one
+/// dropped (`None`: everything).
+pub fn union_paths<'a>(scripts: impl IntoIterator<Item = &'a Script>) -> Option<Vec<Vec<String>>> {
+    let mut all = Vec::new();
+    for s in scripts {
+        all.extend(s.0.paths.as_ref()?.iter().cloned());
+    }
+    all.sort();
+    all.dedup();
+    let kept: Vec<Vec<String>> = all
+        .iter()
+        .filter(|p| !all.iter().any(|q| q.len() < p.len() && p.starts_with(q)))
+        .cloned()
+        .collect();
+    Some(kept)
+}
+
+/// Puts the value at `path` of `fields` into `map` under the same path.
+/// `[*]` in a path keeps every item of a list but, for items that are maps,
+/// only the rest of the path.
+fn bind_path(map: &mut rhai::Map, fields: &serde_json::Map<String, Value>, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(v) = fields.get(first) else {
+        return;
+    };
+    match (v, rest.first().map(String::as_str)) {
+        (Value::Array(items), Some("[*]")) => {
+            let slot = map.entry(first.as_str().into()).or_insert_with(|| {
+                Dynamic::from_array(
+                    items
+                        .iter()
+                        .map(|i| match i {
+                            Value::Object(_) => Dynamic::from_map(rhai::Map::new()),
+                            other => to_dynamic(other),
+                        })
+                        .collect(),
+                )
+            });
+            if let Some(mut bound) = slot.write_lock::<rhai::Array>() {
+                for (b, item) in bound.iter_mut().zip(items) {
+                    if let (Value::Object(inner), Some(mut m)) = (item, b.write_lock::<rhai::Map>())
+                    {
+                        bind_path(&mut m, inner, &rest[1..]);
+                    }
+                }
+            }
+        }
+        (Value::Object(inner), Some(_)) => {
+            let slot = map
+                .entry(first.as_str().into())
+                .or_insert_with(|| Dynamic::from_map(rhai::Map::new()));
+            if let Some(mut sub) = slot.write_lock::<rhai::Map>() {
+                bind_path(&mut sub, inner, rest);
+            }
+        }
+        _ => {
+            map.insert(first.as_str().into(), to_dynamic(v));
+        }
+    }
 }
 
 struct ScriptInner {
     source: String,
+    /// Paths of `s` the script reads; `None`: any.
+    paths: Option<Vec<Vec<String>>>,
     ast: AST,
 }
 
@@ -226,17 +415,24 @@ impl Script {
 /// submissions meet no script at all) and collects script errors.
 pub struct ScriptCtx<'a> {
     engine: &'a ScriptEngine,
+    paths: Option<&'a [Vec<String>]>,
     submission: &'a Value,
     derived: &'a Value,
-    bound: Option<Result<Dynamic, String>>,
+    bound: Option<Dynamic>,
     /// (script source, error message), drained by the engine after each rule.
     pub errors: Vec<(String, String)>,
 }
 
 impl<'a> ScriptCtx<'a> {
-    pub fn new(engine: &'a ScriptEngine, submission: &'a Value, derived: &'a Value) -> Self {
+    pub fn new(
+        engine: &'a ScriptEngine,
+        paths: Option<&'a [Vec<String>]>,
+        submission: &'a Value,
+        derived: &'a Value,
+    ) -> Self {
         ScriptCtx {
             engine,
+            paths,
             submission,
             derived,
             bound: None,
@@ -247,12 +443,8 @@ impl<'a> ScriptCtx<'a> {
     pub fn run(&mut self, script: &Script) -> bool {
         let bound = self
             .bound
-            .get_or_insert_with(|| self.engine.bind(self.submission, self.derived));
-        let outcome = match bound {
-            Ok(s) => self.engine.run(script, s),
-            Err(e) => Err(e.clone()),
-        };
-        match outcome {
+            .get_or_insert_with(|| self.engine.bind(self.submission, self.derived, self.paths));
+        match self.engine.run(script, bound) {
             Ok(b) => b,
             Err(message) => {
                 self.errors.push((script.source().to_string(), message));
@@ -271,7 +463,7 @@ mod tests {
         let engine = ScriptEngine::new(ScriptLimits::default());
         let script = engine.compile(src).map_err(|e| e.message)?;
         let derived = json!({"applicant_emails": 3});
-        let bound = engine.bind(&s, &derived)?;
+        let bound = engine.bind(&s, &derived, None);
         engine.run(&script, &bound)
     }
 
@@ -312,6 +504,68 @@ mod tests {
     }
 
     #[test]
+    fn paths_a_script_reads() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            read_paths(
+                "s.kyc.result == 1 && s?.data.x && s . aml == () && s.kyc.attempts.len() > 1"
+            ),
+            Some(vec![
+                p(&["kyc", "result"]),
+                p(&["data", "x"]),
+                p(&["aml"]),
+                p(&["kyc", "attempts"])
+            ])
+        );
+        assert_eq!(
+            read_paths("s.kyc?.attempts[0].score"),
+            Some(vec![p(&["kyc", "attempts"])])
+        );
+        assert_eq!(
+            read_paths(
+                r#"s.kyc.attempts.count_with("retryCode", "x") > 1 && s.a.count_with(f, "x")"#
+            ),
+            Some(vec![p(&["kyc", "attempts", "[*]", "retryCode"]), p(&["a"])])
+        );
+        assert_eq!(read_paths("let x = s; x.kyc"), None);
+        assert_eq!(read_paths("s[\"kyc\"] == ()"), None);
+        assert_eq!(read_paths("s.len() > 1"), None);
+        assert_eq!(read_paths("true"), Some(vec![]));
+    }
+
+    #[test]
+    fn binding_only_read_paths_gives_the_same_answers() {
+        let engine = ScriptEngine::new(ScriptLimits::default());
+        let sub = json!({"kyc": {"result": "pending", "attempts": [{"retryCode": ["a"]}], "comment": ["x"]},
+                         "data": {"idcard_expireDate": "2024-01-01", "name": "n"}, "aml": null, "userid": "u"});
+        let scripts = [
+            "s.kyc.result == \"pending\" && s.kyc.attempts[0].retryCode.contains(\"a\")",
+            "s.data.idcard_expireDate == \"2024-01-01\" && s.data.name == \"n\"",
+            "s.kyc.comment.len() == 1 && s.userid == \"u\" && s.aml == () && s.nothing == ()",
+            "s.kyc.attempts.len() == 2",
+        ];
+        let narrow = [
+            r#"s.kyc.attempts.count_with("retryCode", "a") == 1"#,
+            r#"s.kyc.attempts.count_with("other", "a") == 0"#,
+        ];
+        let narrow: Vec<Script> = narrow.iter().map(|s| engine.compile(s).unwrap()).collect();
+        let narrow_paths = union_paths(&narrow).unwrap();
+        assert_eq!(narrow_paths.len(), 2, "{narrow_paths:?}");
+        let bound = engine.bind(&sub, &json!({}), Some(&narrow_paths));
+        for c in &narrow {
+            assert_eq!(engine.run(c, &bound), Ok(true), "{}", c.source());
+        }
+        let compiled: Vec<Script> = scripts.iter().map(|s| engine.compile(s).unwrap()).collect();
+        let paths = union_paths(&compiled).unwrap();
+        let bound = engine.bind(&sub, &json!({}), Some(&paths));
+        let full = engine.bind(&sub, &json!({}), None);
+        let answers: Vec<_> = compiled.iter().map(|c| engine.run(c, &bound)).collect();
+        let expected: Vec<_> = compiled.iter().map(|c| engine.run(c, &full)).collect();
+        assert_eq!(answers, vec![Ok(true), Ok(true), Ok(true), Ok(false)]);
+        assert_eq!(answers, expected);
+    }
+
+    #[test]
     fn failures_are_errors() {
         let s = json!({});
         assert_eq!(
@@ -343,7 +597,7 @@ mod tests {
             ..ScriptLimits::default()
         });
         let script = engine.compile("loop { }").unwrap();
-        let bound = engine.bind(&json!({}), &json!({})).unwrap();
+        let bound = engine.bind(&json!({}), &json!({}), None);
         let start = Instant::now();
         let e = engine.run(&script, &bound).unwrap_err();
         assert!(e.starts_with("script ran past its deadline of 20ms"), "{e}");

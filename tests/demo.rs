@@ -23,6 +23,53 @@ fn demo_runs_to_the_end_and_leaves_its_files() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["alert"]["fingerprint"].is_string());
     }
+    // Emails: every .eml parses with Python's standard MIME parser, as
+    // multipart/alternative with a text and an HTML part.
+    let mail = out.path().join("mail");
+    let emls: Vec<_> = std::fs::read_dir(&mail)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!emls.is_empty(), "no .eml in {}", mail.display());
+    let script = "import email,sys\n\
+        for p in sys.argv[1:]:\n\
+        \x20   m = email.message_from_binary_file(open(p,'rb'))\n\
+        \x20   assert m.get_content_type() == 'multipart/alternative', m.get_content_type()\n\
+        \x20   kinds = [part.get_content_type() for part in m.walk()]\n\
+        \x20   assert 'text/plain' in kinds and 'text/html' in kinds, kinds\n\
+        \x20   assert m['Message-ID'] and m['Subject'], p\n\
+        print(len(sys.argv) - 1)\n";
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&emls)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    // Webhooks: Slack-format JSON bodies from the built-in receiver.
+    let hooks: Vec<_> = std::fs::read_dir(out.path().join("webhooks"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!hooks.is_empty(), "no webhook bodies");
+    for h in &hooks {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(h).unwrap()).unwrap();
+        assert!(v["blocks"].is_array(), "{}: not a Slack body", h.display());
+    }
+    // Nothing the demo wrote carries an identity number in clear.
+    let id_number = regex::Regex::new(r"\b\d{6}-\d{7}\b").unwrap();
+    for f in emls.iter().chain(&hooks) {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            !id_number.is_match(&text),
+            "{} shows an identity number",
+            f.display()
+        );
+    }
     // The simulator's API key and the identity numbers it generates must
     // never reach the logs.
     assert!(!stderr.contains("sim-key"), "API key in logs");

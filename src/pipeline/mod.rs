@@ -416,11 +416,12 @@ fn evaluate(rules: &RuleSet, docs: &[&Value], state: &mut CachedState) -> BatchO
 
 /// The trace of a rule on a submission as the engine saw it (with `derived`).
 fn explain_with_derived(rules: &RuleSet, rule_id: &str, doc: &Value, derived: &Value) -> Value {
-    let mut with = doc.clone();
-    if let Some(map) = with.as_object_mut() {
-        map.insert("derived".into(), derived.clone());
-    }
-    serde_json::to_value(rules.explain(rule_id, &with).unwrap_or_default()).unwrap_or(Value::Null)
+    serde_json::to_value(
+        rules
+            .explain_with(rule_id, doc, derived)
+            .unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null)
 }
 
 /// How far back the engine must remember: its longest window or throttle.

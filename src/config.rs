@@ -280,7 +280,7 @@ pub struct IngestConfig {
     pub fetch_concurrency: usize,
     /// With each batch of hints, also fetch the newest page of the list, so
     /// arrivals whose webhook was lost are evaluated in event-time order with
-    /// the hinted ones (one extra call per batch; see docs-ingest.md).
+    /// the hinted ones (one extra call per batch; see the README, "Push ingestion").
     #[serde(default = "d_true")]
     pub catch_up: bool,
 }

@@ -1,5 +1,5 @@
 //! Routing tables: each shipped example config routes the shipped rule pack's
-//! alerts as docs-notify.md says (the table there is this test's output).
+//! alerts as the README says (the table there is this test's output).
 
 use std::path::Path;
 
@@ -48,7 +48,7 @@ fn table(config: &str) -> String {
 }
 
 fn docs() -> String {
-    std::fs::read_to_string(repo().join("docs-notify.md")).unwrap()
+    std::fs::read_to_string(repo().join("README.md")).unwrap()
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn argos_example_routes_as_documented() {
     insta::assert_snapshot!("argos_example_routes", t);
     assert!(
         docs().contains(&t),
-        "docs-notify.md must show this table:\n{t}"
+        "the README must show this table:\n{t}"
     );
     // The promises the README makes, spelled out.
     assert!(t.contains("| aml-red-flag-high | critical | aml | archive (0s), aml-escalation (0s), compliance-mail (60s) |"));
@@ -73,6 +73,6 @@ fn simulator_example_routes_as_documented() {
     insta::assert_snapshot!("simulator_example_routes", t);
     assert!(
         docs().contains(&t),
-        "docs-notify.md must show this table:\n{t}"
+        "the README must show this table:\n{t}"
     );
 }

@@ -248,8 +248,11 @@ pub async fn run_with(
                             found_first_by_webhook = found.get("webhook").copied().unwrap_or(0),
                             "poll done"
                         );
+                        crate::telemetry::emit::found_first(&found);
                         if let Some(i) = &ingest {
-                            tracing::info!(webhooks = ?i.counters().snapshot(), "webhook endpoint");
+                            let stats = i.counters().snapshot();
+                            crate::telemetry::emit::webhooks(&stats);
+                            tracing::info!(webhooks = ?stats, "webhook endpoint");
                         }
                     }
                     Err(e) if e.is_fatal() => { fatal = Some(e.into()); break; }

@@ -179,6 +179,30 @@ pub mod emit {
         gauge!("kyc_sentinel_dead_letters").set(dead as f64);
     }
 
+    /// The webhook endpoint's counters (absolute values since start).
+    pub fn webhooks(s: &crate::ingest::IngestStats) {
+        for (outcome, v) in [
+            ("queued", s.queued),
+            ("replayed", s.replayed),
+            ("bad_body", s.bad_body),
+            ("unauthenticated", s.unauthenticated),
+            ("forbidden_ip", s.forbidden_ip),
+            ("too_large", s.too_large),
+            ("rate_limited", s.rate_limited),
+            ("queue_full", s.queue_full),
+        ] {
+            counter!("kyc_sentinel_webhooks_total", "outcome" => outcome).absolute(v);
+        }
+    }
+
+    /// Versions per path that found them first (absolute, from the store).
+    pub fn found_first(found: &std::collections::HashMap<String, u64>) {
+        for (path, n) in found {
+            counter!("kyc_sentinel_versions_found_first_total", "path" => path.clone())
+                .absolute(*n);
+        }
+    }
+
     pub fn window_members(n: usize) {
         gauge!("kyc_sentinel_window_members").set(n as f64);
     }

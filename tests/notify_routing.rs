@@ -55,10 +55,7 @@ fn docs() -> String {
 fn argos_example_routes_as_documented() {
     let t = table("sentinel.argos.yaml");
     insta::assert_snapshot!("argos_example_routes", t);
-    assert!(
-        docs().contains(&t),
-        "the README must show this table:\n{t}"
-    );
+    assert!(docs().contains(&t), "the README must show this table:\n{t}");
     // The promises the README makes, spelled out.
     assert!(t.contains("| aml-red-flag-high | critical | aml | archive (0s), aml-escalation (0s), compliance-mail (60s) |"));
     assert!(
@@ -71,8 +68,5 @@ fn argos_example_routes_as_documented() {
 fn simulator_example_routes_as_documented() {
     let t = table("sentinel.simulator.yaml");
     insta::assert_snapshot!("simulator_example_routes", t);
-    assert!(
-        docs().contains(&t),
-        "the README must show this table:\n{t}"
-    );
+    assert!(docs().contains(&t), "the README must show this table:\n{t}");
 }

@@ -188,7 +188,7 @@ pub async fn run_with(
     // The outbox stops on its own signal, sent after the main loop ends, so it
     // flushes whether we stop on a signal or on a fatal error.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
-    let outbox_task = tokio::spawn(outbox.run(wake, outbox_stop_rx));
+    let outbox_task = tokio::spawn(outbox.clone().run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
     let health = crate::telemetry::Health::new(interval);
@@ -212,7 +212,9 @@ pub async fn run_with(
     };
     // SIGHUP always reloads; `reload.watch` adds the file watcher.
     let mut reloads = crate::reload::watch(
-        cfg.rules.clone(),
+        std::iter::once(cfg.rules.clone())
+            .chain(cfg.templates.dir.clone())
+            .collect(),
         cfg.reload.watch.then_some(cfg.reload.check_every.0),
         true,
     );
@@ -259,7 +261,7 @@ pub async fn run_with(
                     Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
                 }
             }
-            Some(reason) = reloads.recv() => reload_rules(&cfg, &mut pipeline, reason),
+            Some(reason) = reloads.recv() => reload_rules(&cfg, &mut pipeline, &outbox, reason),
             Some(first) = hint_rx.recv(), if hints_on => {
                 // Drain what is waiting: a burst of hints makes one batch.
                 let mut hints = vec![first];
@@ -380,8 +382,19 @@ async fn process_hints(
 fn reload_rules(
     cfg: &Config,
     pipeline: &mut Pipeline<SqliteStore>,
+    outbox: &Outbox<SqliteStore>,
     reason: crate::reload::ReloadReason,
 ) {
+    // Templates (and the receivers built on them): all or nothing, like the rules.
+    match build_receivers(cfg) {
+        Ok(receivers) => {
+            outbox.set_receivers(receivers);
+            tracing::debug!("{reason}: templates and receivers re-read");
+        }
+        Err(e) => tracing::error!(
+            "{reason}: the new templates were refused, the running ones stay in force: {e:#}"
+        ),
+    }
     match load_rules(cfg) {
         Ok(rules) if rules.version() == pipeline.rules().version() => {
             tracing::debug!("{reason}: rules unchanged ({})", rules.version());

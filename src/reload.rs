@@ -6,7 +6,7 @@
 //! between polls: a broken set is refused with its errors and the running set
 //! stays in force.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -22,30 +22,32 @@ impl std::fmt::Display for ReloadReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ReloadReason::Signal => "SIGHUP",
-            ReloadReason::FilesChanged => "rule files changed",
+            ReloadReason::FilesChanged => "rule or template files changed",
         })
     }
 }
 
-/// What identifies the folder's content cheaply: names, sizes, mtimes.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+/// What identifies the folders' content cheaply: names, sizes, mtimes.
+fn snapshot(dirs: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        if let Ok(m) = e.metadata() {
-            out.push((e.path(), m.len(), m.modified().ok()));
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if let Ok(m) = e.metadata() {
+                out.push((e.path(), m.len(), m.modified().ok()));
+            }
         }
     }
     out.sort();
     out
 }
 
-/// Starts watching `dir` every `period` (if given) and SIGHUP (when
+/// Starts watching `dirs` (rules, templates) every `period` (if given) and SIGHUP (when
 /// `signals`); the receiver gets one message per reload to do.
 pub fn watch(
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
     period: Option<Duration>,
     signals: bool,
 ) -> mpsc::Receiver<ReloadReason> {
@@ -69,11 +71,11 @@ pub fn watch(
         return rx;
     };
     tokio::spawn(async move {
-        let mut current = snapshot(&dir);
+        let mut current = snapshot(&dirs);
         let mut pending: Option<Vec<_>> = None;
         loop {
             tokio::time::sleep(period).await;
-            let now = snapshot(&dir);
+            let now = snapshot(&dirs);
             match &pending {
                 // Changed, then unchanged for one period: settled.
                 Some(p) if *p == now => {

@@ -50,11 +50,20 @@ async fn changed_rules_apply_and_broken_rules_are_refused() {
     })
     .await
     .unwrap();
+    // An email receiver (.eml files) whose subject template is overridden.
+    let tpl = dir.path().join("tpl");
+    std::fs::create_dir(&tpl).unwrap();
+    std::fs::write(tpl.join("email_subject.txt"), "v1 {{ alert.rule }}").unwrap();
     let cfg = write_config(
         dir.path(),
         &sim.base_url(),
-        "reload:\n  check_every: 200ms\n",
+        "reload:\n  check_every: 200ms\ntemplates:\n  dir: tpl\n",
     );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "receivers:\n",
+        "receivers:\n  - name: mail\n    type: email\n    from: s@example.com\n    to: [c@example.com]\n    eml_dir: mail\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap();
     let text = regex::Regex::new(r"(?m)^rules: .*$")
         .unwrap()
@@ -74,8 +83,9 @@ async fn changed_rules_apply_and_broken_rules_are_refused() {
     let first = wait_for_alert(&alerts, "s-alpha").await;
     assert_eq!(first["rule"], "custom-flag");
 
-    // Edit the rule: from now on it looks for `beta`.
+    // Edit the rule (from now on it looks for `beta`) and the subject template.
     std::fs::write(rules.join("custom.yaml"), rule("beta")).unwrap();
+    std::fs::write(tpl.join("email_subject.txt"), "v2 {{ alert.rule }}").unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     sim.insert(sub("s-alpha-2", "alpha"));
     sim.insert(sub("s-beta", "beta"));
@@ -114,7 +124,7 @@ async fn changed_rules_apply_and_broken_rules_are_refused() {
         "s-alpha-2 must not fire after the edit"
     );
     assert!(
-        stderr.contains("rule files changed: rules reloaded"),
+        stderr.contains("rule or template files changed: rules reloaded"),
         "{stderr}"
     );
     assert!(

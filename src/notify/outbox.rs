@@ -18,7 +18,9 @@ use crate::store::{DeliveryOutcome, OutboxRow, Store};
 
 pub struct Outbox<S> {
     store: S,
-    receivers: HashMap<String, Receiver>,
+    /// Swapped whole on a template reload; a delivery in flight keeps the
+    /// set it started with.
+    receivers: std::sync::RwLock<Arc<HashMap<String, Receiver>>>,
     cfg: OutboxConfig,
     stats_at: std::sync::atomic::AtomicI64,
 }
@@ -27,10 +29,18 @@ impl<S: Store + Clone> Outbox<S> {
     pub fn new(store: S, receivers: Vec<Receiver>, cfg: OutboxConfig) -> Self {
         Self {
             store,
-            receivers: receivers.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            receivers: std::sync::RwLock::new(Arc::new(
+                receivers.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            )),
             cfg,
             stats_at: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Replaces the receivers (hot reload of templates).
+    pub fn set_receivers(&self, receivers: Vec<Receiver>) {
+        let map = receivers.into_iter().map(|r| (r.name.clone(), r)).collect();
+        *self.receivers.write().expect("receivers lock") = Arc::new(map);
     }
 
     fn backoff(&self, attempts: i64) -> Duration {
@@ -62,7 +72,8 @@ impl<S: Store + Clone> Outbox<S> {
     }
 
     async fn outcome(&self, row: &OutboxRow) -> DeliveryOutcome {
-        let result = match self.receivers.get(&row.receiver) {
+        let receivers = self.receivers.read().expect("receivers lock").clone();
+        let result = match receivers.get(&row.receiver) {
             Some(r) => match self.notification(row, r).await {
                 Ok(n) => r.deliver(&n).await,
                 Err(e) => Err(e),

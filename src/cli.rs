@@ -162,6 +162,10 @@ pub struct SimulateArgs {
     /// base time the same seed gives the same backlog, timestamps included.
     #[arg(long)]
     pub base_time: Option<String>,
+    /// Spread the backlog over this many days before the base time (default: since 00:00 UTC
+    /// of the base time). Benchmarks spread 100k or 1M submissions over e.g. 100 days.
+    #[arg(long)]
+    pub backlog_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]

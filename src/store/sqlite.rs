@@ -289,6 +289,64 @@ impl Summary {
     }
 }
 
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Rows per multi-row INSERT. Every statement is a round trip to the
+/// connection's worker thread; one per row was the largest cost of a batch
+/// (docs-bench.md). 100 rows of at most 9 columns stay far below SQLite's
+/// host-parameter limit.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Runs `head VALUES (?..),(?..) tail` over `rows` in chunks, `bind` binding
+/// one row's `cols` values in order.
+async fn insert_many<T>(
+    conn: &mut sqlx::SqliteConnection,
+    head: &str,
+    cols: usize,
+    tail: &str,
+    rows: &[T],
+    bind: impl for<'q> Fn(SqliteQuery<'q>, &T) -> SqliteQuery<'q>,
+) -> Result<()> {
+    let row = format!("({})", placeholders(cols));
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values = vec![row.as_str(); chunk.len()].join(",");
+        // Only `?` placeholders are interpolated; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(format!("{head} VALUES {values} {tail}")));
+        for r in chunk {
+            q = bind(q, r);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn insert_window_adds(
+    conn: &mut sqlx::SqliteConnection,
+    adds: &[&StateChange],
+) -> Result<()> {
+    insert_many(
+        conn,
+        "INSERT OR IGNORE INTO window_members (rule_id, group_key, submission_id, event_time)",
+        4,
+        "",
+        adds,
+        |q, c| match c {
+            StateChange::WindowAdd {
+                rule_id,
+                key,
+                submission_id,
+                event_time,
+            } => q
+                .bind(rule_id)
+                .bind(key)
+                .bind(submission_id)
+                .bind(fmt_time(*event_time)),
+            _ => unreachable!("only window adds here"),
+        },
+    )
+    .await
+}
+
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 2);
     for i in 0..n {
@@ -454,92 +512,126 @@ impl Store for SqliteStore {
     async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {
         let now = fmt_time(Utc::now());
         let mut tx = self.pool.begin().await?;
-        for v in &batch.versions {
-            sqlx::query(
-                "INSERT INTO submission_versions \
-                 (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, \
-                 kyc_result = excluded.kyc_result, created_at = excluded.created_at, \
-                 event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw",
-            )
-            .bind(&v.submission_id)
-            .bind(&v.content_hash)
-            .bind(v.kyc_result.as_deref().map(str::to_ascii_lowercase))
-            .bind(v.created_at.map(fmt_time))
-            .bind(fmt_time(v.event_time))
-            .bind(&now)
-            .bind(&now)
-            .bind(&v.raw)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_many(
+            &mut tx,
+            "INSERT INTO submission_versions \
+             (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw)",
+            8,
+            "ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, \
+             kyc_result = excluded.kyc_result, created_at = excluded.created_at, \
+             event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw",
+            &batch.versions,
+            |q, v| {
+                q.bind(&v.submission_id)
+                    .bind(&v.content_hash)
+                    .bind(v.kyc_result.as_deref().map(str::to_ascii_lowercase))
+                    .bind(v.created_at.map(fmt_time))
+                    .bind(fmt_time(v.event_time))
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(&v.raw)
+            },
+        )
+        .await?;
+        // Each table's rows keep their journal order (a later upsert of the
+        // same key wins, as before); tables do not depend on one another,
+        // except window adds and consumes, which stay in journal order.
+        let mut results = Vec::new();
+        let mut applicants = Vec::new();
+        let mut fired = Vec::new();
+        let mut throttles = Vec::new();
+        let mut window_ops: Vec<&StateChange> = Vec::new();
         for change in &batch.state {
             match change {
+                StateChange::Result { .. } => results.push(change),
+                StateChange::Applicant { .. } => applicants.push(change),
+                StateChange::Fired { .. } => fired.push(change),
+                StateChange::Throttle { .. } => throttles.push(change),
+                StateChange::WindowAdd { .. } | StateChange::WindowConsume { .. } => {
+                    window_ops.push(change)
+                }
+            }
+        }
+        insert_many(
+            &mut tx,
+            "INSERT INTO submission_results (submission_id, kyc_result)",
+            2,
+            "ON CONFLICT (submission_id) DO UPDATE SET kyc_result = excluded.kyc_result",
+            &results,
+            |q, c| match c {
                 StateChange::Result {
                     submission_id,
                     kyc_result,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO submission_results (submission_id, kyc_result) VALUES (?, ?) \
-                         ON CONFLICT (submission_id) DO UPDATE SET kyc_result = excluded.kyc_result",
-                    )
-                    .bind(submission_id)
-                    .bind(kyc_result)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                } => q.bind(submission_id).bind(kyc_result),
+                _ => unreachable!("only results here"),
+            },
+        )
+        .await?;
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO applicants (applicant_id, submission_id, email, event_time)",
+            4,
+            "",
+            &applicants,
+            |q, c| match c {
                 StateChange::Applicant {
                     applicant_id,
                     submission_id,
                     email,
                     event_time,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO applicants (applicant_id, submission_id, email, event_time) \
-                         VALUES (?, ?, ?, ?)",
-                    )
+                } => q
                     .bind(applicant_id)
                     .bind(submission_id)
                     .bind(email)
-                    .bind(fmt_time(*event_time))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    .bind(fmt_time(*event_time)),
+                _ => unreachable!("only applicants here"),
+            },
+        )
+        .await?;
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO rule_fired (rule_id, submission_id)",
+            2,
+            "",
+            &fired,
+            |q, c| match c {
                 StateChange::Fired {
                     rule_id,
                     submission_id,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO rule_fired (rule_id, submission_id) VALUES (?, ?)",
-                    )
-                    .bind(rule_id)
-                    .bind(submission_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                StateChange::WindowAdd {
+                } => q.bind(rule_id).bind(submission_id),
+                _ => unreachable!("only fired here"),
+            },
+        )
+        .await?;
+        insert_many(
+            &mut tx,
+            "INSERT INTO throttles (rule_id, throttle_key, until)",
+            3,
+            "ON CONFLICT (rule_id, throttle_key) DO UPDATE SET until = excluded.until",
+            &throttles,
+            |q, c| match c {
+                StateChange::Throttle {
                     rule_id,
                     key,
-                    submission_id,
-                    event_time,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO window_members (rule_id, group_key, submission_id, event_time) \
-                         VALUES (?, ?, ?, ?)",
-                    )
-                    .bind(rule_id)
-                    .bind(key)
-                    .bind(submission_id)
-                    .bind(fmt_time(*event_time))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    until,
+                } => q.bind(rule_id).bind(key).bind(fmt_time(*until)),
+                _ => unreachable!("only throttles here"),
+            },
+        )
+        .await?;
+        // Runs of window adds go in one statement; a consume waits for the
+        // adds before it.
+        let mut adds: Vec<&StateChange> = Vec::new();
+        for change in window_ops {
+            match change {
+                StateChange::WindowAdd { .. } => adds.push(change),
                 StateChange::WindowConsume {
                     rule_id,
                     key,
                     submission_ids,
                 } => {
+                    insert_window_adds(&mut tx, &adds).await?;
+                    adds.clear();
                     for id in submission_ids {
                         sqlx::query(
                             "UPDATE window_members SET consumed = 1 \
@@ -552,23 +644,10 @@ impl Store for SqliteStore {
                         .await?;
                     }
                 }
-                StateChange::Throttle {
-                    rule_id,
-                    key,
-                    until,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO throttles (rule_id, throttle_key, until) VALUES (?, ?, ?) \
-                         ON CONFLICT (rule_id, throttle_key) DO UPDATE SET until = excluded.until",
-                    )
-                    .bind(rule_id)
-                    .bind(key)
-                    .bind(fmt_time(*until))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                _ => unreachable!("only window changes here"),
             }
         }
+        insert_window_adds(&mut tx, &adds).await?;
         for a in &batch.alerts {
             sqlx::query(
                 "INSERT OR IGNORE INTO alerts (fingerprint, rule_id, rule_version, severity, submission_id, \
@@ -600,22 +679,25 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        for a in &batch.audit {
-            sqlx::query(
-                "INSERT INTO audit_log (at, kind, submission_id, version_hash, rule_id, rule_version, \
-                 fingerprint, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&now)
-            .bind(a.kind)
-            .bind(&a.submission_id)
-            .bind(&a.version_hash)
-            .bind(&a.rule_id)
-            .bind(&a.rule_version)
-            .bind(&a.fingerprint)
-            .bind(a.detail.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_many(
+            &mut tx,
+            "INSERT INTO audit_log (at, kind, submission_id, version_hash, rule_id, rule_version, \
+             fingerprint, detail)",
+            8,
+            "",
+            &batch.audit,
+            |q, a| {
+                q.bind(&now)
+                    .bind(a.kind)
+                    .bind(&a.submission_id)
+                    .bind(&a.version_hash)
+                    .bind(&a.rule_id)
+                    .bind(&a.rule_version)
+                    .bind(&a.fingerprint)
+                    .bind(a.detail.to_string())
+            },
+        )
+        .await?;
         for (k, v) in &batch.meta {
             sqlx::query(
                 "INSERT INTO meta (key, value) VALUES (?, ?) \

@@ -164,8 +164,7 @@ fn main() {
     let exprs: Vec<_> = PREDICATES
         .iter()
         .map(|(id, _, _, zen)| {
-            zen_expression::compile_expression(zen)
-                .unwrap_or_else(|e| panic!("zen {id}: {e:?}"))
+            zen_expression::compile_expression(zen).unwrap_or_else(|e| panic!("zen {id}: {e:?}"))
         })
         .collect();
     let convert = best(rounds, || {
@@ -187,7 +186,16 @@ fn main() {
     });
     report("zen-expression", t, convert, n, &zen_matches);
 
-    assert_eq!(compiled_matches, rhai_matches, "rhai disagrees with the compiled conditions");
-    assert_eq!(compiled_matches, zen_matches, "zen disagrees with the compiled conditions");
-    println!("peers agree: {n} submissions x {} predicates", PREDICATES.len());
+    assert_eq!(
+        compiled_matches, rhai_matches,
+        "rhai disagrees with the compiled conditions"
+    );
+    assert_eq!(
+        compiled_matches, zen_matches,
+        "zen disagrees with the compiled conditions"
+    );
+    println!(
+        "peers agree: {n} submissions x {} predicates",
+        PREDICATES.len()
+    );
 }

@@ -143,7 +143,7 @@ fn main() {
         .collect();
     let bind = best(rounds, || {
         for s in &subs {
-            black_box(scripts.bind(s, &derived).expect("binds"));
+            drop(black_box(scripts.bind(s, &derived).expect("binds")));
         }
     });
     let mut rhai_matches = vec![0; PREDICATES.len()];
@@ -169,7 +169,7 @@ fn main() {
         .collect();
     let convert = best(rounds, || {
         for s in &subs {
-            black_box(Variable::from(s.clone()));
+            drop(black_box(Variable::from(s.clone())));
         }
     });
     let vars: Vec<Variable> = subs.iter().map(|s| Variable::from(s.clone())).collect();

@@ -322,6 +322,10 @@ pub struct SimulateArgs {
     /// Fraction (0..1) of webhook events dropped (seeded by `--seed`), as Argos warns webhooks can be lost.
     #[arg(long, default_value_t = 0.0, requires = "webhook_url")]
     pub webhook_drop: f64,
+    /// Spread the backlog over this many days before the base time (default: since 00:00 UTC
+    /// of the base time). Benchmarks spread 100k or 1M submissions over e.g. 100 days.
+    #[arg(long)]
+    pub backlog_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]

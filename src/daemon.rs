@@ -467,8 +467,14 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         client,
         mut pipeline,
         outbox,
+        wake,
         ..
     } = Engine::build(&cfg).await?;
+    // Deliveries run beside evaluation (the pipeline wakes the task when a
+    // batch has alerts): waiting for them between days made every fsync of a
+    // file receiver part of the backfill's critical path.
+    let (outbox_stop, outbox_stop_rx) = watch::channel(false);
+    let mut delivering = AbortOnDrop(tokio::spawn(outbox.clone().run(wake, outbox_stop_rx)));
     let days: Vec<NaiveDate> = opts
         .from
         .iter_days()
@@ -525,12 +531,10 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
             total.received, total.alerts
         ));
         bar.inc(1);
-        // Deliver as we go, so a long backfill does not pile up the outbox.
-        outbox.deliver_due().await?;
     }
     bar.finish();
-    let deadline =
-        tokio::time::Instant::now() + cfg.outbox.flush_deadline.0.max(Duration::from_secs(1));
-    while tokio::time::Instant::now() < deadline && outbox.deliver_due().await? > 0 {}
+    // The task flushes what is due within `outbox.flush_deadline`, then ends.
+    let _ = outbox_stop.send(true);
+    let _ = (&mut delivering.0).await;
     Ok(total)
 }

@@ -57,6 +57,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 url,
                 drop: args.webhook_drop,
             }),
+        backlog_span: args
+            .backlog_days
+            .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
         ..SimConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -111,6 +111,7 @@ impl<S: Store + Clone> Outbox<S> {
         // Groups whose wait is over become outbox rows first (one transaction each batch).
         self.store.flush_groups(Utc::now()).await?;
         let rows = self.store.due_outbox(Utc::now(), 200).await?;
+        let mut done = Vec::with_capacity(rows.len());
         for row in &rows {
             let outcome = self.outcome(row).await;
             crate::telemetry::emit::delivery(
@@ -137,8 +138,11 @@ impl<S: Store + Clone> Outbox<S> {
                     "delivery given up (dead letter): {error}"
                 ),
             }
-            self.store.record_delivery(row, &outcome).await?;
+            done.push((row.clone(), outcome));
         }
+        // Recorded together: a crash before this line re-delivers the round,
+        // which the idempotency key makes harmless (at least once).
+        self.store.record_deliveries(&done).await?;
         if !rows.is_empty() || self.stats_due() {
             let stats = self.store.outbox_stats().await?;
             crate::telemetry::emit::outbox(stats.pending, stats.dead);

@@ -146,7 +146,12 @@ pub fn answer_sorted<'a>(newest_first: impl Iterator<Item = &'a Value>, p: &Para
                 let Some(day) = key.0.map(|t| t.date_naive()) else {
                     continue;
                 };
-                if p.start.is_some_and(|s| day < s) || p.end.is_some_and(|e| day > e) {
+                if p.start.is_some_and(|s| day < s) {
+                    // Newest first: everything after this is older still. Without
+                    // this stop, the last page of each day scanned the whole backlog.
+                    break;
+                }
+                if p.end.is_some_and(|e| day > e) {
                     continue;
                 }
             }

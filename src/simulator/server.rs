@@ -198,10 +198,18 @@ async fn list(
     };
     let body = {
         let st = shared.state.lock().unwrap();
-        let newest_first: Box<dyn Iterator<Item = (&OrderKey, &usize)>> = match &p.after {
-            Some((t, id)) => Box::new(st.order.range(..(Some(*t), id.clone())).rev()),
-            None => Box::new(st.order.iter().rev()),
-        };
+        // Start below the page key, and below the day after `end_date`: a
+        // backfill of an old day must not walk every newer submission first.
+        let after = p.after.as_ref().map(|(t, id)| (Some(*t), id.clone()));
+        let before_end = p.end.and_then(|e| e.succ_opt()).map(|d| {
+            let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+            (Some(midnight), String::new())
+        });
+        let newest_first: Box<dyn Iterator<Item = (&OrderKey, &usize)>> =
+            match after.into_iter().chain(before_end).min() {
+                Some(bound) => Box::new(st.order.range(..bound).rev()),
+                None => Box::new(st.order.iter().rev()),
+            };
         query::answer_sorted(newest_first.map(|(_, &i)| &st.subs[i]), &p)
     };
     ok(&shared, body, fault)

@@ -288,6 +288,12 @@ pub trait Store: Send + Sync + 'static {
         outcome: &DeliveryOutcome,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Several deliveries' outcomes in one transaction.
+    fn record_deliveries(
+        &self,
+        done: &[(OutboxRow, DeliveryOutcome)],
+    ) -> impl Future<Output = Result<()>> + Send;
+
     fn outbox_stats(&self) -> impl Future<Output = Result<OutboxStats>> + Send;
 
     /// Adds `n` calls to the UTC day's count and returns the new total.

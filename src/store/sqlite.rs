@@ -35,6 +35,16 @@ impl SqliteStore {
             // guarantee we need); only an OS crash may lose the last commit.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
+            // 16 MiB of page cache instead of SQLite's 2 MiB: a batch of a
+            // thousand versions (raw JSON included) no longer spills the cache
+            // mid-transaction, and the primary-key index stays in memory
+            // (profile in docs-bench.md: pread and pagerStress were 15%).
+            .pragma("cache_size", "-16384")
+            // Checkpoint every 64 MiB of WAL, not every 4 MiB: submission ids
+            // are random, so every batch dirties pages all over the key
+            // indexes; a rarer checkpoint writes each such page back once
+            // instead of once per batch (2.1 GB written for a 260 MB store).
+            .pragma("wal_autocheckpoint", "16384")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -289,6 +299,64 @@ impl Summary {
     }
 }
 
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Rows per multi-row INSERT. Every statement is a round trip to the
+/// connection's worker thread; one per row was the largest cost of a batch
+/// (docs-bench.md). 100 rows of at most 9 columns stay far below SQLite's
+/// host-parameter limit.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Runs `head VALUES (?..),(?..) tail` over `rows` in chunks, `bind` binding
+/// one row's `cols` values in order.
+async fn insert_many<T>(
+    conn: &mut sqlx::SqliteConnection,
+    head: &str,
+    cols: usize,
+    tail: &str,
+    rows: &[T],
+    bind: impl for<'q> Fn(SqliteQuery<'q>, &T) -> SqliteQuery<'q>,
+) -> Result<()> {
+    let row = format!("({})", placeholders(cols));
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values = vec![row.as_str(); chunk.len()].join(",");
+        // Only `?` placeholders are interpolated; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(format!("{head} VALUES {values} {tail}")));
+        for r in chunk {
+            q = bind(q, r);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn insert_window_adds(
+    conn: &mut sqlx::SqliteConnection,
+    adds: &[&StateChange],
+) -> Result<()> {
+    insert_many(
+        conn,
+        "INSERT OR IGNORE INTO window_members (rule_id, group_key, submission_id, event_time)",
+        4,
+        "",
+        adds,
+        |q, c| match c {
+            StateChange::WindowAdd {
+                rule_id,
+                key,
+                submission_id,
+                event_time,
+            } => q
+                .bind(rule_id)
+                .bind(key)
+                .bind(submission_id)
+                .bind(fmt_time(*event_time)),
+            _ => unreachable!("only window adds here"),
+        },
+    )
+    .await
+}
+
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 2);
     for i in 0..n {
@@ -454,28 +522,29 @@ impl Store for SqliteStore {
     async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {
         let now = fmt_time(Utc::now());
         let mut tx = self.pool.begin().await?;
-        for v in &batch.versions {
-            sqlx::query(
-                "INSERT INTO submission_versions \
-                 (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw, found_by) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, \
-                 kyc_result = excluded.kyc_result, created_at = excluded.created_at, \
-                 event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw, \
-                 found_by = excluded.found_by",
-            )
-            .bind(&v.submission_id)
-            .bind(&v.content_hash)
-            .bind(v.kyc_result.as_deref().map(str::to_ascii_lowercase))
-            .bind(v.created_at.map(fmt_time))
-            .bind(fmt_time(v.event_time))
-            .bind(&now)
-            .bind(&now)
-            .bind(&v.raw)
-            .bind(batch.source.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_many(
+            &mut tx,
+            "INSERT INTO submission_versions \
+             (submission_id, content_hash, kyc_result, created_at, event_time, first_seen, last_changed, raw, found_by)",
+            9,
+            "ON CONFLICT (submission_id) DO UPDATE SET content_hash = excluded.content_hash, \
+             kyc_result = excluded.kyc_result, created_at = excluded.created_at, \
+             event_time = excluded.event_time, last_changed = excluded.last_changed, raw = excluded.raw, \
+             found_by = excluded.found_by",
+            &batch.versions,
+            |q, v| {
+                q.bind(&v.submission_id)
+                    .bind(&v.content_hash)
+                    .bind(v.kyc_result.as_deref().map(str::to_ascii_lowercase))
+                    .bind(v.created_at.map(fmt_time))
+                    .bind(fmt_time(v.event_time))
+                    .bind(&now)
+                    .bind(&now)
+                    .bind(&v.raw)
+                    .bind(batch.source.as_str())
+            },
+        )
+        .await?;
         if !batch.versions.is_empty() {
             sqlx::query(
                 "INSERT INTO version_sources (source, versions) VALUES (?, ?) \
@@ -486,72 +555,105 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Each table's rows keep their journal order (a later upsert of the
+        // same key wins, as before); tables do not depend on one another,
+        // except window adds and consumes, which stay in journal order.
+        let mut results = Vec::new();
+        let mut applicants = Vec::new();
+        let mut fired = Vec::new();
+        let mut throttles = Vec::new();
+        let mut window_ops: Vec<&StateChange> = Vec::new();
         for change in &batch.state {
             match change {
+                StateChange::Result { .. } => results.push(change),
+                StateChange::Applicant { .. } => applicants.push(change),
+                StateChange::Fired { .. } => fired.push(change),
+                StateChange::Throttle { .. } => throttles.push(change),
+                StateChange::WindowAdd { .. } | StateChange::WindowConsume { .. } => {
+                    window_ops.push(change)
+                }
+            }
+        }
+        insert_many(
+            &mut tx,
+            "INSERT INTO submission_results (submission_id, kyc_result)",
+            2,
+            "ON CONFLICT (submission_id) DO UPDATE SET kyc_result = excluded.kyc_result",
+            &results,
+            |q, c| match c {
                 StateChange::Result {
                     submission_id,
                     kyc_result,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO submission_results (submission_id, kyc_result) VALUES (?, ?) \
-                         ON CONFLICT (submission_id) DO UPDATE SET kyc_result = excluded.kyc_result",
-                    )
-                    .bind(submission_id)
-                    .bind(kyc_result)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                } => q.bind(submission_id).bind(kyc_result),
+                _ => unreachable!("only results here"),
+            },
+        )
+        .await?;
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO applicants (applicant_id, submission_id, email, event_time)",
+            4,
+            "",
+            &applicants,
+            |q, c| match c {
                 StateChange::Applicant {
                     applicant_id,
                     submission_id,
                     email,
                     event_time,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO applicants (applicant_id, submission_id, email, event_time) \
-                         VALUES (?, ?, ?, ?)",
-                    )
+                } => q
                     .bind(applicant_id)
                     .bind(submission_id)
                     .bind(email)
-                    .bind(fmt_time(*event_time))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    .bind(fmt_time(*event_time)),
+                _ => unreachable!("only applicants here"),
+            },
+        )
+        .await?;
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO rule_fired (rule_id, submission_id)",
+            2,
+            "",
+            &fired,
+            |q, c| match c {
                 StateChange::Fired {
                     rule_id,
                     submission_id,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO rule_fired (rule_id, submission_id) VALUES (?, ?)",
-                    )
-                    .bind(rule_id)
-                    .bind(submission_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                StateChange::WindowAdd {
+                } => q.bind(rule_id).bind(submission_id),
+                _ => unreachable!("only fired here"),
+            },
+        )
+        .await?;
+        insert_many(
+            &mut tx,
+            "INSERT INTO throttles (rule_id, throttle_key, until)",
+            3,
+            "ON CONFLICT (rule_id, throttle_key) DO UPDATE SET until = excluded.until",
+            &throttles,
+            |q, c| match c {
+                StateChange::Throttle {
                     rule_id,
                     key,
-                    submission_id,
-                    event_time,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO window_members (rule_id, group_key, submission_id, event_time) \
-                         VALUES (?, ?, ?, ?)",
-                    )
-                    .bind(rule_id)
-                    .bind(key)
-                    .bind(submission_id)
-                    .bind(fmt_time(*event_time))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    until,
+                } => q.bind(rule_id).bind(key).bind(fmt_time(*until)),
+                _ => unreachable!("only throttles here"),
+            },
+        )
+        .await?;
+        // Runs of window adds go in one statement; a consume waits for the
+        // adds before it.
+        let mut adds: Vec<&StateChange> = Vec::new();
+        for change in window_ops {
+            match change {
+                StateChange::WindowAdd { .. } => adds.push(change),
                 StateChange::WindowConsume {
                     rule_id,
                     key,
                     submission_ids,
                 } => {
+                    insert_window_adds(&mut tx, &adds).await?;
+                    adds.clear();
                     for id in submission_ids {
                         sqlx::query(
                             "UPDATE window_members SET consumed = 1 \
@@ -564,54 +666,46 @@ impl Store for SqliteStore {
                         .await?;
                     }
                 }
-                StateChange::Throttle {
-                    rule_id,
-                    key,
-                    until,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO throttles (rule_id, throttle_key, until) VALUES (?, ?, ?) \
-                         ON CONFLICT (rule_id, throttle_key) DO UPDATE SET until = excluded.until",
-                    )
-                    .bind(rule_id)
-                    .bind(key)
-                    .bind(fmt_time(*until))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                _ => unreachable!("only window changes here"),
             }
         }
-        for a in &batch.alerts {
-            sqlx::query(
-                "INSERT OR IGNORE INTO alerts (fingerprint, rule_id, rule_version, severity, submission_id, \
-                 group_key, event_time, fired_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&a.fingerprint)
-            .bind(&a.rule_id)
-            .bind(&a.rule_version)
-            .bind(&a.severity)
-            .bind(&a.submission_id)
-            .bind(&a.group_key)
-            .bind(fmt_time(a.event_time))
-            .bind(&now)
-            .bind(&a.body)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for o in &batch.outbox {
-            // OR IGNORE: the same alert re-decided after a crash keeps its row.
-            sqlx::query(
-                "INSERT OR IGNORE INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&o.fingerprint)
-            .bind(&o.receiver)
-            .bind(&o.payload)
-            .bind(&now)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_window_adds(&mut tx, &adds).await?;
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO alerts (fingerprint, rule_id, rule_version, severity, submission_id, \
+             group_key, event_time, fired_at, body)",
+            9,
+            "",
+            &batch.alerts,
+            |q, a| {
+                q.bind(&a.fingerprint)
+                    .bind(&a.rule_id)
+                    .bind(&a.rule_version)
+                    .bind(&a.severity)
+                    .bind(&a.submission_id)
+                    .bind(&a.group_key)
+                    .bind(fmt_time(a.event_time))
+                    .bind(&now)
+                    .bind(&a.body)
+            },
+        )
+        .await?;
+        // OR IGNORE: the same alert re-decided after a crash keeps its row.
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at)",
+            5,
+            "",
+            &batch.outbox,
+            |q, o| {
+                q.bind(&o.fingerprint)
+                    .bind(&o.receiver)
+                    .bind(&o.payload)
+                    .bind(&now)
+                    .bind(&now)
+            },
+        )
+        .await?;
         for g in &batch.notify {
             let added = sqlx::query(
                 "INSERT OR IGNORE INTO notify_pending (receiver, fingerprint, group_key, added_at) \
@@ -647,22 +741,25 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        for a in &batch.audit {
-            sqlx::query(
-                "INSERT INTO audit_log (at, kind, submission_id, version_hash, rule_id, rule_version, \
-                 fingerprint, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&now)
-            .bind(a.kind)
-            .bind(&a.submission_id)
-            .bind(&a.version_hash)
-            .bind(&a.rule_id)
-            .bind(&a.rule_version)
-            .bind(&a.fingerprint)
-            .bind(a.detail.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_many(
+            &mut tx,
+            "INSERT INTO audit_log (at, kind, submission_id, version_hash, rule_id, rule_version, \
+             fingerprint, detail)",
+            8,
+            "",
+            &batch.audit,
+            |q, a| {
+                q.bind(&now)
+                    .bind(a.kind)
+                    .bind(&a.submission_id)
+                    .bind(&a.version_hash)
+                    .bind(&a.rule_id)
+                    .bind(&a.rule_version)
+                    .bind(&a.fingerprint)
+                    .bind(a.detail.to_string())
+            },
+        )
+        .await?;
         for (k, v) in &batch.meta {
             sqlx::query(
                 "INSERT INTO meta (key, value) VALUES (?, ?) \
@@ -702,24 +799,35 @@ impl Store for SqliteStore {
     }
 
     async fn record_delivery(&self, row: &OutboxRow, outcome: &DeliveryOutcome) -> Result<()> {
+        self.record_deliveries(&[(row.clone(), outcome.clone())])
+            .await
+    }
+
+    async fn record_deliveries(&self, done: &[(OutboxRow, DeliveryOutcome)]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let now = fmt_time(Utc::now());
+        // One transaction for a round of deliveries: one per row competed
+        // with the pipeline's batch commits for SQLite's single writer lock.
         let mut tx = self.pool.begin().await?;
-        let (ok, detail) = match outcome {
-            DeliveryOutcome::Delivered => {
-                sqlx::query(
+        for (row, outcome) in done {
+            let (ok, detail) = match outcome {
+                DeliveryOutcome::Delivered => {
+                    sqlx::query(
                     "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, done_at = ? WHERE id = ?",
                 )
                 .bind(&now)
                 .bind(row.id)
                 .execute(&mut *tx)
                 .await?;
-                (true, None)
-            }
-            DeliveryOutcome::Retry {
-                error,
-                next_attempt_at,
-            } => {
-                sqlx::query(
+                    (true, None)
+                }
+                DeliveryOutcome::Retry {
+                    error,
+                    next_attempt_at,
+                } => {
+                    sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
                 )
                 .bind(error)
@@ -727,10 +835,10 @@ impl Store for SqliteStore {
                 .bind(row.id)
                 .execute(&mut *tx)
                 .await?;
-                (false, Some(error.clone()))
-            }
-            DeliveryOutcome::Dead { error } => {
-                sqlx::query(
+                    (false, Some(error.clone()))
+                }
+                DeliveryOutcome::Dead { error } => {
+                    sqlx::query(
                     "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?, done_at = ? \
                      WHERE id = ?",
                 )
@@ -739,7 +847,7 @@ impl Store for SqliteStore {
                 .bind(row.id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
+                    sqlx::query(
                     "INSERT INTO audit_log (at, kind, fingerprint, detail) VALUES (?, 'dead_letter', ?, ?)",
                 )
                 .bind(&now)
@@ -747,18 +855,19 @@ impl Store for SqliteStore {
                 .bind(serde_json::json!({"receiver": row.receiver, "error": error}).to_string())
                 .execute(&mut *tx)
                 .await?;
-                (false, Some(error.clone()))
-            }
-        };
-        sqlx::query(
-            "INSERT INTO delivery_attempts (outbox_id, at, ok, detail) VALUES (?, ?, ?, ?)",
-        )
-        .bind(row.id)
-        .bind(&now)
-        .bind(ok as i64)
-        .bind(detail)
-        .execute(&mut *tx)
-        .await?;
+                    (false, Some(error.clone()))
+                }
+            };
+            sqlx::query(
+                "INSERT INTO delivery_attempts (outbox_id, at, ok, detail) VALUES (?, ?, ?, ?)",
+            )
+            .bind(row.id)
+            .bind(&now)
+            .bind(ok as i64)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

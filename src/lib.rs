@@ -14,6 +14,8 @@
 //!   window state, alerts, outbox, audit log.
 //! - [`notify`]: silences -> routing tree -> durable groups -> outbox ->
 //!   receivers (log, file, email, webhook).
+//! - [`escalation`]: steps that re-notify other receivers while nobody
+//!   acknowledges an alert (a task beside the outbox).
 //! - [`templates`]: the notification templates (minijinja) and masking filters.
 //! - [`commands`]: one module per CLI command, wiring the pieces together.
 //! - [`cli`]: the clap definition of the command line.
@@ -26,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod escalation;
 pub mod ingest;
 pub mod notify;
 pub mod pipeline;

@@ -248,3 +248,91 @@ async fn killed_between_steps_sends_the_due_step_once_on_restart_marked_late() {
         .collect();
     assert_eq!(steps, [(1, false), (2, false), (3, true)]);
 }
+
+#[test]
+fn step_notifications_say_which_step_and_that_it_is_an_escalation() {
+    use kyc_sentinel::notify::Notification;
+    use kyc_sentinel::templates::{Templates, sample_params};
+    let t = Templates::shipped();
+    let p = sample_params();
+    let mut n = Notification::sample("officer");
+    assert_eq!(
+        t.render_with("email_subject.txt", &n, &p).unwrap(),
+        "[kyc-sentinel] CRITICAL: aml-red-flag-high"
+    );
+    assert!(
+        !t.render_with("email.txt", &n, &p)
+            .unwrap()
+            .contains("ESCALATION")
+    );
+    n.escalation = Some(
+        json!({"policy": "aml-escalation", "step": 2, "steps": 3, "after": "15m",
+                               "due_at": "2026-11-26T08:15:00.000Z", "late": true}),
+    );
+    assert_eq!(
+        t.render_with("email_subject.txt", &n, &p).unwrap(),
+        "[kyc-sentinel] ESCALATION step 2/3 (late): CRITICAL: aml-red-flag-high"
+    );
+    let text = t.render_with("email.txt", &n, &p).unwrap();
+    assert!(
+        text.contains(
+            "ESCALATION, step 2 of 3 (aml-escalation): still unacknowledged 15m after it fired.\n\
+             Sent late: this step came due at 2026-11-26 08:15:00 UTC while the engine was down.\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        t.render_with("email.html", &n, &p)
+            .unwrap()
+            .contains("<strong>ESCALATION, step 2 of 3</strong> (aml-escalation)")
+    );
+    let json_of = |name: &str| -> Value {
+        serde_json::from_str(&t.render_with(name, &n, &p).unwrap()).unwrap()
+    };
+    assert_eq!(json_of("generic.json")["escalation"]["step"], 2);
+    let pd = json_of("pagerduty.json");
+    assert_eq!(pd["payload"]["custom_details"]["escalation"]["late"], true);
+    assert!(
+        pd["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("kyc-sentinel: ESCALATION step 2/3 (late): aml-red-flag-high")
+    );
+    assert!(
+        json_of("slack.json")["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("kyc-sentinel: ESCALATION step 2/3 (late): CRITICAL")
+    );
+    assert!(
+        json_of("teams.json")["attachments"][0]["content"]["body"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("kyc-sentinel: ESCALATION step 2/3 (late): 1 alert")
+    );
+}
+
+#[test]
+fn config_errors_name_the_policy_step_and_route() {
+    let text = "argos:\n  base_url: http://127.0.0.1:1\n\
+receivers:\n  - { name: mail, type: log }\n\
+route:\n  receiver: mail\n  routes:\n    - match: { severity: critical }\n      escalation: aml-escalatoin\n\
+escalation_policies:\n  - name: aml-escalation\n    steps:\n      - { after: 1h, receivers: [mail] }\n      - { after: 15m, receivers: [pager] }\n";
+    let err = Config::parse(Path::new("conf/sentinel.yaml"), text, |_| None).unwrap_err();
+    assert_eq!(
+        err,
+        "conf/sentinel.yaml: escalation_policies[0].steps[1].after: 15m comes before the previous step's 1h; steps go in order\n\
+         conf/sentinel.yaml: escalation_policies[0].steps[1].receivers: no receiver is named `pager` (receivers: mail)\n\
+         conf/sentinel.yaml: route.routes[0].escalation: no escalation policy is named `aml-escalatoin` (escalation_policies: aml-escalation)"
+    );
+    let err = Config::parse(
+        Path::new("conf/sentinel.yaml"),
+        "argos:\n  base_url: http://x\nescalation_policies:\n  - name: p\n    steps:\n      - { after: soon, receivers: [log] }\n",
+        |_| None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "conf/sentinel.yaml:6:18: invalid duration `soon`: expected a number followed by s, m, h or d"
+    );
+}

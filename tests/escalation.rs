@@ -336,3 +336,91 @@ escalation_policies:\n  - name: aml-escalation\n    steps:\n      - { after: 1h,
         "conf/sentinel.yaml:6:18: invalid duration `soon`: expected a number followed by s, m, h or d"
     );
 }
+
+/// The store's guard, without the daemon: a step goes once, and an
+/// acknowledgement that commits first stops it (no outbox row).
+#[tokio::test]
+async fn a_step_is_sent_once_and_never_after_an_acknowledgement() {
+    use kyc_sentinel::store::escalation::{StepResult, StepSend};
+    use kyc_sentinel::store::{AlertRow, BatchCommit, GroupInsert, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let mut batch = BatchCommit::default();
+    for fp in ["fp-a", "fp-b"] {
+        batch.alerts.push(AlertRow {
+            fingerprint: fp.into(),
+            rule_id: "aml-red-flag-high".into(),
+            rule_version: "v1".into(),
+            severity: "critical".into(),
+            submission_id: format!("sub-{fp}"),
+            group_key: None,
+            event_time: Utc::now(),
+            body: json!({"rule": "aml-red-flag-high", "fingerprint": fp, "submission_id": format!("sub-{fp}")})
+                .to_string(),
+        });
+        batch.notify.push(GroupInsert {
+            receiver: "file".into(),
+            group_key: format!("root|fingerprint={fp}"),
+            fingerprint: fp.into(),
+            group_wait: Duration::ZERO,
+            repeat_interval: Duration::ZERO,
+            escalation: Some("p".into()),
+        });
+    }
+    store.commit_batch(batch).await.unwrap();
+    let active = store.active_escalations().await.unwrap();
+    assert_eq!(
+        active
+            .iter()
+            .map(|e| (e.fingerprint.as_str(), e.next_step))
+            .collect::<Vec<_>>(),
+        [("fp-a", 0), ("fp-b", 0)]
+    );
+    let receivers = vec!["officer".to_string()];
+    let send = |fp: &'static str| StepSend {
+        fingerprint: fp,
+        policy: "p",
+        index: 0,
+        last: false,
+        receivers: &receivers,
+        key: "k",
+        due_at: Utc::now(),
+        late: false,
+        info: json!({"step": 1}),
+        now: Utc::now(),
+    };
+    let key_a = step_key("fp-a", 0);
+    let mut a = send("fp-a");
+    a.key = &key_a;
+    assert_eq!(
+        store.send_escalation_step(&a).await.unwrap(),
+        StepResult::Sent
+    );
+    assert_eq!(
+        store.send_escalation_step(&a).await.unwrap(),
+        StepResult::Gone
+    );
+    store
+        .change_alert("fp-b", "mlro.kim", Action::Ack { note: None })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.send_escalation_step(&send("fp-b")).await.unwrap(),
+        StepResult::Stopped("acknowledged".into())
+    );
+    let outbox: Vec<(String, String)> =
+        sqlx::query_as("SELECT fingerprint, receiver FROM outbox ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(outbox, [(key_a, "officer".to_string())]);
+    // Only fp-a still escalates, waiting for its second step.
+    let active = store.active_escalations().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].fingerprint.as_str(), active[0].next_step),
+        ("fp-a", 1)
+    );
+}

@@ -129,6 +129,9 @@ impl SqliteStore {
         .await?
         .rows_affected();
         if moved == 0 {
+            // Rolled back now, not when the pooled connection is next used:
+            // the UPDATE took the write lock even though it changed nothing.
+            tx.rollback().await?;
             return Ok(StepResult::Gone);
         }
         let row = sqlx::query(
@@ -139,6 +142,7 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
+            tx.rollback().await?;
             return Err(StoreError::Corrupt {
                 what: "escalations.fingerprint",
                 detail: format!(

@@ -55,6 +55,10 @@ pub struct Config {
     /// Which alerts go to which receivers, grouped how (see `notify::routing`).
     #[serde(default)]
     pub route: Option<RouteConfig>,
+    /// Steps that re-notify, louder each time, while nobody acknowledges an
+    /// alert; a route names one with `escalation:` (see `escalation`).
+    #[serde(default)]
+    pub escalation_policies: Vec<EscalationPolicyConfig>,
     /// Notification templates: an override folder, time zone, dashboard link.
     #[serde(default)]
     pub templates: TemplatesConfig,
@@ -532,8 +536,27 @@ pub struct RouteConfig {
     pub group_wait: Option<Dur>,
     #[serde(default)]
     pub repeat_interval: Option<Dur>,
+    /// An `escalation_policies` name; children inherit it.
+    #[serde(default)]
+    pub escalation: Option<String>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `escalation_policies: [{name, steps: [{after, receivers}]}]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationPolicyConfig {
+    pub name: String,
+    pub steps: Vec<EscalationStepConfig>,
+}
+
+/// One step: sent `after` the alert fired, if nobody acknowledged it by then.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationStepConfig {
+    pub after: Dur,
+    pub receivers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -795,6 +818,11 @@ impl Config {
                 errs.extend(e);
             }
         }
+        errs.extend(crate::escalation::validate(
+            &self.escalation_policies,
+            self.route.as_ref(),
+            &self.receivers.iter().map(|r| r.name()).collect::<Vec<_>>(),
+        ));
         if self.templates.timezone.parse::<chrono_tz::Tz>().is_err() {
             errs.push(format!(
                 "templates.timezone: `{}` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)",

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::argos::client::{ArgosClient, ArgosError, ClientConfig, ListQuery};
 use crate::argos::crypto::{AesEcb, Cipher};
 use crate::config::Config;
+use crate::escalation::{Clock, Escalator, SystemClock};
 use crate::ingest::{Hint, IngestServer};
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
@@ -149,6 +150,16 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
 pub async fn run_with(
     cfg: Config,
     rules: Arc<RuleSet>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_with_clock(cfg, rules, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run_with`] with the clock escalation steps are timed by (controlled in tests).
+pub async fn run_with_clock(
+    cfg: Config,
+    rules: Arc<RuleSet>,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Engine {
@@ -188,6 +199,12 @@ pub async fn run_with(
     // The outbox stops on its own signal, sent after the main loop ends, so it
     // flushes whether we stop on a signal or on a fatal error.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
+    // Escalation runs beside the outbox and stops with it (its sender dropped
+    // with this function stops it too).
+    let escalation_task = (!cfg.escalation_policies.is_empty()).then(|| {
+        let e = Escalator::new(store.clone(), &cfg.escalation_policies, clock, wake.clone());
+        tokio::spawn(e.run(outbox_stop_rx.clone()))
+    });
     let outbox_task = tokio::spawn(outbox.clone().run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
@@ -292,6 +309,9 @@ pub async fn run_with(
         i.stopped().await;
     }
     let _ = outbox_stop.send(true);
+    if let Some(t) = escalation_task {
+        let _ = t.await;
+    }
     let _ = outbox_task.await;
     if let Some(e) = fatal {
         return Err(e).context("stopping: the Argos API cannot be used with this configuration");

@@ -18,6 +18,8 @@
 //!   alerts, notification groups, outbox, alert lifecycle, audit log.
 //! - [`notify`]: silences -> routing tree -> durable groups -> outbox ->
 //!   receivers (log, file, email, webhook).
+//! - [`escalation`]: steps that re-notify other receivers while nobody
+//!   acknowledges an alert (a task beside the outbox).
 //! - [`templates`]: the notification templates (minijinja) and masking filters.
 //! - [`daemon`]: `run` and `backfill` assembled from the above; [`reload`]
 //!   (SIGHUP, file watching), [`telemetry`] (logs, metrics, health) and
@@ -36,6 +38,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod escalation;
 pub mod ingest;
 pub mod notify;
 pub mod pipeline;

@@ -319,6 +319,8 @@ pub fn mask_email(s: &str) -> String {
 /// - `count`: how many alerts; `alerts`: each alert as `eval` prints it, plus
 ///   `submission` (the firing submission's stored JSON, or none)
 /// - `alert`: the first alert (most notifications hold one)
+/// - `escalation`: none, or for a step of an escalation policy `{policy, step
+///   (1-based), steps, after, due_at, late}`
 pub fn context(n: &Notification) -> Value {
     let alerts: Vec<Value> = n
         .alerts
@@ -344,6 +346,7 @@ pub fn context(n: &Notification) -> Value {
         "count": alerts.len(),
         "alert": alerts.first().cloned().unwrap_or(Value::Null),
         "alerts": alerts,
+        "escalation": n.escalation,
     })
 }
 

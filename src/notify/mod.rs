@@ -43,6 +43,9 @@ pub struct Notification {
     /// submission_id -> the stored submission JSON, for templates. Never
     /// logged: it holds personal data.
     pub submissions: Map<String, Value>,
+    /// For a step of an escalation policy: `{policy, step, steps, after,
+    /// due_at, late}` (see `escalation::StepInfo`); none for a routed notification.
+    pub escalation: Option<Value>,
 }
 
 /// The idempotency key of a notification: one alert keeps its fingerprint
@@ -69,6 +72,7 @@ impl Notification {
     pub fn from_payload(key: &str, receiver: &str, payload: &str) -> Result<Self, String> {
         let v: Value = serde_json::from_str(payload)
             .map_err(|e| format!("outbox payload of {key} is not JSON: {e}"))?;
+        let escalation = v.get("escalation").filter(|e| !e.is_null()).cloned();
         let (group_key, alerts) = match v.get("alerts") {
             Some(Value::Array(a)) => (
                 v.get("group_key")
@@ -84,6 +88,7 @@ impl Notification {
             group_key,
             alerts,
             submissions: Map::new(),
+            escalation,
         })
     }
 
@@ -132,6 +137,7 @@ impl Notification {
             group_key: None,
             alerts,
             submissions,
+            escalation: None,
         })
     }
 
@@ -211,12 +217,15 @@ impl Receiver {
                 // archive reads like `eval`'s output, whatever the grouping.
                 let mut lines = String::new();
                 for a in &n.alerts {
-                    let line = serde_json::json!({
+                    let mut line = serde_json::json!({
                         "idempotency_key": a.get("fingerprint").cloned().unwrap_or(Value::Null),
                         "notification": n.key,
                         "receiver": self.name,
                         "alert": a,
                     });
+                    if let Some(e) = &n.escalation {
+                        line["escalation"] = e.clone();
+                    }
                     lines.push_str(&line.to_string());
                     lines.push('\n');
                 }

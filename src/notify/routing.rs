@@ -32,6 +32,8 @@ pub struct RouteMatch {
     pub group_key: String,
     pub group_wait: Duration,
     pub repeat_interval: Duration,
+    /// The escalation policy of the matching node (inherited), if any.
+    pub escalation: Option<String>,
 }
 
 #[derive(Debug)]
@@ -44,6 +46,7 @@ struct Node {
     group_by: Vec<String>,
     group_wait: Duration,
     repeat_interval: Duration,
+    escalation: Option<String>,
     children: Vec<Node>,
 }
 
@@ -59,6 +62,7 @@ struct Inherited<'a> {
     group_by: &'a [String],
     group_wait: Duration,
     repeat_interval: Duration,
+    escalation: Option<&'a str>,
 }
 
 /// Defaults of the root when the config does not say.
@@ -84,6 +88,7 @@ impl Router {
             group_by: &default_group_by,
             group_wait: DEFAULT_GROUP_WAIT,
             repeat_interval: DEFAULT_REPEAT_INTERVAL,
+            escalation: None,
         };
         let root = compile(cfg, "route", "root".into(), &parent, receivers, &mut errs);
         if errs.is_empty() {
@@ -105,6 +110,7 @@ impl Router {
             group_by: vec![EACH_ALERT.into()],
             group_wait: Duration::ZERO,
             repeat_interval: Duration::ZERO,
+            escalation: None,
             children: Vec::new(),
         };
         Router {
@@ -117,6 +123,7 @@ impl Router {
                 group_by: vec![EACH_ALERT.into()],
                 group_wait: Duration::ZERO,
                 repeat_interval: Duration::ZERO,
+                escalation: None,
                 children: receivers
                     .iter()
                     .enumerate()
@@ -178,11 +185,13 @@ fn compile(
     let group_by = cfg.group_by.as_deref().unwrap_or(parent.group_by);
     let group_wait = cfg.group_wait.map_or(parent.group_wait, |d| d.0);
     let repeat_interval = cfg.repeat_interval.map_or(parent.repeat_interval, |d| d.0);
+    let escalation = cfg.escalation.as_deref().or(parent.escalation);
     let here = Inherited {
         receiver,
         group_by,
         group_wait,
         repeat_interval,
+        escalation,
     };
     let children = cfg
         .routes
@@ -212,6 +221,7 @@ fn compile(
         group_by: group_by.to_vec(),
         group_wait,
         repeat_interval,
+        escalation: escalation.map(str::to_owned),
         children,
     }
 }
@@ -269,6 +279,7 @@ fn route_node(node: &Node, attrs: &BTreeMap<String, String>, out: &mut Vec<Route
             group_key: group_key(node, attrs),
             group_wait: node.group_wait,
             repeat_interval: node.repeat_interval,
+            escalation: node.escalation.clone(),
         });
     }
 }

@@ -333,6 +333,7 @@ impl<S: Store + Clone> Pipeline<S> {
                             fingerprint: alert.fingerprint.clone(),
                             group_wait: m.group_wait,
                             repeat_interval: m.repeat_interval,
+                            escalation: m.escalation,
                         });
                     }
                 }

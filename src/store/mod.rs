@@ -11,6 +11,7 @@
 //! the work done. The trait keeps the pipeline independent of SQLite so a
 //! Postgres implementation can follow.
 
+pub mod escalation;
 pub mod lifecycle;
 mod sqlite;
 
@@ -166,6 +167,9 @@ pub struct GroupInsert {
     pub fingerprint: String,
     pub group_wait: std::time::Duration,
     pub repeat_interval: std::time::Duration,
+    /// The route's escalation policy: its steps start with this alert, in
+    /// this transaction (see `escalation`).
+    pub escalation: Option<String>,
 }
 
 /// Everything one batch writes, in one transaction.

@@ -718,6 +718,17 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if let Some(policy) = &g.escalation {
+                // OR IGNORE: re-decided after a crash, or two routes naming one policy.
+                sqlx::query(
+                    "INSERT OR IGNORE INTO escalations (fingerprint, policy, started_at) VALUES (?, ?, ?)",
+                )
+                .bind(&g.fingerprint)
+                .bind(policy)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
             if added == 0 {
                 // Re-decided after a crash: already waiting or already sent.
                 continue;

@@ -188,6 +188,10 @@ pub async fn run_with(
     // The outbox stops on its own signal, sent after the main loop ends, so it
     // flushes whether we stop on a signal or on a fatal error.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
+    // Digests: their own task and stop signal, stopped before the outbox so
+    // a digest written at the last moment is still flushed.
+    let (digest_stop, digest_stop_rx) = watch::channel(false);
+    let digest_task = crate::digest::spawn(&cfg, store.clone(), wake.clone(), digest_stop_rx)?;
     let outbox_task = tokio::spawn(outbox.run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
@@ -239,6 +243,8 @@ pub async fn run_with(
                 match r {
                     Ok(rep) => {
                         health.poll_succeeded();
+                        // For the digests' engine health (they read the store).
+                        let _ = store.set_meta(crate::digest::LAST_POLL_META, &crate::store::fmt_time(chrono::Utc::now())).await;
                         let found = pipeline.store().found_first().await.unwrap_or_default();
                         tracing::info!(
                             pages = rep.pages, refetched = rep.refetched, received = rep.batch.received,
@@ -285,6 +291,10 @@ pub async fn run_with(
     drop(hint_rx);
     if let Some(i) = ingest {
         i.stopped().await;
+    }
+    let _ = digest_stop.send(true);
+    if let Some(t) = digest_task {
+        let _ = t.await;
     }
     let _ = outbox_stop.send(true);
     let _ = outbox_task.await;

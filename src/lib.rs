@@ -15,6 +15,7 @@
 //! - [`notify`]: silences -> routing tree -> durable groups -> outbox ->
 //!   receivers (log, file, email, webhook).
 //! - [`templates`]: the notification templates (minijinja) and masking filters.
+//! - [`digest`]: scheduled summaries (cron in a time zone, catch-up, sent once).
 //! - [`commands`]: one module per CLI command, wiring the pieces together.
 //! - [`cli`]: the clap definition of the command line.
 
@@ -26,6 +27,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod digest;
 pub mod ingest;
 pub mod notify;
 pub mod pipeline;

@@ -96,6 +96,10 @@ fn describe() {
         "kyc_sentinel_deliveries_total",
         "Delivery attempts, by receiver and outcome"
     );
+    describe_counter!(
+        "kyc_sentinel_digests_total",
+        "Digests written to the outbox, by digest and trigger (schedule, catch_up, send_now)"
+    );
     describe_gauge!(
         "kyc_sentinel_outbox_depth",
         "Notifications waiting in the outbox"
@@ -177,6 +181,11 @@ pub mod emit {
     pub fn outbox(pending: i64, dead: i64) {
         gauge!("kyc_sentinel_outbox_depth").set(pending as f64);
         gauge!("kyc_sentinel_dead_letters").set(dead as f64);
+    }
+
+    pub fn digest(name: &str, trigger: &str) {
+        counter!("kyc_sentinel_digests_total", "digest" => name.to_owned(), "trigger" => trigger.to_owned())
+            .increment(1);
     }
 
     pub fn window_members(n: usize) {

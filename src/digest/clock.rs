@@ -44,13 +44,13 @@ impl Clock for SystemClock {
 /// A clock tests set by hand; sleepers wake when it passes their time.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now: watch::Sender<DateTime<Utc>>,
+    now: std::sync::Arc<watch::Sender<DateTime<Utc>>>,
 }
 
 impl ManualClock {
     pub fn new(t: DateTime<Utc>) -> Self {
         Self {
-            now: watch::Sender::new(t),
+            now: std::sync::Arc::new(watch::Sender::new(t)),
         }
     }
 

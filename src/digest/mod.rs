@@ -64,8 +64,9 @@ pub fn check_templates(d: &DigestConfig, templates: &Templates) -> Result<(), St
     for name in [s, t, h] {
         if !templates.contains(&name) {
             return Err(format!(
-                "digests.{}.template: no template named `{name}` (a digest needs `{0}.html`, `{0}.txt` and `{0}_subject.txt`)",
-                d.name, d.template
+                "digests.{d}.template: no template named `{name}` (a digest needs `{t}.html`, `{t}.txt` and `{t}_subject.txt`)",
+                d = d.name,
+                t = d.template
             ));
         }
     }

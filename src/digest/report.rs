@@ -217,9 +217,10 @@ fn top<'a>(ids: impl Iterator<Item = Option<&'a str>>, n: usize) -> Vec<Top> {
     for id in ids.flatten() {
         *counts.entry(id).or_default() += 1;
     }
-    let mut v: Vec<Top> = counts
-        .into_iter()
-        .filter(|(_, c)| *c > 0)
+    let mut v: Vec<(&str, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    v.truncate(n);
+    v.into_iter()
         .map(|(id, count)| Top {
             // A user id may be an email address; it is shown masked.
             id: if id.contains('@') {
@@ -229,10 +230,7 @@ fn top<'a>(ids: impl Iterator<Item = Option<&'a str>>, n: usize) -> Vec<Top> {
             },
             count,
         })
-        .collect();
-    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.id.cmp(&b.id)));
-    v.truncate(n);
-    v
+        .collect()
 }
 
 fn line(a: &DigestAlert, at: DateTime<Utc>) -> AlertLine {

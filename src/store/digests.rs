@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{OutboxInsert, OutboxRow, Result, SqliteStore, fmt_time, parse_time};
 
@@ -225,10 +225,11 @@ impl SqliteStore {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<DigestAlert>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= ? AND a.fired_at < ? \
              ORDER BY a.fired_at, a.fingerprint"
-        ))
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(fmt_time(start))
         .bind(fmt_time(end))
         .fetch_all(self.pool())
@@ -239,10 +240,11 @@ impl SqliteStore {
     /// Alerts fired before `end` and still open (neither acknowledged nor
     /// resolved), oldest first.
     pub async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {ALERT_COLUMNS} WHERE a.fired_at < ? AND COALESCE(s.state, 'open') = 'open' \
              ORDER BY a.fired_at, a.fingerprint"
-        ))
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(fmt_time(end))
         .fetch_all(self.pool())
         .await?;

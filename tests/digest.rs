@@ -60,7 +60,8 @@ async fn seoul_eight_oclock_fires_at_twenty_three_utc_on_the_scheduler_loop() {
     let clock = ManualClock::new(utc("2026-11-26T12:00:00Z"));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(digester(&h).await.run(Arc::new(clock.clone()), stop_rx));
-    let recorded = |store: SqliteStore| async move { store.digests_recorded("daily").await.unwrap() };
+    let recorded =
+        |store: SqliteStore| async move { store.digests_recorded("daily").await.unwrap() };
     // The loop anchors the schedule at its first look (12:00Z), then sleeps.
     for _ in 0..200 {
         if sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM digest_schedules")
@@ -75,7 +76,10 @@ async fn seoul_eight_oclock_fires_at_twenty_three_utc_on_the_scheduler_loop() {
     }
     clock.set(utc("2026-11-26T22:59:59Z"));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(recorded(h.store.clone()).await.is_empty(), "not before 23:00Z");
+    assert!(
+        recorded(h.store.clone()).await.is_empty(),
+        "not before 23:00Z"
+    );
     clock.set(utc("2026-11-26T23:00:00Z"));
     let mut got = Vec::new();
     for _ in 0..300 {
@@ -89,7 +93,10 @@ async fn seoul_eight_oclock_fires_at_twenty_three_utc_on_the_scheduler_loop() {
     assert_eq!(got[0].scheduled_at, utc("2026-11-26T23:00:00Z"));
     assert_eq!(got[0].period_start, utc("2026-11-25T23:00:00Z"));
     assert_eq!(got[0].trigger, "schedule");
-    assert_eq!(outbox_keys(&h.store).await, vec!["digest-daily-20261126T230000Z"]);
+    assert_eq!(
+        outbox_keys(&h.store).await,
+        vec!["digest-daily-20261126T230000Z"]
+    );
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -108,10 +115,23 @@ async fn berlin_dst_gap_runs_at_the_next_valid_time_and_the_repeated_hour_once()
     .await;
     let d = digester(&h).await;
     // Spring forward, 2026-03-29: 02:30 does not exist; 03:00 CEST = 01:00Z.
-    assert!(d.run_due(utc("2026-03-28T12:00:00Z")).await.unwrap().is_empty());
-    assert!(d.run_due(utc("2026-03-29T00:59:00Z")).await.unwrap().is_empty());
+    assert!(
+        d.run_due(utc("2026-03-28T12:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        d.run_due(utc("2026-03-29T00:59:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let s = d.run_due(utc("2026-03-29T01:00:00Z")).await.unwrap();
-    assert_eq!(slots(&s), vec![(utc("2026-03-28T01:30:00Z"), utc("2026-03-29T01:00:00Z"), 1)]);
+    assert_eq!(
+        slots(&s),
+        vec![(utc("2026-03-28T01:30:00Z"), utc("2026-03-29T01:00:00Z"), 1)]
+    );
     // Fall back, 2026-10-25: 02:30 CEST (00:30Z) and 02:30 CET (01:30Z); once.
     let dir2 = tempfile::tempdir().unwrap();
     let h2 = Harness::new(
@@ -121,12 +141,20 @@ async fn berlin_dst_gap_runs_at_the_next_valid_time_and_the_repeated_hour_once()
     )
     .await;
     let d = digester(&h2).await;
-    assert!(d.run_due(utc("2026-10-24T12:00:00Z")).await.unwrap().is_empty());
+    assert!(
+        d.run_due(utc("2026-10-24T12:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let s = d.run_due(utc("2026-10-25T00:30:00Z")).await.unwrap();
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].scheduled_at, utc("2026-10-25T00:30:00Z"));
     assert!(
-        d.run_due(utc("2026-10-25T01:30:00Z")).await.unwrap().is_empty(),
+        d.run_due(utc("2026-10-25T01:30:00Z"))
+            .await
+            .unwrap()
+            .is_empty(),
         "the repeated 02:30 does not run again"
     );
     let s = d.run_due(utc("2026-10-26T01:30:00Z")).await.unwrap();
@@ -145,7 +173,14 @@ async fn down_across_three_times_sends_three_then_nothing_on_restart() {
         &digest_section("0 8 * * *", "Asia/Seoul", "each"),
     )
     .await;
-    assert!(digester(&h).await.run_due(utc("2026-11-26T12:00:00Z")).await.unwrap().is_empty());
+    assert!(
+        digester(&h)
+            .await
+            .run_due(utc("2026-11-26T12:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Down from 12:00Z on the 26th until 01:00Z on the 30th: 23:00Z on the 26th, 27th, 28th, 29th
     // would be four; stop at the 29th 22:00Z to miss exactly three.
     let start = utc("2026-11-29T22:00:00Z");
@@ -163,7 +198,11 @@ async fn down_across_three_times_sends_three_then_nothing_on_restart() {
     assert!(recorded.iter().all(|r| r.trigger == "catch_up"));
     assert_eq!(outbox_keys(&h.store).await.len(), 3);
     // A restart right after: a new scheduler over the same store sends nothing.
-    let again = digester(&h).await.run_due(start + chrono::Duration::seconds(30)).await.unwrap();
+    let again = digester(&h)
+        .await
+        .run_due(start + chrono::Duration::seconds(30))
+        .await
+        .unwrap();
     assert!(again.is_empty(), "{again:?}");
     assert_eq!(outbox_keys(&h.store).await.len(), 3);
     // Delivered once each.
@@ -182,7 +221,14 @@ async fn down_across_three_times_sends_one_combined_when_configured() {
         &digest_section("0 8 * * *", "Asia/Seoul", "combined"),
     )
     .await;
-    assert!(digester(&h).await.run_due(utc("2026-11-26T12:00:00Z")).await.unwrap().is_empty());
+    assert!(
+        digester(&h)
+            .await
+            .run_due(utc("2026-11-26T12:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let start = utc("2026-11-29T22:00:00Z");
     let s = digester(&h).await.run_due(start).await.unwrap();
     assert_eq!(
@@ -213,12 +259,54 @@ async fn fixed_alerts(store: &SqliteStore) {
     let mut fired = Vec::new();
     let plan = [
         // (fixture, fingerprint char, rule, severity, fired_at, submission)
-        (0, 'a', "aml-red-flag-high", "critical", "2026-11-26T00:10:00Z", "sub-7f3a9c"),
-        (1, 'b', "duplicate-applicant", "high", "2026-11-26T03:20:00Z", "sub-88b1d2"),
-        (1, 'c', "duplicate-applicant", "high", "2026-11-26T09:45:00Z", "sub-88b1d2"),
-        (0, 'd', "repeated-rejections", "medium", "2026-11-26T11:00:00Z", "sub-7f3a9c"),
-        (0, 'e', "repeated-rejections", "medium", "2026-11-25T08:00:00Z", "sub-7f3a9c"),
-        (0, 'f', "aml-red-flag-high", "critical", "2026-11-23T20:00:00Z", "sub-7f3a9c"),
+        (
+            0,
+            'a',
+            "aml-red-flag-high",
+            "critical",
+            "2026-11-26T00:10:00Z",
+            "sub-7f3a9c",
+        ),
+        (
+            1,
+            'b',
+            "duplicate-applicant",
+            "high",
+            "2026-11-26T03:20:00Z",
+            "sub-88b1d2",
+        ),
+        (
+            1,
+            'c',
+            "duplicate-applicant",
+            "high",
+            "2026-11-26T09:45:00Z",
+            "sub-88b1d2",
+        ),
+        (
+            0,
+            'd',
+            "repeated-rejections",
+            "medium",
+            "2026-11-26T11:00:00Z",
+            "sub-7f3a9c",
+        ),
+        (
+            0,
+            'e',
+            "repeated-rejections",
+            "medium",
+            "2026-11-25T08:00:00Z",
+            "sub-7f3a9c",
+        ),
+        (
+            0,
+            'f',
+            "aml-red-flag-high",
+            "critical",
+            "2026-11-23T20:00:00Z",
+            "sub-7f3a9c",
+        ),
     ];
     for (i, sub) in fixtures.iter().enumerate() {
         let mut s = sub["submission"].clone();
@@ -291,12 +379,19 @@ async fn fixed_alerts(store: &SqliteStore) {
     .await
     .unwrap();
     store
-        .change_alert(&"b".repeat(64), "kim", kyc_sentinel::store::lifecycle::Action::Ack { note: None })
+        .change_alert(
+            &"b".repeat(64),
+            "kim",
+            kyc_sentinel::store::lifecycle::Action::Ack { note: None },
+        )
         .await
         .unwrap();
     store.add_api_calls("2026-11-26", 4321).await.unwrap();
     store
-        .set_meta(kyc_sentinel::digest::LAST_POLL_META, "2026-11-26T22:59:30.000Z")
+        .set_meta(
+            kyc_sentinel::digest::LAST_POLL_META,
+            "2026-11-26T22:59:30.000Z",
+        )
         .await
         .unwrap();
 }
@@ -309,7 +404,10 @@ async fn preview_of_a_fixed_set_of_alerts() {
     let h = Harness::new(
         dir.path(),
         FILE_RECEIVER,
-        &format!("{}{DASHBOARD}", digest_section("0 8 * * *", "Asia/Seoul", "each")),
+        &format!(
+            "{}{DASHBOARD}",
+            digest_section("0 8 * * *", "Asia/Seoul", "each")
+        ),
     )
     .await;
     fixed_alerts(&h.store).await;
@@ -344,7 +442,10 @@ async fn preview_of_a_fixed_set_of_alerts() {
         .iter()
         .map(|a| a["age"].as_str().unwrap())
         .collect();
-    assert_eq!(ages, vec!["3d 3h", "1d 15h", "22h 50m", "13h 15m", "12h 0m"]);
+    assert_eq!(
+        ages,
+        vec!["3d 3h", "1d 15h", "22h 50m", "13h 15m", "12h 0m"]
+    );
     insta::assert_snapshot!("digest_txt", r.text);
     insta::assert_snapshot!("digest_html", r.html);
     // No recipients were written to: a preview sends nothing.
@@ -387,7 +488,11 @@ impl Drop for Smtp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_arrives_once_over_real_smtp_with_html_and_text() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let folder = dir.path().join("smtp");
     std::fs::create_dir_all(&folder).unwrap();
     let mut child = Command::new(python_with_aiosmtpd())
@@ -400,9 +505,15 @@ async fn digest_arrives_once_over_real_smtp_with_html_and_text() {
         .spawn()
         .expect("python starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "READY");
-    let smtp = Smtp { child, port, folder };
+    let smtp = Smtp {
+        child,
+        port,
+        folder,
+    };
     let receivers = format!(
         "  - name: leads\n    type: email\n    from: 'kyc-sentinel <sentinel@example.com>'\n    \
          to: [lead@example.com]\n    smtp:\n      host: 127.0.0.1\n      port: {}\n      tls: none\n      timeout: 5s\n",
@@ -412,17 +523,35 @@ async fn digest_arrives_once_over_real_smtp_with_html_and_text() {
     let h = Harness::new(dir.path(), &receivers, &format!("{extra}{DASHBOARD}")).await;
     fixed_alerts(&h.store).await;
     let d = digester(&h).await;
-    assert!(d.run_due(utc("2026-11-26T12:00:00Z")).await.unwrap().is_empty());
+    assert!(
+        d.run_due(utc("2026-11-26T12:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let s = d.run_due(utc("2026-11-26T23:00:00Z")).await.unwrap();
     assert_eq!(s.len(), 1);
     // 451 once, then accepted; a restart finds it done.
     let stats = h.deliver_until_settled(Duration::from_secs(15)).await;
     assert_eq!((stats.delivered, stats.pending), (1, 0), "the digest");
-    assert!(digester(&h).await.run_due(utc("2026-11-26T23:00:30Z")).await.unwrap().is_empty());
+    assert!(
+        digester(&h)
+            .await
+            .run_due(utc("2026-11-26T23:00:30Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let accepted: Vec<_> = std::fs::read_dir(&smtp.folder)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("accepted"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("accepted")
+        })
         .collect();
     assert_eq!(accepted.len(), 1, "arrives once");
     let out = Command::new("python3")
@@ -431,7 +560,10 @@ async fn digest_arrives_once_over_real_smtp_with_html_and_text() {
         .output()
         .unwrap();
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(m["message_id"], "<digest-daily-20261126T230000Z.leads@kyc-sentinel>");
+    assert_eq!(
+        m["message_id"],
+        "<digest-daily-20261126T230000Z.leads@kyc-sentinel>"
+    );
     assert_eq!(m["parts"], serde_json::json!(["text/plain", "text/html"]));
     assert_eq!(
         m["subject"],

@@ -56,10 +56,7 @@ async fn run_async(cfg: Config, args: DigestArgs) -> anyhow::Result<ExitCode> {
         match outbox.deliver_row(&row).await? {
             DeliveryOutcome::Delivered => println!("sent to `{}` ({})", row.receiver, sent.key),
             DeliveryOutcome::Retry { error, .. } => {
-                eprintln!(
-                    "`{}` failed, the daemon will retry: {error}",
-                    row.receiver
-                );
+                eprintln!("`{}` failed, the daemon will retry: {error}", row.receiver);
                 failed = true;
             }
             DeliveryOutcome::Dead { error } => {

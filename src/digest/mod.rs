@@ -248,13 +248,13 @@ impl Digester {
     }
 
     fn plan(&self, name: &str) -> anyhow::Result<&Plan> {
-        self.plans.iter().find(|p| p.cfg.name == name).ok_or_else(|| {
-            let names: Vec<&str> = self.plans.iter().map(|p| p.cfg.name.as_str()).collect();
-            anyhow::anyhow!(
-                "no digest named `{name}` (digests: {})",
-                names.join(", ")
-            )
-        })
+        self.plans
+            .iter()
+            .find(|p| p.cfg.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.plans.iter().map(|p| p.cfg.name.as_str()).collect();
+                anyhow::anyhow!("no digest named `{name}` (digests: {})", names.join(", "))
+            })
     }
 
     /// Renders digest `name` for the period ending at `at`; sends nothing.
@@ -338,7 +338,8 @@ impl Digester {
         let rendered = render(&self.templates, &d.template, &report)
             .map_err(|e| anyhow::anyhow!("digest `{}`: {e}", d.name))?;
         let key = outbox_key(&d.name, scheduled_at);
-        let hash = crate::util::sha256_hex(format!("{}\n{}", rendered.text, rendered.html).as_bytes());
+        let hash =
+            crate::util::sha256_hex(format!("{}\n{}", rendered.text, rendered.html).as_bytes());
         let payload = serde_json::json!({ "digest": rendered }).to_string();
         let outbox: Vec<OutboxInsert> = d
             .receivers

@@ -175,12 +175,10 @@ pub fn severity_rank(s: &str) -> usize {
 pub fn matches(f: &DigestFilters, a: &DigestAlert) -> bool {
     (f.rules.is_empty() || f.rules.iter().any(|r| r == &a.rule))
         && (f.severities.is_empty()
-            || f
-                .severities
+            || f.severities
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(&a.severity)))
-        && f
-            .labels
+        && f.labels
             .iter()
             .all(|(k, v)| a.labels.get(k).is_some_and(|x| x == v))
 }
@@ -188,7 +186,11 @@ pub fn matches(f: &DigestFilters, a: &DigestAlert) -> bool {
 /// `+3`, `-2`, `0`.
 pub fn signed(now: usize, before: usize) -> String {
     let d = now as i64 - before as i64;
-    if d > 0 { format!("+{d}") } else { d.to_string() }
+    if d > 0 {
+        format!("+{d}")
+    } else {
+        d.to_string()
+    }
 }
 
 /// `3d 4h`, `5h 12m`, `42m`, `<1m`.
@@ -374,10 +376,7 @@ pub fn build(input: &ReportInput, filters: &DigestFilters, limits: Limits) -> Re
         },
         severities,
         rules,
-        top_applicants: top(
-            alerts.iter().map(|a| a.applicant_id.as_deref()),
-            limits.top,
-        ),
+        top_applicants: top(alerts.iter().map(|a| a.applicant_id.as_deref()), limits.top),
         top_users: top(alerts.iter().map(|a| a.userid.as_deref()), limits.top),
         critical_high,
         delivery_failures: Failures {
@@ -408,7 +407,11 @@ pub fn build(input: &ReportInput, filters: &DigestFilters, limits: Limits) -> Re
         },
         open_alerts: OpenAlerts {
             count: open.len(),
-            shown: open.iter().take(limits.open).map(|a| line(a, end)).collect(),
+            shown: open
+                .iter()
+                .take(limits.open)
+                .map(|a| line(a, end))
+                .collect(),
         },
         filters: filters.clone(),
     }
@@ -421,8 +424,8 @@ pub fn sample_input() -> ReportInput {
             .expect("fixed time")
             .with_timezone(&Utc)
     };
-    let alert = |fp: &str, rule: &str, sev: &str, sub: &str, at: &str, app: &str, user: &str| {
-        DigestAlert {
+    let alert =
+        |fp: &str, rule: &str, sev: &str, sub: &str, at: &str, app: &str, user: &str| DigestAlert {
             fingerprint: fp.repeat(64 / fp.len()),
             rule: rule.into(),
             severity: sev.into(),
@@ -433,8 +436,7 @@ pub fn sample_input() -> ReportInput {
             userid: Some(user.into()),
             state: "open".into(),
             silenced: false,
-        }
-    };
+        };
     let mut silenced = alert(
         "c",
         "repeated-rejections",

@@ -27,9 +27,9 @@ impl Schedule {
     /// `pattern` is the standard 5-field crontab (minute hour day month
     /// weekday); `timezone` an IANA name.
     pub fn parse(pattern: &str, timezone: &str) -> Result<Schedule, String> {
-        let tz: Tz = timezone
-            .parse()
-            .map_err(|_| format!("timezone: `{timezone}` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)"))?;
+        let tz: Tz = timezone.parse().map_err(|_| {
+            format!("timezone: `{timezone}` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)")
+        })?;
         let fields = pattern.split_whitespace().count();
         if fields != 5 {
             return Err(format!(
@@ -140,11 +140,7 @@ mod tests {
     fn berlin_gap_runs_at_the_next_valid_time_and_repeated_hour_once() {
         // 2026-03-29: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist.
         let s = Schedule::parse("30 2 * * *", "Europe/Berlin").unwrap();
-        let got = s.between(
-            utc("2026-03-27T12:00:00Z"),
-            utc("2026-03-30T12:00:00Z"),
-            10,
-        );
+        let got = s.between(utc("2026-03-27T12:00:00Z"), utc("2026-03-30T12:00:00Z"), 10);
         assert_eq!(
             got,
             vec![
@@ -154,11 +150,7 @@ mod tests {
             ]
         );
         // 2026-10-25: 03:00 CEST falls back to 02:00 CET; 02:30 happens twice.
-        let got = s.between(
-            utc("2026-10-24T12:00:00Z"),
-            utc("2026-10-26T12:00:00Z"),
-            10,
-        );
+        let got = s.between(utc("2026-10-24T12:00:00Z"), utc("2026-10-26T12:00:00Z"), 10);
         assert_eq!(
             got,
             vec![

@@ -119,8 +119,10 @@ impl WebhookReceiver {
         // A template that cannot render will not render on retry either.
         let body = match &n.digest {
             // A digest's body is its data (the alert templates expect alerts).
-            Some(d) => serde_json::json!({ "digest": d.name, "subject": d.subject, "report": d.data })
-                .to_string(),
+            Some(d) => {
+                serde_json::json!({ "digest": d.name, "subject": d.subject, "report": d.data })
+                    .to_string()
+            }
             None => self
                 .templates
                 .render_with(&self.template, n, &self.params)

@@ -110,7 +110,10 @@ impl SqliteStore {
             return parse_time("digest_schedules.last_slot", &r.get::<String, _>(0));
         }
         if row.is_some() {
-            tracing::info!(digest = name, "digest schedule changed; it starts again from now");
+            tracing::info!(
+                digest = name,
+                "digest schedule changed; it starts again from now"
+            );
         }
         sqlx::query(
             "INSERT INTO digest_schedules (name, last_slot, schedule, updated) VALUES (?, ?, ?, ?) \
@@ -230,10 +233,10 @@ impl SqliteStore {
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(fmt_time(start))
-        .bind(fmt_time(end))
-        .fetch_all(self.pool())
-        .await?;
+            .bind(fmt_time(start))
+            .bind(fmt_time(end))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(digest_alert).collect()
     }
 
@@ -245,9 +248,9 @@ impl SqliteStore {
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(fmt_time(end))
-        .fetch_all(self.pool())
-        .await?;
+            .bind(fmt_time(end))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(digest_alert).collect()
     }
 

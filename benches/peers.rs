@@ -123,7 +123,7 @@ fn main() {
                 submission: s,
                 derived: &derived,
             };
-            let mut ctx = ScriptCtx::new(&scripts, s, &derived);
+            let mut ctx = ScriptCtx::new(&scripts, None, s, &derived);
             for (i, rule) in set.rules().iter().enumerate() {
                 compiled_matches[i] += usize::from(rule.when.eval(&subject, &mut ctx));
             }
@@ -143,14 +143,14 @@ fn main() {
         .collect();
     let bind = best(rounds, || {
         for s in &subs {
-            drop(black_box(scripts.bind(s, &derived).expect("binds")));
+            drop(black_box(scripts.bind(s, &derived, None)));
         }
     });
     let mut rhai_matches = vec![0; PREDICATES.len()];
     let total = best(rounds, || {
         rhai_matches.iter_mut().for_each(|m| *m = 0);
         for s in &subs {
-            let mut ctx = ScriptCtx::new(&scripts, s, &derived);
+            let mut ctx = ScriptCtx::new(&scripts, None, s, &derived);
             for (i, script) in compiled.iter().enumerate() {
                 rhai_matches[i] += usize::from(ctx.run(script));
             }

@@ -48,6 +48,37 @@ pub enum Command {
     NotifyTest(NotifyTestArgs),
     /// Print a template rendered for an alert file, without sending anything.
     Render(RenderArgs),
+    /// Render a configured digest without sending it (--preview), or send it now (--send-now).
+    Digest(DigestArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["preview", "send_now"])))]
+pub struct DigestArgs {
+    /// The configuration file (its `digests:`, store and receivers are used).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The digest's name in the config.
+    #[arg(long)]
+    pub name: String,
+    /// Print the text part and write nothing to the outbox.
+    #[arg(long)]
+    pub preview: bool,
+    /// Write the digest to the outbox and deliver it now (off schedule).
+    #[arg(long)]
+    pub send_now: bool,
+    /// End of the period, RFC 3339 (e.g. `2026-11-26T23:00:00Z`); default now.
+    #[arg(long, value_parser = parse_time_arg)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With --preview, also write the HTML part to this file.
+    #[arg(long, requires = "preview")]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_time_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-26T23:00:00Z)"))
 }
 
 #[derive(Debug, Args)]

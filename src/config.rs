@@ -62,6 +62,9 @@ pub struct Config {
     /// Notification templates: an override folder, time zone, dashboard link.
     #[serde(default)]
     pub templates: TemplatesConfig,
+    /// Scheduled summaries for compliance leads (see `digest`).
+    #[serde(default)]
+    pub digests: Vec<DigestConfig>,
 }
 
 fn default_rules() -> PathBuf {
@@ -587,6 +590,129 @@ impl Default for TemplatesConfig {
     }
 }
 
+/// One scheduled digest: what it covers, when, and who gets it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Names the digest in the store, the CLI and the message id (A-Z a-z 0-9 - _).
+    pub name: String,
+    /// Standard 5-field crontab (`0 8 * * *`: every day at 08:00), read in `timezone`.
+    pub schedule: String,
+    /// IANA time zone the schedule is read in (`Asia/Seoul`).
+    #[serde(default = "d_tz")]
+    pub timezone: String,
+    /// How far back a digest looks; by default since the previous scheduled time.
+    #[serde(default)]
+    pub period: Option<Dur>,
+    /// Receiver names (from `receivers:`); digests do not go through `route:`.
+    pub receivers: Vec<String>,
+    /// Template base name: `NAME.html`, `NAME.txt` and `NAME_subject.txt`.
+    #[serde(default = "d_digest_template")]
+    pub template: String,
+    #[serde(default)]
+    pub filters: DigestFilters,
+    /// After downtime: one digest per missed time (`each`) or one for all (`combined`).
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// Rows in the "most alerts" tables.
+    #[serde(default = "d_digest_top")]
+    pub top: usize,
+    /// Open alerts listed (oldest first); the total is always given.
+    #[serde(default = "d_digest_open")]
+    pub open_alerts_limit: usize,
+}
+
+/// Which alerts a digest counts; empty = all.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestFilters {
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Label `key: value` pairs that must all be equal.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    #[default]
+    Each,
+    Combined,
+}
+
+fn d_digest_template() -> String {
+    "digest".into()
+}
+fn d_digest_top() -> usize {
+    10
+}
+fn d_digest_open() -> usize {
+    50
+}
+
+impl DigestConfig {
+    /// A daily 08:00 UTC digest of everything to no receiver: the demo's
+    /// preview when the config has none.
+    pub fn daily_default() -> Self {
+        Self {
+            name: "daily".into(),
+            schedule: "0 8 * * *".into(),
+            timezone: d_tz(),
+            period: None,
+            receivers: Vec::new(),
+            template: d_digest_template(),
+            filters: DigestFilters::default(),
+            catch_up: CatchUp::Each,
+            top: d_digest_top(),
+            open_alerts_limit: d_digest_open(),
+        }
+    }
+}
+
+/// Digest checks the types cannot express. Pure.
+fn validate_digests(digests: &[DigestConfig], receivers: &[&str]) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for d in digests {
+        let at = format!("digests.{}", d.name);
+        if d.name.is_empty()
+            || !d
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            errs.push(format!(
+                "digests: name `{}` must be A-Z a-z 0-9 - _ (it goes into message ids)",
+                d.name
+            ));
+        }
+        if !names.insert(d.name.as_str()) {
+            errs.push(format!("digests: the name `{}` is used twice", d.name));
+        }
+        if let Err(e) = crate::digest::Schedule::parse(&d.schedule, &d.timezone) {
+            errs.push(format!("{at}: {e}"));
+        }
+        if d.receivers.is_empty() {
+            errs.push(format!("{at}.receivers: at least one receiver is needed"));
+        }
+        for r in &d.receivers {
+            if !receivers.contains(&r.as_str()) {
+                errs.push(format!(
+                    "{at}.receivers: no receiver named `{r}` (receivers: {})",
+                    receivers.join(", ")
+                ));
+            }
+        }
+        if d.period.is_some_and(|p| p.0 < Duration::from_secs(60)) {
+            errs.push(format!("{at}.period: must be at least 1m"));
+        }
+    }
+    errs
+}
+
 /// Receiver checks the types cannot express. Pure.
 fn validate_receiver(r: &ReceiverConfig) -> Vec<String> {
     use secrecy::ExposeSecret;
@@ -823,6 +949,8 @@ impl Config {
             self.route.as_ref(),
             &self.receivers.iter().map(|r| r.name()).collect::<Vec<_>>(),
         ));
+        let known: Vec<&str> = self.receivers.iter().map(|r| r.name()).collect();
+        errs.extend(validate_digests(&self.digests, &known));
         if self.templates.timezone.parse::<chrono_tz::Tz>().is_err() {
             errs.push(format!(
                 "templates.timezone: `{}` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)",

@@ -205,6 +205,10 @@ pub async fn run_with_clock(
         let e = Escalator::new(store.clone(), &cfg.escalation_policies, clock, wake.clone());
         tokio::spawn(e.run(outbox_stop_rx.clone()))
     });
+    // Digests: their own task and stop signal, stopped before the outbox so
+    // a digest written at the last moment is still flushed.
+    let (digest_stop, digest_stop_rx) = watch::channel(false);
+    let digest_task = crate::digest::spawn(&cfg, store.clone(), wake.clone(), digest_stop_rx)?;
     let outbox_task = tokio::spawn(outbox.clone().run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
@@ -258,6 +262,8 @@ pub async fn run_with_clock(
                 match r {
                     Ok(rep) => {
                         health.poll_succeeded();
+                        // For the digests' engine health (they read the store).
+                        let _ = store.set_meta(crate::digest::LAST_POLL_META, &crate::store::fmt_time(chrono::Utc::now())).await;
                         let found = pipeline.store().found_first().await.unwrap_or_default();
                         tracing::info!(
                             pages = rep.pages, refetched = rep.refetched, received = rep.batch.received,
@@ -307,6 +313,10 @@ pub async fn run_with_clock(
     drop(hint_rx);
     if let Some(i) = ingest {
         i.stopped().await;
+    }
+    let _ = digest_stop.send(true);
+    if let Some(t) = digest_task {
+        let _ = t.await;
     }
     let _ = outbox_stop.send(true);
     if let Some(t) = escalation_task {

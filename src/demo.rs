@@ -125,6 +125,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let cfg = demo_config(&sim.base_url(), &store_path, &opts.out, &webhook_url)?;
     let rules = Arc::new(crate::rules::shipped::shipped_rules());
 
+    let daily_budget = cfg.argos.daily_budget;
     let (stop, stop_rx) = watch::channel(false);
     let daemon = tokio::spawn(crate::daemon::run_with(cfg, rules, stop_rx));
 
@@ -169,6 +170,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
 
     let store = SqliteStore::open(&store_path).await?;
     let summary = store.summary().await?;
+    // The digest a compliance lead would get for the last 24 hours.
+    let digest_cfg = crate::config::DigestConfig {
+        period: Some(crate::config::Dur(Duration::from_secs(24 * 3600))),
+        ..crate::config::DigestConfig::daily_default()
+    };
+    let digest = crate::digest::preview(
+        &store,
+        &crate::templates::Templates::shipped(),
+        &digest_cfg,
+        Utc::now() + chrono::Duration::seconds(1),
+        daily_budget,
+    )
+    .await?;
+    let digest_path = opts.out.join("digest.html");
+    std::fs::write(&digest_path, &digest.html)
+        .with_context(|| format!("cannot write {}", digest_path.display()))?;
     store.pool().close().await;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(DemoReport {
@@ -178,6 +195,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
             ("alerts (JSON lines)".into(), opts.out.join("alerts.jsonl")),
             ("emails (.eml)".into(), opts.out.join("mail")),
             ("webhooks (Slack JSON)".into(), opts.out.join("webhooks")),
+            ("digest preview (HTML)".into(), digest_path),
         ],
     })
 }

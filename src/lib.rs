@@ -21,6 +21,7 @@
 //! - [`escalation`]: steps that re-notify other receivers while nobody
 //!   acknowledges an alert (a task beside the outbox).
 //! - [`templates`]: the notification templates (minijinja) and masking filters.
+//! - [`digest`]: scheduled summaries (cron in a time zone, catch-up, sent once).
 //! - [`daemon`]: `run` and `backfill` assembled from the above; [`reload`]
 //!   (SIGHUP, file watching), [`telemetry`] (logs, metrics, health) and
 //!   [`api`] (acknowledge, resolve) run beside it.
@@ -38,6 +39,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod digest;
 pub mod escalation;
 pub mod ingest;
 pub mod notify;

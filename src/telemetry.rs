@@ -96,6 +96,10 @@ fn describe() {
         "kyc_sentinel_deliveries_total",
         "Delivery attempts, by receiver and outcome"
     );
+    describe_counter!(
+        "kyc_sentinel_digests_total",
+        "Digests written to the outbox, by digest and trigger (schedule, catch_up, send_now)"
+    );
     describe_gauge!(
         "kyc_sentinel_outbox_depth",
         "Notifications waiting in the outbox"
@@ -201,6 +205,11 @@ pub mod emit {
             counter!("kyc_sentinel_versions_found_first_total", "path" => path.clone())
                 .absolute(*n);
         }
+    }
+
+    pub fn digest(name: &str, trigger: &str) {
+        counter!("kyc_sentinel_digests_total", "digest" => name.to_owned(), "trigger" => trigger.to_owned())
+            .increment(1);
     }
 
     pub fn window_members(n: usize) {

@@ -38,6 +38,12 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "alertmanager.json",
         include_str!("../templates/alertmanager.json"),
     ),
+    (
+        "digest_subject.txt",
+        include_str!("../templates/digest_subject.txt"),
+    ),
+    ("digest.txt", include_str!("../templates/digest.txt")),
+    ("digest.html", include_str!("../templates/digest.html")),
 ];
 
 /// The compiled templates and what their filters need.
@@ -154,16 +160,33 @@ impl Templates {
         Ok(out)
     }
 
-    /// Renders every template with the sample notification: catches the
-    /// undefined variables and broken JSON that compiling cannot.
+    /// Renders every template with the sample notification (`digest*`
+    /// templates with the sample digest report): catches the undefined
+    /// variables and broken JSON that compiling cannot.
     pub fn check_all(&self) -> Vec<String> {
         let sample = Notification::sample("check");
         let params = sample_params();
+        let report = serde_json::json!({ "report": crate::digest::report::build(
+            &crate::digest::report::sample_input(),
+            &crate::config::DigestFilters::default(),
+            crate::digest::report::Limits { top: 10, open: 50 },
+        ) });
         self.names
             .iter()
-            .filter_map(|n| self.render_with(n, &sample, &params).err())
+            .filter_map(|n| {
+                if is_digest_template(n) {
+                    self.render_value(n, &report).err()
+                } else {
+                    self.render_with(n, &sample, &params).err()
+                }
+            })
             .collect()
     }
+}
+
+/// Digest templates read a report, not alerts (by convention, their names start with `digest`).
+pub fn is_digest_template(name: &str) -> bool {
+    name.starts_with("digest")
 }
 
 /// The `params` `check` and `render` use when no receiver supplies them.

@@ -70,6 +70,15 @@ fn demo_runs_to_the_end_and_leaves_its_files() {
             f.display()
         );
     }
+    let digest = std::fs::read_to_string(out.path().join("digest.html")).unwrap();
+    assert!(
+        digest.contains("<h2>Critical and high alerts</h2>"),
+        "{digest}"
+    );
+    assert!(
+        digest.contains("aml-red-flag-high"),
+        "the digest counts the demo's alerts"
+    );
     // The simulator's API key and the identity numbers it generates must
     // never reach the logs.
     assert!(!stderr.contains("sim-key"), "API key in logs");
@@ -77,6 +86,10 @@ fn demo_runs_to_the_end_and_leaves_its_files() {
     assert!(
         !id_number.is_match(&stderr),
         "an identity number reached the logs"
+    );
+    assert!(
+        !id_number.is_match(&digest),
+        "an identity number in the digest"
     );
     assert!(
         !stderr.contains("identityNumber"),

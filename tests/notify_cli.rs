@@ -45,7 +45,7 @@ fn check_config_validates_everything_together() {
     assert_eq!(
         lines[1],
         format!(
-            "{cfg}: configuration OK (2 receivers, every alert to every receiver, 8 templates)"
+            "{cfg}: configuration OK (2 receivers, every alert to every receiver, 11 templates)"
         )
     );
 }

@@ -76,6 +76,13 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     {
         problems.extend(e.to_string().lines().skip(1).map(str::to_owned));
     }
+    if let Some(t) = &templates {
+        problems.extend(
+            cfg.digests
+                .iter()
+                .filter_map(|d| crate::digest::check_templates(d, t).err()),
+        );
+    }
     for p in &problems {
         eprintln!("{}: {p}", path.display());
     }

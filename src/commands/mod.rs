@@ -9,6 +9,7 @@ mod audit;
 mod backfill;
 mod check;
 mod demo;
+mod digest;
 mod eval;
 mod lifecycle;
 mod notify;
@@ -36,5 +37,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Silence(args) => silence::run(args),
         Command::NotifyTest(args) => notify::notify_test(args),
         Command::Render(args) => notify::render(args),
+        Command::Digest(args) => digest::run(args),
     }
 }

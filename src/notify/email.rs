@@ -148,11 +148,17 @@ impl EmailReceiver {
     /// The message as it will be sent (also what `.eml` files hold).
     pub fn message(&self, n: &Notification) -> Result<Message, String> {
         let render = |t: &str| self.templates.render(t, n);
-        let subject = render(&self.subject_template)?;
+        // A digest was rendered when it was scheduled; it is sent as it is.
+        let (subject, text, html) = match &n.digest {
+            Some(d) => (d.subject.clone(), d.text.clone(), d.html.clone()),
+            None => (
+                render(&self.subject_template)?,
+                render(&self.text_template)?,
+                render(&self.html_template)?,
+            ),
+        };
         // A header is one line: a template's trailing newline is not part of it.
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
-        let text = render(&self.text_template)?;
-        let html = render(&self.html_template)?;
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(subject)

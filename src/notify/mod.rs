@@ -46,6 +46,20 @@ pub struct Notification {
     /// For a step of an escalation policy: `{policy, step, steps, after,
     /// due_at, late}` (see `escalation::StepInfo`); none for a routed notification.
     pub escalation: Option<Value>,
+    /// A digest instead of alerts: rendered when it was scheduled and sent as
+    /// is, so a retry sends the same content (see `crate::digest`).
+    pub digest: Option<RenderedDigest>,
+}
+
+/// A digest rendered for sending: masked text only (no submission JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RenderedDigest {
+    pub name: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The report's data, the body webhooks receive.
+    pub data: Value,
 }
 
 /// The idempotency key of a notification: one alert keeps its fingerprint
@@ -73,6 +87,19 @@ impl Notification {
         let v: Value = serde_json::from_str(payload)
             .map_err(|e| format!("outbox payload of {key} is not JSON: {e}"))?;
         let escalation = v.get("escalation").filter(|e| !e.is_null()).cloned();
+        if let Some(d) = v.get("digest") {
+            let d: RenderedDigest = serde_json::from_value(d.clone())
+                .map_err(|e| format!("outbox payload of {key}: bad digest: {e}"))?;
+            return Ok(Notification {
+                key: key.to_owned(),
+                receiver: receiver.to_owned(),
+                group_key: None,
+                alerts: Vec::new(),
+                submissions: Map::new(),
+                digest: Some(d),
+                escalation: None,
+            });
+        }
         let (group_key, alerts) = match v.get("alerts") {
             Some(Value::Array(a)) => (
                 v.get("group_key")
@@ -89,6 +116,7 @@ impl Notification {
             alerts,
             submissions: Map::new(),
             escalation,
+            digest: None,
         })
     }
 
@@ -138,6 +166,7 @@ impl Notification {
             alerts,
             submissions,
             escalation: None,
+            digest: None,
         })
     }
 
@@ -205,6 +234,9 @@ impl Receiver {
     }
 
     pub async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
+        if let Some(d) = &n.digest {
+            return self.deliver_digest(n, d).await;
+        }
         match &self.kind {
             Kind::Log => {
                 // The alerts (rule, ids, times) hold no personal data.
@@ -240,6 +272,47 @@ impl Receiver {
                         })?;
                     // One write call per notification, so concurrent appenders never interleave.
                     f.write_all(lines.as_bytes())
+                        .and_then(|_| f.sync_data())
+                        .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))
+                })
+                .await
+                .map_err(|e| DeliveryError::Transient(format!("file receiver task: {e}")))?
+            }
+            Kind::Email(e) => e.deliver(n).await,
+            Kind::Webhook(w) => w.deliver(n).await,
+        }
+    }
+
+    /// A digest: email gets its HTML and text parts, a webhook its data as
+    /// JSON, the log its subject, a file one JSON line with the text.
+    async fn deliver_digest(
+        &self,
+        n: &Notification,
+        d: &RenderedDigest,
+    ) -> Result<(), DeliveryError> {
+        match &self.kind {
+            Kind::Log => {
+                tracing::warn!(receiver = %self.name, key = %n.key, digest = %d.name, "{}", d.subject);
+                Ok(())
+            }
+            Kind::File(path) => {
+                let line = serde_json::json!({
+                    "idempotency_key": n.key,
+                    "receiver": self.name,
+                    "digest": d.name,
+                    "subject": d.subject,
+                    "text": d.text,
+                });
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| {
+                            DeliveryError::Transient(format!("{}: {e}", path.display()))
+                        })?;
+                    f.write_all(format!("{line}\n").as_bytes())
                         .and_then(|_| f.sync_data())
                         .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))
                 })

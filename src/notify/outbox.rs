@@ -150,6 +150,38 @@ impl<S: Store + Clone> Outbox<S> {
         Ok(rows.len())
     }
 
+    /// Delivers one row now and records the outcome (the `digest --send-now`
+    /// command delivers its own rows this way, not the whole queue).
+    pub async fn deliver_row(&self, row: &OutboxRow) -> crate::store::Result<DeliveryOutcome> {
+        let outcome = self.outcome(row).await;
+        crate::telemetry::emit::delivery(
+            &row.receiver,
+            match &outcome {
+                DeliveryOutcome::Delivered => "delivered",
+                DeliveryOutcome::Retry { .. } => "retry",
+                DeliveryOutcome::Dead { .. } => "dead",
+            },
+        );
+        match &outcome {
+            DeliveryOutcome::Delivered => {
+                tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
+            }
+            DeliveryOutcome::Retry {
+                error,
+                next_attempt_at,
+            } => tracing::warn!(
+                receiver = %row.receiver, fingerprint = %row.fingerprint, attempt = row.attempts + 1,
+                next_attempt_at = %next_attempt_at, "delivery failed, will retry: {error}"
+            ),
+            DeliveryOutcome::Dead { error } => tracing::error!(
+                receiver = %row.receiver, fingerprint = %row.fingerprint,
+                "delivery given up (dead letter): {error}"
+            ),
+        }
+        self.store.record_delivery(row, &outcome).await?;
+        Ok(outcome)
+    }
+
     /// The depth gauge is refreshed after deliveries, and every ~10s when idle.
     fn stats_due(&self) -> bool {
         let now = Utc::now().timestamp();

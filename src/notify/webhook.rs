@@ -117,10 +117,17 @@ impl WebhookReceiver {
     pub async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
         let at = format!("webhook `{}` ({})", self.name, n.key);
         // A template that cannot render will not render on retry either.
-        let body = self
-            .templates
-            .render_with(&self.template, n, &self.params)
-            .map_err(|e| DeliveryError::Permanent(format!("{at}: {e}")))?;
+        let body = match &n.digest {
+            // A digest's body is its data (the alert templates expect alerts).
+            Some(d) => {
+                serde_json::json!({ "digest": d.name, "subject": d.subject, "report": d.data })
+                    .to_string()
+            }
+            None => self
+                .templates
+                .render_with(&self.template, n, &self.params)
+                .map_err(|e| DeliveryError::Permanent(format!("{at}: {e}")))?,
+        };
         let mut req = self
             .client
             .request(self.method.clone(), self.url.expose_secret())

@@ -11,6 +11,7 @@
 //! the work done. The trait keeps the pipeline independent of SQLite so a
 //! Postgres implementation can follow.
 
+mod digests;
 pub mod escalation;
 pub mod lifecycle;
 mod sqlite;
@@ -20,6 +21,7 @@ use std::future::Future;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+pub use digests::{DeadLetter, DigestAlert, DigestRecord, RuleErrorRow};
 pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -124,6 +124,14 @@ fn describe() {
         "kyc_sentinel_window_members",
         "Window members held in memory"
     );
+    describe_counter!(
+        "kyc_sentinel_webhooks_total",
+        "Argos webhook requests, by outcome"
+    );
+    describe_counter!(
+        "kyc_sentinel_versions_found_first_total",
+        "Submission versions, by the path that found them first"
+    );
 }
 
 /// Events of the engine, each one metric update (plus a log line where useful).

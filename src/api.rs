@@ -242,7 +242,7 @@ fn check_link(s: &ApiState, fp: &str, q: &LinkQuery) -> Result<(), Box<Response>
     }
     if chrono::Utc::now().timestamp() > q.exp {
         return Err(Box::new(error(
-            StatusCode::GONE,
+            StatusCode::FORBIDDEN,
             "the link has expired; acknowledge through the API or CLI",
         )));
     }

@@ -72,6 +72,14 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
             let _ = writeln!(out, "  derived: {d}");
         }
     }
+    let history: Vec<&AuditEntry> = audit.iter().filter(|e| e.kind != "decision").collect();
+    if !history.is_empty() {
+        // State changes (who, when, from, to), escalation steps, silences, dead letters.
+        let _ = writeln!(out, "  history:");
+        for e in history {
+            let _ = writeln!(out, "    {} {}: {}", e.at, e.kind, e.detail);
+        }
+    }
     let _ = writeln!(out, "  notifications:");
     if rec.notifications.is_empty() {
         let _ = writeln!(out, "    (none: no receiver)");

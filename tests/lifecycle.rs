@@ -182,7 +182,7 @@ async fn ack_resolve_over_cli_and_http() {
         "analyst.lee",
         exp - 7200,
     );
-    assert_eq!(http.post(&expired).send().await.unwrap().status(), 410);
+    assert_eq!(http.post(&expired).send().await.unwrap().status(), 403);
     assert_eq!(http.post(&link).send().await.unwrap().status(), 200);
 
     let all: Vec<Value> = http
@@ -232,4 +232,21 @@ async fn ack_resolve_over_cli_and_http() {
         (Some("open"), Some("acknowledged"), Some("mlro.kim"))
     );
     assert_eq!(kinds[1]["outcome"], "false_positive");
+    // And `audit --alert` shows them, with who and when.
+    let rec = store.alert(&fp_a).await.unwrap().unwrap();
+    let text =
+        kyc_sentinel::audit::render_alert(&rec, &store.audit_for_alert(&fp_a).await.unwrap());
+    let history: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" state_change: "))
+        .collect();
+    assert_eq!(history.len(), 2, "{text}");
+    assert!(
+        history[0].contains(r#""by":"mlro.kim""#) && history[0].contains(r#""to":"acknowledged""#),
+        "{text}"
+    );
+    assert!(
+        history[1].contains(r#""outcome":"false_positive""#),
+        "{text}"
+    );
 }

@@ -106,53 +106,8 @@ impl<S: Store + Clone> Outbox<S> {
         }
     }
 
-    /// Delivers every due row once; returns how many rows were due.
-    pub async fn deliver_due(&self) -> crate::store::Result<usize> {
-        // Groups whose wait is over become outbox rows first (one transaction each batch).
-        self.store.flush_groups(Utc::now()).await?;
-        let rows = self.store.due_outbox(Utc::now(), 200).await?;
-        let mut done = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let outcome = self.outcome(row).await;
-            crate::telemetry::emit::delivery(
-                &row.receiver,
-                match &outcome {
-                    DeliveryOutcome::Delivered => "delivered",
-                    DeliveryOutcome::Retry { .. } => "retry",
-                    DeliveryOutcome::Dead { .. } => "dead",
-                },
-            );
-            match &outcome {
-                DeliveryOutcome::Delivered => {
-                    tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
-                }
-                DeliveryOutcome::Retry {
-                    error,
-                    next_attempt_at,
-                } => tracing::warn!(
-                    receiver = %row.receiver, fingerprint = %row.fingerprint, attempt = row.attempts + 1,
-                    next_attempt_at = %next_attempt_at, "delivery failed, will retry: {error}"
-                ),
-                DeliveryOutcome::Dead { error } => tracing::error!(
-                    receiver = %row.receiver, fingerprint = %row.fingerprint,
-                    "delivery given up (dead letter): {error}"
-                ),
-            }
-            done.push((row.clone(), outcome));
-        }
-        // Recorded together: a crash before this line re-delivers the round,
-        // which the idempotency key makes harmless (at least once).
-        self.store.record_deliveries(&done).await?;
-        if !rows.is_empty() || self.stats_due() {
-            let stats = self.store.outbox_stats().await?;
-            crate::telemetry::emit::outbox(stats.pending, stats.dead);
-        }
-        Ok(rows.len())
-    }
-
-    /// Delivers one row now and records the outcome (the `digest --send-now`
-    /// command delivers its own rows this way, not the whole queue).
-    pub async fn deliver_row(&self, row: &OutboxRow) -> crate::store::Result<DeliveryOutcome> {
+    /// One delivery attempt: the outcome, its metric and its log line.
+    async fn attempt(&self, row: &OutboxRow) -> DeliveryOutcome {
         let outcome = self.outcome(row).await;
         crate::telemetry::emit::delivery(
             &row.receiver,
@@ -178,6 +133,33 @@ impl<S: Store + Clone> Outbox<S> {
                 "delivery given up (dead letter): {error}"
             ),
         }
+        outcome
+    }
+
+    /// Delivers every due row once; returns how many rows were due.
+    pub async fn deliver_due(&self) -> crate::store::Result<usize> {
+        // Groups whose wait is over become outbox rows first (one transaction each batch).
+        self.store.flush_groups(Utc::now()).await?;
+        let rows = self.store.due_outbox(Utc::now(), 200).await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let outcome = self.attempt(row).await;
+            done.push((row.clone(), outcome));
+        }
+        // Recorded together: a crash before this line re-delivers the round,
+        // which the idempotency key makes harmless (at least once).
+        self.store.record_deliveries(&done).await?;
+        if !rows.is_empty() || self.stats_due() {
+            let stats = self.store.outbox_stats().await?;
+            crate::telemetry::emit::outbox(stats.pending, stats.dead);
+        }
+        Ok(rows.len())
+    }
+
+    /// Delivers one row now and records the outcome (the `digest --send-now`
+    /// command delivers its own rows this way, not the whole queue).
+    pub async fn deliver_row(&self, row: &OutboxRow) -> crate::store::Result<DeliveryOutcome> {
+        let outcome = self.attempt(row).await;
         self.store.record_delivery(row, &outcome).await?;
         Ok(outcome)
     }

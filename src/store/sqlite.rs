@@ -62,41 +62,30 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// Rows of `(text, text, count)` from a two-column GROUP BY.
+    async fn grouped_counts(&self, sql: &'static str) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// Counts for progress displays and summaries.
     pub async fn summary(&self) -> Result<Summary> {
         let submissions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submission_versions")
             .fetch_one(&self.pool)
             .await?;
-        let rows = sqlx::query(
-            "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let alerts_by_rule = rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<String, _>(0),
-                    r.get::<String, _>(1),
-                    r.get::<i64, _>(2),
-                )
-            })
-            .collect();
-        let rows = sqlx::query(
-            "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let outbox = rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<String, _>(0),
-                    r.get::<String, _>(1),
-                    r.get::<i64, _>(2),
-                )
-            })
-            .collect();
+        let alerts_by_rule = self
+            .grouped_counts(
+                "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
+            )
+            .await?;
+        let outbox = self
+            .grouped_counts(
+                "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
+            )
+            .await?;
         Ok(Summary {
             submissions,
             alerts_by_rule,
@@ -154,26 +143,25 @@ fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
 }
 
 impl SqliteStore {
-    /// Audit rows about a submission, oldest first.
-    pub async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
-        let sql =
-            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE submission_id = ? ORDER BY id");
+    /// Audit rows whose `column` equals `value`, oldest first.
+    async fn audit_where(&self, column: &'static str, value: &str) -> Result<Vec<AuditEntry>> {
+        // `column` is one of two constants below, never user input.
+        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {column} = ? ORDER BY id");
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
+            .bind(value)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(audit_entry).collect())
     }
 
+    /// Audit rows about a submission, oldest first.
+    pub async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
+        self.audit_where("submission_id", id).await
+    }
+
     /// Audit rows about an alert, oldest first.
     pub async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>> {
-        let sql =
-            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE fingerprint = ? ORDER BY id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(fingerprint)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(audit_entry).collect())
+        self.audit_where("fingerprint", fingerprint).await
     }
 
     /// Audit rows written in `[from, to)`, for an auditor's export.

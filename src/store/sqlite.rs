@@ -934,8 +934,10 @@ impl Store for SqliteStore {
             let receiver: String = g.get(0);
             let group_key: String = g.get(1);
             let repeat_ms: i64 = g.get(2);
+            // INDEXED BY: without statistics SQLite picks the primary key's
+            // `receiver` prefix and scans every alert ever routed to the receiver.
             let rows = sqlx::query(
-                "SELECT p.fingerprint, a.body FROM notify_pending p \
+                "SELECT p.fingerprint, a.body FROM notify_pending p INDEXED BY notify_pending_waiting \
                  JOIN alerts a ON a.fingerprint = p.fingerprint \
                  WHERE p.receiver = ? AND p.group_key = ? AND p.outbox_id IS NULL \
                  ORDER BY a.event_time, p.fingerprint",
@@ -979,7 +981,7 @@ impl Store for SqliteStore {
                 .fetch_one(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "UPDATE notify_pending SET outbox_id = ? \
+                    "UPDATE notify_pending INDEXED BY notify_pending_waiting SET outbox_id = ? \
                      WHERE receiver = ? AND group_key = ? AND outbox_id IS NULL",
                 )
                 .bind(id)

@@ -454,12 +454,36 @@ fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
 }
 
 /// Stops a background task when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T = ()>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A day's submissions in slices of at most `max`, in event-time order across
+/// the day (the pipeline orders within a slice). Items whose order key cannot
+/// be read without parsing go first; the pipeline reports them if they are
+/// unreadable.
+fn day_slices(
+    items: Vec<Box<serde_json::value::RawValue>>,
+    max: usize,
+) -> Vec<Vec<Box<serde_json::value::RawValue>>> {
+    if items.len() <= max {
+        return vec![items];
+    }
+    let mut keyed: Vec<_> = items
+        .into_iter()
+        .map(|raw| (crate::argos::model::order_key(&raw), raw))
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(keyed.len().div_ceil(max));
+    let mut it = keyed.into_iter().map(|(_, raw)| raw).peekable();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(max).collect());
+    }
+    out
 }
 
 /// Retention: forgets raw submission JSON older than `keep`.
@@ -482,6 +506,15 @@ pub struct BackfillOptions {
     pub progress: bool,
 }
 
+/// Versions per transaction in `backfill` (see [`Pipeline::commit_every`]).
+const BACKFILL_COMMIT_EVERY: usize = 10_000;
+/// A day is parsed and evaluated this many submissions at a time (in event
+/// time order across the day), so a busy day never sits in memory parsed.
+const BACKFILL_SLICE: usize = 1_000;
+/// Fetched-but-unprocessed submissions `backfill` aims to hold at most (as
+/// text, about 1.5 KB each); fewer days are fetched ahead when days are big.
+const BACKFILL_LOOKAHEAD: usize = 20_000;
+
 /// Evaluates the history between two UTC days (inclusive) through the same
 /// store and de-duplication as `run`: a second backfill of the same range finds
 /// every version processed and alerts nothing. Days are fetched concurrently
@@ -495,11 +528,12 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     );
     let Engine {
         client,
-        mut pipeline,
+        pipeline,
         outbox,
         wake,
         ..
     } = Engine::build(&cfg).await?;
+    let mut pipeline = pipeline.commit_every(BACKFILL_COMMIT_EVERY);
     // Deliveries run beside evaluation (the pipeline wakes the task when a
     // batch has alerts): waiting for them between days made every fsync of a
     // file receiver part of the backfill's critical path.
@@ -524,44 +558,58 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     };
     let fetch = |day: NaiveDate| {
         let client = client.clone();
-        async move {
+        AbortOnDrop(tokio::spawn(async move {
             let q = ListQuery {
                 start_date: Some(day),
                 end_date: Some(day),
                 ..ListQuery::default()
             };
             let mut items = Vec::new();
-            let mut pages = std::pin::pin!(client.list_all(q));
+            let mut pages = std::pin::pin!(client.list_all_raw(q));
             while let Some(p) = pages.next().await {
                 items.extend(p.with_context(|| format!("backfill of {day}"))?.items);
             }
-            anyhow::Ok((day, items))
-        }
+            anyhow::Ok(items)
+        }))
     };
     let mut total = BatchReport::default();
-    let mut stream = futures::stream::iter(days)
-        .map(fetch)
-        .buffered(opts.concurrency.max(1));
-    while let Some(fetched) = stream.next().await {
-        let (day, items) = fetched?;
-        let r = pipeline
-            .process_from(
-                items,
-                &format!("backfill of {day}"),
-                crate::pipeline::Source::Backfill,
-            )
-            .await?;
-        total.received += r.received;
-        total.changed += r.changed;
-        total.alerts += r.alerts;
-        total.rule_errors += r.rule_errors;
-        total.unreadable += r.unreadable;
+    // Up to `concurrency` days in flight, fewer when days are big: the
+    // previous day's size estimates the next one's.
+    let mut ahead: std::collections::VecDeque<(NaiveDate, AbortOnDrop<_>)> = Default::default();
+    let mut next_days = days.into_iter();
+    let mut day_size = 0usize;
+    loop {
+        while ahead.len() < opts.concurrency.max(1)
+            && (ahead.is_empty() || ahead.len() * day_size < BACKFILL_LOOKAHEAD)
+        {
+            let Some(day) = next_days.next() else { break };
+            ahead.push_back((day, fetch(day)));
+        }
+        let Some((day, mut task)) = ahead.pop_front() else {
+            break;
+        };
+        let items = (&mut task.0)
+            .await
+            .with_context(|| format!("backfill of {day}: the fetch task failed"))??;
+        day_size = items.len();
+        let origin = format!("backfill of {day}");
+        for slice in day_slices(items, BACKFILL_SLICE) {
+            let r = pipeline
+                .process_raw(slice, &origin, Source::Backfill)
+                .await?;
+            total.received += r.received;
+            total.changed += r.changed;
+            total.alerts += r.alerts;
+            total.rule_errors += r.rule_errors;
+            total.unreadable += r.unreadable;
+        }
         bar.set_message(format!(
             "{} submissions, {} alerts",
             total.received, total.alerts
         ));
         bar.inc(1);
     }
+    pipeline.flush().await?;
     bar.finish();
     // The task flushes what is due within `outbox.flush_deadline`, then ends.
     let _ = outbox_stop.send(true);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use futures::TryStreamExt;
 use kyc_sentinel::argos::model::parse_timestamp;
-use kyc_sentinel::argos::{ArgosClient, ArgosError, ClientConfig, ListQuery, Page, RequestType};
+use kyc_sentinel::argos::{
+    ArgosClient, ArgosError, ClientConfig, ListQuery, Page, RawPage, RequestType,
+};
 use kyc_sentinel::simulator::{Fault, SimConfig, SimHandle, Simulator};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -333,6 +335,39 @@ async fn fault_5xx_until_retries_run_out() {
     );
     assert!(!e.is_fatal());
     assert_eq!(c.calls_made(), 4);
+}
+
+/// `backfill` reads pages with the submissions kept as text: the same
+/// submissions, in the same order, as the parsed pages, plain and encrypted.
+#[tokio::test]
+async fn raw_pages_carry_the_same_submissions_plain_and_encrypted() {
+    for encrypted in [false, true] {
+        let sim = sim(230, encrypted).await;
+        let mut cfg = config(&sim, KEY);
+        cfg.encrypted = encrypted;
+        let c = ArgosClient::new(cfg).unwrap();
+        let parsed = all_items(&c, ListQuery::default()).await;
+        let pages: Vec<RawPage> = c
+            .list_all_raw(ListQuery::default())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(pages.len(), 5, "encrypted: {encrypted}");
+        let raw: Vec<Value> = pages
+            .iter()
+            .flat_map(|p| &p.items)
+            .map(|r| serde_json::from_str(r.get()).unwrap())
+            .collect();
+        assert_eq!(raw.len(), 230);
+        assert_eq!(raw, parsed, "encrypted: {encrypted}");
+    }
+    // A truncated raw page is retried like a parsed one.
+    let sim = sim(60, false).await;
+    let c = client(&sim);
+    sim.script_faults([Fault::Truncated]);
+    let page = c.list_page_raw(&ListQuery::default()).await.unwrap();
+    assert_eq!(page.items.len(), 50);
+    assert_eq!(c.calls_made(), 2);
 }
 
 #[tokio::test]

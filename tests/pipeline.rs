@@ -201,6 +201,40 @@ async fn backfill_twice_alerts_once() {
     );
 }
 
+/// Days bigger than a backfill slice (1,000) are ordered across the whole day
+/// and evaluated a slice at a time, and several days share one transaction:
+/// the alerts are still exactly eval's over the same history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_of_big_days_alerts_as_eval_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let end = Utc::now() - chrono::Duration::days(1);
+    let sim = Simulator::start(SimConfig {
+        seed: 11,
+        submissions: 4500,
+        base_time: Some(end),
+        backlog_span: Some(Duration::from_secs(2 * 86_400)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let cfg_path = write_config(dir.path(), &sim.base_url(), "");
+    let opts = BackfillOptions {
+        from: (end - chrono::Duration::days(3)).date_naive(),
+        to: end.date_naive(),
+        concurrency: 2,
+        progress: false,
+    };
+    let report = daemon::backfill(Config::load(&cfg_path).unwrap(), opts)
+        .await
+        .unwrap();
+    assert_eq!(report.received, 4500);
+    let expected = expected_alerts(&sim.dump());
+    assert!(expected.len() > 50, "history should raise alerts");
+    assert_eq!(report.alerts, expected.len());
+    let got = delivered(&dir.path().join("alerts.jsonl"));
+    assert_eq!(assert_delivered_exactly(&expected, &got), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applicant_lookup_counts_duplicates_submitted_before_the_engine() {
     let sim = Simulator::start(SimConfig {

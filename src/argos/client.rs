@@ -186,6 +186,61 @@ pub struct Page {
     pub next: Option<NextPageKey>,
 }
 
+/// One page of `GET /v3/submission` whose submissions stay the JSON text
+/// Argos sent: `backfill` holds fetched days until their turn, and text is a
+/// fraction of the size of parsed values (and is what the store keeps).
+#[derive(Debug)]
+pub struct RawPage {
+    pub items: Vec<Box<serde_json::value::RawValue>>,
+    pub next: Option<NextPageKey>,
+}
+
+/// A list answer, plain or the encrypted envelope, read in one pass.
+#[derive(serde::Deserialize)]
+struct RawPageBody {
+    #[serde(rename = "Items", default)]
+    items: Option<Vec<Box<serde_json::value::RawValue>>>,
+    #[serde(rename = "nextpageKey", default)]
+    next: Option<Value>,
+    #[serde(rename = "isEncrypted", default)]
+    is_encrypted: Option<Value>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// The two shapes of a list page, for [`ArgosClient::paginate`].
+trait PageKind: Sized + Send + 'static {
+    fn next(&self) -> Option<&NextPageKey>;
+    fn fetch(
+        client: &ArgosClient,
+        query: &ListQuery,
+    ) -> impl std::future::Future<Output = Result<Self, ArgosError>> + Send;
+}
+
+impl PageKind for Page {
+    fn next(&self) -> Option<&NextPageKey> {
+        self.next.as_ref()
+    }
+    fn fetch(
+        client: &ArgosClient,
+        query: &ListQuery,
+    ) -> impl std::future::Future<Output = Result<Self, ArgosError>> + Send {
+        client.list_page(query)
+    }
+}
+
+impl PageKind for RawPage {
+    fn next(&self) -> Option<&NextPageKey> {
+        self.next.as_ref()
+    }
+    fn fetch(
+        client: &ArgosClient,
+        query: &ListQuery,
+    ) -> impl std::future::Future<Output = Result<Self, ArgosError>> + Send {
+        client.list_page_raw(query)
+    }
+}
+
 /// What went wrong talking to Argos. Messages name the request, never the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgosError {
@@ -366,12 +421,71 @@ impl ArgosClient {
         parse_page(&url, body)
     }
 
+    /// One page of `GET /v3/submission` with its submissions as sent (see [`RawPage`]).
+    pub async fn list_page_raw(&self, query: &ListQuery) -> Result<RawPage, ArgosError> {
+        let params = query.params(self.inner.config.page_size);
+        let (url, body) = self
+            .get_parsed("/v3/submission", &params, |shown, n, bytes| {
+                let body: RawPageBody = serde_json::from_slice(bytes)
+                    .map_err(|e| not_json(shown, n, e.to_string(), bytes))?;
+                if body.is_encrypted != Some(Value::Bool(true)) {
+                    return Ok(body);
+                }
+                let Some(cipher) = &self.inner.cipher else {
+                    return Err(fatal(ArgosError::UnexpectedEncryption {
+                        url: shown.to_owned(),
+                    }));
+                };
+                let text = body.data.as_ref().and_then(Value::as_str).ok_or_else(|| {
+                    fatal(ArgosError::Shape {
+                        url: shown.to_owned(),
+                        message: "encrypted answer without a `data` string".into(),
+                    })
+                })?;
+                let plain = cipher.decrypt(text).map_err(|source| {
+                    fatal(ArgosError::Decrypt {
+                        url: shown.to_owned(),
+                        source,
+                    })
+                })?;
+                serde_json::from_slice(&plain)
+                    .map_err(|e| not_json(shown, n, format!("decrypted text: {e}"), &plain))
+            })
+            .await?;
+        let shape = |message: String| ArgosError::Shape {
+            url: url.clone(),
+            message,
+        };
+        let items = body
+            .items
+            .ok_or_else(|| shape("no `Items` in the answer".into()))?;
+        Ok(RawPage {
+            items,
+            next: next_page_key(body.next).map_err(shape)?,
+        })
+    }
+
     /// Every page, following `nextpageKey` until Argos sends none. Stops after
     /// the first error. A key seen twice is an error, so this never loops.
     pub fn list_all(
         &self,
         query: ListQuery,
     ) -> impl Stream<Item = Result<Page, ArgosError>> + Send + 'static {
+        self.paginate(query)
+    }
+
+    /// [`Self::list_all`] with the submissions kept as sent (see [`RawPage`]).
+    pub fn list_all_raw(
+        &self,
+        query: ListQuery,
+    ) -> impl Stream<Item = Result<RawPage, ArgosError>> + Send + 'static {
+        self.paginate(query)
+    }
+
+    fn paginate<P: PageKind>(
+        &self,
+        query: ListQuery,
+    ) -> impl Stream<Item = Result<P, ArgosError>> + Send + 'static {
         struct State {
             client: ArgosClient,
             query: ListQuery,
@@ -388,9 +502,9 @@ impl ArgosClient {
             if st.done {
                 return None;
             }
-            let result = st.client.list_page(&st.query).await;
+            let result = P::fetch(&st.client, &st.query).await;
             match &result {
-                Ok(page) => match &page.next {
+                Ok(page) => match page.next() {
                     None => st.done = true,
                     Some(k) if !st.seen.insert(k.clone()) => {
                         st.done = true;
@@ -489,6 +603,24 @@ impl ArgosClient {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<(String, Value), ArgosError> {
+        self.get_parsed(path, params, |shown, n, bytes| {
+            let body: Value = serde_json::from_slice(bytes)
+                .map_err(|e| not_json(shown, n, e.to_string(), bytes))?;
+            self.unwrap_encrypted(shown, n, body)
+                .map_err(fatal)?
+                .map_err(|(reason, plain)| not_json(shown, n, reason, &plain))
+        })
+        .await
+    }
+
+    /// GET with retries, the body read by `parse` (its errors retry or not as
+    /// it says); returns the display URL and what `parse` made of the body.
+    async fn get_parsed<T>(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        parse: impl Fn(&str, u32, &[u8]) -> Result<T, Failure>,
+    ) -> Result<(String, T), ArgosError> {
         let shown = self.display_url(path, params);
         let wire = self.wire_url(path, params);
         let attempts = AtomicU32::new(0);
@@ -500,7 +632,8 @@ impl ArgosClient {
             .with_jitter();
         let result = (|| async {
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            self.attempt(&wire, &shown, params, n).await
+            let bytes = self.attempt(&wire, &shown, params, n).await?;
+            parse(&shown, n, &bytes)
         })
         .retry(policy)
         .when(|f: &Failure| f.retryable)
@@ -516,14 +649,14 @@ impl ArgosClient {
         result.map(|v| (shown, v)).map_err(|f| f.error)
     }
 
-    /// One HTTP attempt, classified.
+    /// One HTTP attempt, classified; the body of a success.
     async fn attempt(
         &self,
         wire: &Url,
         shown: &str,
         params: &[(&str, String)],
         n: u32,
-    ) -> Result<Value, Failure> {
+    ) -> Result<bytes::Bytes, Failure> {
         self.inner.limiter.until_ready().await;
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let transport = |e: reqwest::Error| {
@@ -606,32 +739,7 @@ impl ArgosClient {
             }
             _ => {}
         }
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            fail(
-                true,
-                ArgosError::NotJson {
-                    url: shown.to_owned(),
-                    attempts: n,
-                    reason: e.to_string(),
-                    start: snippet(&bytes),
-                },
-            )
-        })?;
-        self.unwrap_encrypted(shown, n, body)
-            .map_err(|e| fail(false, e))
-            .and_then(|r| {
-                r.map_err(|(reason, plain)| {
-                    fail(
-                        true,
-                        ArgosError::NotJson {
-                            url: shown.to_owned(),
-                            attempts: n,
-                            reason,
-                            start: snippet(&plain),
-                        },
-                    )
-                })
-            })
+        Ok(bytes)
     }
 
     /// Unwraps `{"data": ..., "isEncrypted": true}`. The inner result is the
@@ -677,6 +785,29 @@ fn root_cause(e: &reqwest::Error) -> String {
     cur.to_string()
 }
 
+/// A body that is not (the expected) JSON: retried, like a truncated answer.
+fn not_json(shown: &str, n: u32, reason: String, bytes: &[u8]) -> Failure {
+    Failure {
+        retryable: true,
+        retry_after: None,
+        error: ArgosError::NotJson {
+            url: shown.to_owned(),
+            attempts: n,
+            reason,
+            start: snippet(bytes),
+        },
+    }
+}
+
+/// An error retrying cannot fix.
+fn fatal(error: ArgosError) -> Failure {
+    Failure {
+        retryable: false,
+        retry_after: None,
+        error,
+    }
+}
+
 fn parse_page(url: &str, body: Value) -> Result<Page, ArgosError> {
     let shape = |message: String| ArgosError::Shape {
         url: url.to_owned(),
@@ -690,14 +821,17 @@ fn parse_page(url: &str, body: Value) -> Result<Page, ArgosError> {
         Some(_) => return Err(shape("`Items` is not an array".into())),
         None => return Err(shape("no `Items` in the answer".into())),
     };
-    let next = match obj.remove("nextpageKey") {
-        None | Some(Value::Null) => None,
-        Some(k) => Some(
-            serde_json::from_value::<NextPageKey>(k)
-                .map_err(|e| shape(format!("`nextpageKey` is not {{id, created_at}}: {e}")))?,
-        ),
-    };
+    let next = next_page_key(obj.remove("nextpageKey")).map_err(shape)?;
     Ok(Page { items, next })
+}
+
+fn next_page_key(v: Option<Value>) -> Result<Option<NextPageKey>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(k) => serde_json::from_value::<NextPageKey>(k)
+            .map(Some)
+            .map_err(|e| format!("`nextpageKey` is not {{id, created_at}}: {e}")),
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub mod crypto;
 pub mod model;
 pub mod webhook;
 
-pub use client::{ArgosClient, ArgosError, ClientConfig, ListQuery, Page, RequestType};
+pub use client::{ArgosClient, ArgosError, ClientConfig, ListQuery, Page, RawPage, RequestType};
 pub use model::{
     ApplicantEntry, Keys, NextPageKey, Submission, event_time, format_argos_timestamp,
     parse_timestamp, submission_id,

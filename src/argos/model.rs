@@ -79,6 +79,84 @@ pub fn event_time(v: &Value) -> Option<DateTime<Utc>> {
         .or_else(|| k.created_at().and_then(parse_timestamp))
 }
 
+/// [`event_time`] and `submission_id` read from a submission's text without
+/// building its value: `backfill` orders a large day by them and then parses
+/// it a slice at a time. `None` when either is missing or unreadable, or the
+/// text repeats one of the keys (the caller then orders by the parsed value).
+pub fn order_key(raw: &serde_json::value::RawValue) -> Option<(DateTime<Utc>, String)> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        submission_id: AnyStr<'a>,
+        #[serde(borrow, default)]
+        updated_at: AnyStr<'a>,
+        #[serde(borrow, default)]
+        created_at: AnyStr<'a>,
+    }
+    let head: Head<'_> = serde_json::from_str(raw.get()).ok()?;
+    let t = (head.updated_at.0.as_deref().and_then(parse_timestamp))
+        .or_else(|| head.created_at.0.as_deref().and_then(parse_timestamp))?;
+    Some((t, head.submission_id.0?.into_owned()))
+}
+
+/// A string, or `None` for any other JSON value (as [`Keys`] reads fields).
+#[derive(Default)]
+struct AnyStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for AnyStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AnyStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(AnyStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AnyStr(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AnyStr(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(AnyStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `submission_id` of a raw submission, if it is a string.
 pub fn submission_id(v: &Value) -> Option<&str> {
     v.get("submission_id").and_then(Value::as_str)

@@ -45,6 +45,21 @@ pub struct Pipeline<S> {
     /// Event time, not the wall clock, so a backfill of last year keeps its windows.
     high_water: Option<DateTime<Utc>>,
     applicant_lookup: Option<ApplicantLookup>,
+    /// Batches evaluated but not committed yet (see [`Pipeline::commit_every`]).
+    pending: Pending,
+    commit_every: usize,
+}
+
+/// Evaluated batches waiting for their shared transaction. Their versions
+/// count as seen and their state stays in the cache, so a later batch of the
+/// same transaction sees them exactly as if they had been committed.
+#[derive(Default)]
+struct Pending {
+    commit: BatchCommit,
+    /// submission_id -> content hash of the versions in `commit`.
+    versions: HashMap<String, String>,
+    alerts: usize,
+    newest: Option<DateTime<Utc>>,
 }
 
 /// Asks Argos's applicant endpoint which submissions are the same person, so
@@ -99,6 +114,8 @@ struct Candidate {
     hash: String,
     event_time: DateTime<Utc>,
     doc: Value,
+    /// The text as fetched, when the caller kept it (stored as is).
+    raw: Option<String>,
 }
 
 impl<S: Store + Clone> Pipeline<S> {
@@ -119,7 +136,47 @@ impl<S: Store + Clone> Pipeline<S> {
             outbox_wake,
             high_water,
             applicant_lookup: None,
+            pending: Pending::default(),
+            commit_every: 0,
         })
+    }
+
+    /// Commits once at least `n` changed versions have been evaluated instead
+    /// of once per batch; [`Self::flush`] commits the rest. For `backfill`:
+    /// submission ids are random, so every commit rewrites pages all over the
+    /// key indexes, and fewer, larger commits write far less. Nothing is
+    /// marked processed before its commit, so a crash re-does at most `n`
+    /// versions. 0 (the default) commits every batch.
+    pub fn commit_every(mut self, n: usize) -> Self {
+        self.commit_every = n;
+        self
+    }
+
+    /// Commits the batches evaluated since the last commit.
+    pub async fn flush(&mut self) -> crate::store::Result<()> {
+        if self.pending.versions.is_empty() && self.pending.commit.audit.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut commit = pending.commit;
+        commit.state = self.state.take_journal();
+        // If the commit fails the in-memory state may be ahead of the store:
+        // rebuild it from the store before the next batch.
+        if let Err(e) = self.store.commit_batch(commit).await {
+            self.state = Self::load_state(&self.store, &self.rules, self.high_water)
+                .await
+                .unwrap_or_default();
+            return Err(e);
+        }
+        self.high_water = self.high_water.max(pending.newest);
+        if let Some(t) = self.high_water {
+            self.state
+                .end_batch(state::retention_horizon(t, longest_memory(&self.rules)));
+        }
+        if pending.alerts > 0 {
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Also ask Argos's applicant endpoint (see [`ApplicantLookup`]).
@@ -172,16 +229,61 @@ impl<S: Store + Clone> Pipeline<S> {
         origin: &str,
         source: Source,
     ) -> crate::store::Result<BatchReport> {
+        let items = items.into_iter().map(|doc| (doc, None)).collect();
+        self.process_items(items, Vec::new(), origin, source).await
+    }
+
+    /// [`Self::process_from`] for submissions kept as the text Argos sent
+    /// (a backfill's pages): each is parsed here, and its text is what the
+    /// store keeps, with no re-serialization.
+    pub async fn process_raw(
+        &mut self,
+        items: Vec<Box<serde_json::value::RawValue>>,
+        origin: &str,
+        source: Source,
+    ) -> crate::store::Result<BatchReport> {
+        let mut parsed = Vec::with_capacity(items.len());
+        let mut audit = Vec::new();
+        for (i, raw) in items.into_iter().enumerate() {
+            match serde_json::from_str::<Value>(raw.get()) {
+                Ok(doc) => parsed.push((doc, Some(String::from(Box::<str>::from(raw))))),
+                // Valid JSON (the page parsed), so only a nesting limit gets here.
+                Err(e) => {
+                    tracing::error!(
+                        "{origin}: item {i} cannot be read ({e}); skipped (recorded in the audit log)"
+                    );
+                    audit.push(AuditRow {
+                        kind: "unreadable",
+                        submission_id: None,
+                        version_hash: None,
+                        rule_id: None,
+                        rule_version: None,
+                        fingerprint: None,
+                        detail: serde_json::json!({ "origin": origin, "item": i, "problem": e.to_string() }),
+                    });
+                }
+            }
+        }
+        self.process_items(parsed, audit, origin, source).await
+    }
+
+    async fn process_items(
+        &mut self,
+        items: Vec<(Value, Option<String>)>,
+        mut audit: Vec<AuditRow>,
+        origin: &str,
+        source: Source,
+    ) -> crate::store::Result<BatchReport> {
         let mut report = BatchReport {
-            received: items.len(),
+            received: items.len() + audit.len(),
+            unreadable: audit.len(),
             ..Default::default()
         };
-        let mut audit = Vec::new();
 
         // 1. Identify each item; the same submission twice in one batch keeps
         //    its latest version.
         let mut by_id: HashMap<String, Candidate> = HashMap::with_capacity(items.len());
-        for (i, doc) in items.into_iter().enumerate() {
+        for (i, (doc, raw)) in items.into_iter().enumerate() {
             let keys = Keys::of(&doc);
             let (Some(id), Some(t)) = (keys.submission_id(), event_time(&doc)) else {
                 report.unreadable += 1;
@@ -210,6 +312,7 @@ impl<S: Store + Clone> Pipeline<S> {
                 hash: hash::content_hash(&doc),
                 event_time: t,
                 doc,
+                raw,
             };
             match by_id.get(&cand.id) {
                 Some(prev) if prev.event_time > cand.event_time => {}
@@ -222,9 +325,13 @@ impl<S: Store + Clone> Pipeline<S> {
         // 2. Keep the versions not processed yet.
         let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
         let seen = self.store.seen_versions(&ids).await?;
+        let pending = &self.pending.versions;
         let mut changed: Vec<Candidate> = by_id
             .into_values()
-            .filter(|c| seen.get(&c.id).is_none_or(|s| s.content_hash != c.hash))
+            .filter(|c| match pending.get(&c.id) {
+                Some(h) => *h != c.hash,
+                None => seen.get(&c.id).is_none_or(|s| s.content_hash != c.hash),
+            })
             .collect();
         report.changed = changed.len();
         if changed.is_empty() && audit.is_empty() {
@@ -253,7 +360,7 @@ impl<S: Store + Clone> Pipeline<S> {
             source,
             ..BatchCommit::default()
         };
-        for c in &changed {
+        for c in &mut changed {
             let keys = Keys::of(&c.doc);
             commit.versions.push(VersionRow {
                 submission_id: c.id.clone(),
@@ -263,7 +370,7 @@ impl<S: Store + Clone> Pipeline<S> {
                     .created_at()
                     .and_then(crate::argos::model::parse_timestamp),
                 event_time: c.event_time,
-                raw: c.doc.to_string(),
+                raw: c.raw.take().unwrap_or_else(|| c.doc.to_string()),
             });
         }
         let hashes: HashMap<&str, &str> = changed
@@ -367,31 +474,28 @@ impl<S: Store + Clone> Pipeline<S> {
                 });
             }
         }
-        commit.state = self.state.take_journal();
         commit.audit = audit;
 
-        // 4. One transaction. If it fails the in-memory state may be ahead of
-        //    the store: rebuild it from the store before the next batch.
-        if let Err(e) = self.store.commit_batch(commit).await {
-            self.state = Self::load_state(&self.store, &self.rules, self.high_water)
-                .await
-                .unwrap_or_default();
-            return Err(e);
-        }
-        let newest = changed.last().map(|c| c.event_time);
-        self.high_water = self.high_water.max(newest);
-        if let Some(t) = self.high_water {
-            self.state
-                .end_batch(state::retention_horizon(t, longest_memory(&self.rules)));
+        // 4. One transaction for this batch (or, with `commit_every`, for the
+        //    batches gathered so far); the journal is taken at commit time.
+        let p = &mut self.pending;
+        p.commit.source = commit.source;
+        p.commit.versions.append(&mut commit.versions);
+        p.commit.alerts.append(&mut commit.alerts);
+        p.commit.notify.append(&mut commit.notify);
+        p.commit.audit.append(&mut commit.audit);
+        p.versions
+            .extend(changed.iter().map(|c| (c.id.clone(), c.hash.clone())));
+        p.alerts += report.alerts;
+        p.newest = p.newest.max(changed.last().map(|c| c.event_time));
+        if p.versions.len() >= self.commit_every {
+            self.flush().await?;
         }
         crate::telemetry::emit::batch(report.received, report.changed, report.unreadable);
         for rule in self.rules.rules() {
             crate::telemetry::emit::rule_evaluations(&rule.id, outcome.submissions.len());
         }
         crate::telemetry::emit::window_members(self.state.window_count());
-        if report.alerts > 0 {
-            self.outbox_wake.notify_one();
-        }
         Ok(report)
     }
 }

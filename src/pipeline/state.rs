@@ -54,8 +54,12 @@ impl CachedState {
     }
 
     /// Loads what the next batch needs (see module docs).
+    /// What the cache already holds wins: with deferred commits it is newer
+    /// than the store.
     pub fn load_batch(&mut self, pre: BatchPrefetch) {
-        self.results.extend(pre.results);
+        for (id, result) in pre.results {
+            self.results.entry(id).or_insert(result);
+        }
         self.fired.extend(pre.fired);
         for (applicant, rows) in pre.applicants {
             self.applicants.entry(applicant).or_insert(rows);

@@ -47,7 +47,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "16384")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {

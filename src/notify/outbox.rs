@@ -71,11 +71,11 @@ impl<S: Store + Clone> Outbox<S> {
         Ok(n)
     }
 
-    async fn outcome(&self, row: &OutboxRow) -> DeliveryOutcome {
+    async fn outcome(&self, row: &OutboxRow, sync: bool) -> DeliveryOutcome {
         let receivers = self.receivers.read().expect("receivers lock").clone();
         let result = match receivers.get(&row.receiver) {
             Some(r) => match self.notification(row, r).await {
-                Ok(n) => r.deliver(&n).await,
+                Ok(n) => r.deliver_synced(&n, sync).await,
                 Err(e) => Err(e),
             },
             None => Err(DeliveryError::Permanent(format!(
@@ -83,6 +83,12 @@ impl<S: Store + Clone> Outbox<S> {
                 row.receiver
             ))),
         };
+        self.classify(row, result)
+    }
+
+    /// A delivery's result as the outbox records it: transient errors retry
+    /// with backoff until `max_age`, then dead-letter.
+    fn classify(&self, row: &OutboxRow, result: Result<(), DeliveryError>) -> DeliveryOutcome {
         let now = Utc::now();
         match result {
             Ok(()) => DeliveryOutcome::Delivered,
@@ -107,8 +113,14 @@ impl<S: Store + Clone> Outbox<S> {
     }
 
     /// One delivery attempt: the outcome, its metric and its log line.
-    async fn attempt(&self, row: &OutboxRow) -> DeliveryOutcome {
-        let outcome = self.outcome(row).await;
+    async fn attempt(&self, row: &OutboxRow, sync: bool) -> DeliveryOutcome {
+        let outcome = self.outcome(row, sync).await;
+        self.report(row, &outcome);
+        outcome
+    }
+
+    /// The metric and log line of a delivery's outcome.
+    fn report(&self, row: &OutboxRow, outcome: &DeliveryOutcome) {
         crate::telemetry::emit::delivery(
             &row.receiver,
             match &outcome {
@@ -117,7 +129,7 @@ impl<S: Store + Clone> Outbox<S> {
                 DeliveryOutcome::Dead { .. } => "dead",
             },
         );
-        match &outcome {
+        match outcome {
             DeliveryOutcome::Delivered => {
                 tracing::debug!(receiver = %row.receiver, fingerprint = %row.fingerprint, "delivered")
             }
@@ -133,7 +145,6 @@ impl<S: Store + Clone> Outbox<S> {
                 "delivery given up (dead letter): {error}"
             ),
         }
-        outcome
     }
 
     /// Delivers every due row once; returns how many rows were due.
@@ -142,9 +153,37 @@ impl<S: Store + Clone> Outbox<S> {
         self.store.flush_groups(Utc::now()).await?;
         let rows = self.store.due_outbox(Utc::now(), 200).await?;
         let mut done = Vec::with_capacity(rows.len());
+        // `file` receivers append the whole round, then fsync once below.
+        let files: HashMap<String, std::path::PathBuf> = {
+            let receivers = self.receivers.read().expect("receivers lock");
+            receivers
+                .values()
+                .filter_map(|r| Some((r.name.clone(), r.file()?.to_owned())))
+                .collect()
+        };
         for row in &rows {
-            let outcome = self.attempt(row).await;
+            let outcome = self.outcome(row, !files.contains_key(&row.receiver)).await;
             done.push((row.clone(), outcome));
+        }
+        let mut synced: HashMap<&std::path::Path, Result<(), DeliveryError>> = HashMap::new();
+        for (row, outcome) in &mut done {
+            let Some(path) = files.get(&row.receiver) else {
+                continue;
+            };
+            if !matches!(outcome, DeliveryOutcome::Delivered) {
+                continue;
+            }
+            if !synced.contains_key(path.as_path()) {
+                synced.insert(path, super::sync_file(path).await);
+            }
+            // Not on disk: not delivered. After the retry the lines may be in
+            // the file twice, with the same idempotency key (at least once).
+            if let Some(Err(e)) = synced.get(path.as_path()) {
+                *outcome = self.classify(row, Err(e.clone()));
+            }
+        }
+        for (row, outcome) in &done {
+            self.report(row, outcome);
         }
         // Recorded together: a crash before this line re-delivers the round,
         // which the idempotency key makes harmless (at least once).
@@ -159,7 +198,7 @@ impl<S: Store + Clone> Outbox<S> {
     /// Delivers one row now and records the outcome (the `digest --send-now`
     /// command delivers its own rows this way, not the whole queue).
     pub async fn deliver_row(&self, row: &OutboxRow) -> crate::store::Result<DeliveryOutcome> {
-        let outcome = self.attempt(row).await;
+        let outcome = self.attempt(row, true).await;
         self.store.record_delivery(row, &outcome).await?;
         Ok(outcome)
     }

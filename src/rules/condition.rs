@@ -20,6 +20,8 @@ pub enum Literal {
     Str {
         text: String,
         lower: String,
+        /// Whether `lower` is ASCII, so that folding can be bytewise.
+        ascii: bool,
         /// Set when the text reads as a number: `"99"` equals `99`.
         num: Option<f64>,
     },
@@ -30,11 +32,15 @@ pub enum Literal {
 impl Literal {
     pub fn from_json(v: &Value) -> Option<Literal> {
         Some(match v {
-            Value::String(s) => Literal::Str {
-                text: s.clone(),
-                lower: s.to_lowercase(),
-                num: parse_num(s),
-            },
+            Value::String(s) => {
+                let lower = s.to_lowercase();
+                Literal::Str {
+                    text: s.clone(),
+                    ascii: lower.is_ascii(),
+                    lower,
+                    num: parse_num(s),
+                }
+            }
             Value::Number(n) => Literal::Num(n.as_f64()?),
             Value::Bool(b) => Literal::Bool(*b),
             _ => return None,
@@ -52,14 +58,25 @@ impl Literal {
     /// Whether a submission value equals this literal.
     pub fn matches(&self, v: &Value) -> bool {
         match (v, self) {
-            (Value::String(s), Literal::Str { lower, num, .. }) => {
-                if let (Some(a), Some(b)) = (num, parse_num(s)) {
+            (
+                Value::String(s),
+                Literal::Str {
+                    lower, ascii, num, ..
+                },
+            ) => {
+                // Only a numeric literal can equal `s` as a number; a text
+                // literal need not parse `s` at all.
+                if let Some(a) = num
+                    && let Some(b) = parse_num(s)
+                {
                     return *a == b;
                 }
-                eq_fold(s, lower)
+                eq_fold(s, lower, *ascii)
             }
             (Value::String(s), Literal::Num(n)) => parse_num(s) == Some(*n),
-            (Value::String(s), Literal::Bool(b)) => eq_fold(s, if *b { "true" } else { "false" }),
+            (Value::String(s), Literal::Bool(b)) => {
+                eq_fold(s, if *b { "true" } else { "false" }, true)
+            }
             (Value::Number(x), Literal::Num(n)) => x.as_f64() == Some(*n),
             (Value::Number(x), Literal::Str { num: Some(n), .. }) => x.as_f64() == Some(*n),
             (Value::Bool(x), Literal::Bool(b)) => x == b,
@@ -104,13 +121,22 @@ fn as_num(v: &Value) -> Option<f64> {
     }
 }
 
-/// Case-insensitive equality of `s` with an already lower-cased `lower`.
-fn eq_fold(s: &str, lower: &str) -> bool {
-    if s.is_ascii() && lower.is_ascii() {
-        s.eq_ignore_ascii_case(lower)
-    } else {
-        s.chars().flat_map(char::to_lowercase).eq(lower.chars())
+/// Case-insensitive equality of `s` with an already lower-cased `lower`
+/// (`lower_ascii`: whether `lower` is ASCII, known at load time).
+#[inline]
+fn eq_fold(s: &str, lower: &str, lower_ascii: bool) -> bool {
+    if lower_ascii {
+        // Equal bytes up to ASCII case mean `s` is ASCII and equal; otherwise an
+        // ASCII `s` differs, and only a non-ASCII one needs folding by char
+        // (`K`, the Kelvin sign, lower-cases to `k`).
+        if s.len() == lower.len() && s.eq_ignore_ascii_case(lower) {
+            return true;
+        }
+        if s.is_ascii() {
+            return false;
+        }
     }
+    s.chars().flat_map(char::to_lowercase).eq(lower.chars())
 }
 
 /// A `contains:` needle, ready to search case-insensitively.
@@ -221,24 +247,32 @@ pub struct FieldTest {
 }
 
 impl FieldTest {
+    /// Walks the path from `root` (skipping the first segment when
+    /// `from_second`); true when `visit` stopped the walk.
+    #[inline]
+    fn walk<'v>(
+        &self,
+        root: &'v Value,
+        from_second: bool,
+        mut visit: impl FnMut(&'v Value) -> ControlFlow<()>,
+    ) -> bool {
+        let flow = if from_second {
+            self.path.walk_from_second(root, &mut visit)
+        } else {
+            self.path.walk(root, &mut visit)
+        };
+        flow.is_break()
+    }
+
     /// Tests the values the path yields from `root`.
     pub fn test(&self, root: &Value, from_second: bool) -> bool {
-        let walk = |visit: &mut dyn FnMut(&Value) -> ControlFlow<()>| -> bool {
-            let mut f = |v: &Value| visit(v);
-            let flow = if from_second {
-                self.path.walk_from_second(root, &mut f)
-            } else {
-                self.path.walk(root, &mut f)
-            };
-            flow.is_break()
-        };
         match &self.op {
             Op::Exists(want) => {
-                let found = walk(&mut |_| ControlFlow::Break(()));
+                let found = self.walk(root, from_second, |_| ControlFlow::Break(()));
                 found == *want
             }
             op if !self.every => {
-                let hit = walk(&mut |v| {
+                let hit = self.walk(root, from_second, |v| {
                     if op.value_test(v) {
                         ControlFlow::Break(())
                     } else {
@@ -250,7 +284,7 @@ impl FieldTest {
             op => {
                 // every: at least one value, and each one passes.
                 let mut seen = false;
-                let failed = walk(&mut |v| {
+                let failed = self.walk(root, from_second, |v| {
                     seen = true;
                     if op.value_test(v) != op.negated() {
                         ControlFlow::Continue(())
@@ -416,5 +450,38 @@ impl fmt::Display for ConditionTrace {
             f.write_str(" (every)")?;
         }
         write!(f, " -> {}", self.result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lit(v: Value) -> Literal {
+        Literal::from_json(&v).unwrap()
+    }
+
+    #[test]
+    fn string_equality_folds_case_and_reads_numbers() {
+        let rejected = lit(json!("rejected"));
+        assert!(rejected.matches(&json!("REJECTED")));
+        assert!(!rejected.matches(&json!("approved")));
+        assert!(!rejected.matches(&json!("rejecte")));
+        assert!(!rejected.matches(&json!("réjected")));
+        // Non-ASCII text folds by character: the Kelvin sign lower-cases to `k`.
+        assert!(lit(json!("kyc")).matches(&json!("\u{212a}YC")));
+        assert!(lit(json!("Ünïcode")).matches(&json!("üNÏCODE")));
+        assert!(!lit(json!("Ünïcode")).matches(&json!("unicode")));
+        // Numbers and numeric strings compare as numbers, either way round.
+        assert!(lit(json!("99")).matches(&json!(" 99.0 ")));
+        assert!(lit(json!("99")).matches(&json!(99)));
+        assert!(lit(json!(99)).matches(&json!("99")));
+        assert!(!lit(json!("99")).matches(&json!("099x")));
+        assert!(!lit(json!("abc")).matches(&json!(99)));
+        // Booleans and their text.
+        assert!(lit(json!(true)).matches(&json!("TRUE")));
+        assert!(lit(json!("false")).matches(&json!(false)));
+        assert!(!lit(json!(true)).matches(&json!("yes")));
     }
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::ops::ControlFlow;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -131,7 +131,7 @@ fn walk<'v, B>(
     };
     match (first, value) {
         (_, Value::Null) => ControlFlow::Continue(()),
-        (Segment::Key(k), Value::Object(map)) => match map.get(k) {
+        (Segment::Key(k), Value::Object(map)) => match lookup(map, k) {
             Some(v) => walk(v, rest, visit),
             None => ControlFlow::Continue(()),
         },
@@ -154,6 +154,29 @@ fn walk<'v, B>(
         },
         _ => ControlFlow::Continue(()),
     }
+}
+
+/// Objects up to this many keys are scanned rather than hashed.
+const SCAN_MAX: usize = 32;
+
+/// `map.get(key)`, without hashing for small objects.
+///
+/// A submission's objects hold a dozen keys or so. Hashing the key (SipHash,
+/// with `preserve_order`) and then following the index table to the entry and
+/// the entry to its key is a chain of dependent loads, each a likely cache miss
+/// when submissions stream past. Scanning the entries compares lengths first,
+/// which sit in the entries themselves, so only keys of the right length are
+/// read, and the loads do not wait on one another. Keys are unique, so the
+/// first equal key is the one `get` finds.
+#[inline]
+fn lookup<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    if map.len() > SCAN_MAX {
+        return map.get(key);
+    }
+    let key = key.as_bytes();
+    map.iter()
+        .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key)
+        .map(|(_, v)| v)
 }
 
 /// The end of a path: arrays flatten (nested ones too), null yields nothing.
@@ -222,6 +245,23 @@ mod tests {
         assert_eq!(vals("aml.risk_level_summary", &s), Vec::<Value>::new());
         assert_eq!(vals("missing.deep.path", &s), Vec::<Value>::new());
         assert_eq!(vals("kyc.commentCode.x", &s), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn looks_keys_up_in_small_and_large_objects() {
+        // Below and above SCAN_MAX, keys of equal length, and a missing key.
+        for n in [3, SCAN_MAX, SCAN_MAX + 1, 100] {
+            let mut m = serde_json::Map::new();
+            for i in 0..n {
+                m.insert(format!("k{i:03}"), json!(i));
+            }
+            m.insert("key".into(), json!("here"));
+            let v = Value::Object(m);
+            assert_eq!(vals("key", &v), vec![json!("here")], "{n} keys");
+            assert_eq!(vals(&format!("k{:03}", n - 1), &v), vec![json!(n - 1)]);
+            assert_eq!(vals("k999", &v), Vec::<Value>::new());
+            assert_eq!(vals("ke", &v), Vec::<Value>::new());
+        }
     }
 
     #[test]

@@ -276,3 +276,51 @@ fn silence_commands() {
         "error: a silence needs --rule or at least one --match (it would silence everything)\n"
     );
 }
+
+/// A round of notifications to a `file` receiver is one append and one
+/// fsync; if the append fails, every notification of the round stays pending
+/// with the error, and none is recorded as delivered.
+#[tokio::test]
+async fn a_file_round_is_one_append_and_a_failed_append_retries_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = engine(
+        dir.path(),
+        "route:\n  receiver: file\n  group_by: [submission_id]\n  group_wait: 0s\n",
+    )
+    .await;
+    // The archive's path is a folder for now: the append must fail.
+    std::fs::create_dir(dir.path().join("alerts.jsonl")).unwrap();
+    let r = e
+        .pipeline
+        .process((0..15).map(rejected).collect(), "test")
+        .await
+        .unwrap();
+    assert_eq!(r.alerts, 15);
+    assert_eq!(e.outbox.deliver_due().await.unwrap(), 15);
+    let stats = e.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.delivered, stats.pending), (0, 15));
+    let errors: Vec<String> =
+        sqlx::query_scalar("SELECT last_error FROM outbox WHERE state = 'pending'")
+            .fetch_all(e.store.pool())
+            .await
+            .unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    assert!(
+        errors
+            .iter()
+            .all(|m| m.starts_with(&format!("{}: ", path.display()))),
+        "{errors:?}"
+    );
+
+    // Fixed: the retry (made due now) writes every line once.
+    std::fs::remove_dir(&path).unwrap();
+    sqlx::query("UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00.000Z'")
+        .execute(e.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(e.outbox.deliver_due().await.unwrap(), 15);
+    let got = lines(dir.path());
+    assert_eq!(got.len(), 15);
+    let stats = e.store.outbox_stats().await.unwrap();
+    assert_eq!((stats.delivered, stats.pending), (15, 0));
+}

@@ -11,7 +11,7 @@ pub mod silence;
 pub mod webhook;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -193,14 +193,18 @@ impl Notification {
     }
 }
 
-/// Flushes a `file` receiver's appended lines to disk.
-pub async fn sync_file(path: &std::path::Path) -> Result<(), DeliveryError> {
+/// Appends `text` to a `file` receiver's file in one write (concurrent
+/// appenders never interleave), with an fsync when `sync`.
+pub async fn append_file(path: &Path, text: String, sync: bool) -> Result<(), DeliveryError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        std::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
             .append(true)
             .open(&path)
-            .and_then(|f| f.sync_data())
+            .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| if sync { f.sync_data() } else { Ok(()) })
             .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))
     })
     .await
@@ -248,22 +252,6 @@ impl Receiver {
     }
 
     pub async fn deliver(&self, n: &Notification) -> Result<(), DeliveryError> {
-        self.deliver_synced(n, true).await
-    }
-
-    /// The file this receiver appends to, if it is a `file` receiver.
-    pub fn file(&self) -> Option<&std::path::Path> {
-        match &self.kind {
-            Kind::File(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    /// [`Self::deliver`]; with `sync: false` a `file` receiver leaves the
-    /// fsync to the caller ([`sync_file`]), which the outbox does once per
-    /// round instead of once per line (an fsync is about a millisecond here:
-    /// 15,000 alerts took 15 s to archive one by one).
-    pub async fn deliver_synced(&self, n: &Notification, sync: bool) -> Result<(), DeliveryError> {
         if let Some(d) = &n.digest {
             return self.deliver_digest(n, d).await;
         }
@@ -274,43 +262,51 @@ impl Receiver {
                     alerts = %serde_json::Value::Array(n.alerts.clone()), "alert");
                 Ok(())
             }
-            Kind::File(path) => {
-                // One line per alert, keyed by the alert's own fingerprint: the
-                // archive reads like `eval`'s output, whatever the grouping.
-                let mut lines = String::new();
-                for a in &n.alerts {
-                    let mut line = serde_json::json!({
-                        "idempotency_key": a.get("fingerprint").cloned().unwrap_or(Value::Null),
-                        "notification": n.key,
-                        "receiver": self.name,
-                        "alert": a,
-                    });
-                    if let Some(e) = &n.escalation {
-                        line["escalation"] = e.clone();
-                    }
-                    lines.push_str(&line.to_string());
-                    lines.push('\n');
-                }
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(|e| {
-                            DeliveryError::Transient(format!("{}: {e}", path.display()))
-                        })?;
-                    // One write call per notification, so concurrent appenders never interleave.
-                    f.write_all(lines.as_bytes())
-                        .and_then(|_| if sync { f.sync_data() } else { Ok(()) })
-                        .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))
-                })
-                .await
-                .map_err(|e| DeliveryError::Transient(format!("file receiver task: {e}")))?
-            }
+            Kind::File(path) => append_file(path, self.file_text(n), true).await,
             Kind::Email(e) => e.deliver(n).await,
             Kind::Webhook(w) => w.deliver(n).await,
         }
+    }
+
+    /// The file this receiver appends to, if it is a `file` receiver.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match &self.kind {
+            Kind::File(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// What a `file` receiver appends for a notification: one JSON line per
+    /// alert, keyed by the alert's own fingerprint (the archive reads like
+    /// `eval`'s output, whatever the grouping), or one line for a digest.
+    pub fn file_text(&self, n: &Notification) -> String {
+        let mut text = String::new();
+        if let Some(d) = &n.digest {
+            let line = serde_json::json!({
+                "idempotency_key": n.key,
+                "receiver": self.name,
+                "digest": d.name,
+                "subject": d.subject,
+                "text": d.text,
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+            return text;
+        }
+        for a in &n.alerts {
+            let mut line = serde_json::json!({
+                "idempotency_key": a.get("fingerprint").cloned().unwrap_or(Value::Null),
+                "notification": n.key,
+                "receiver": self.name,
+                "alert": a,
+            });
+            if let Some(e) = &n.escalation {
+                line["escalation"] = e.clone();
+            }
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        text
     }
 
     /// A digest: email gets its HTML and text parts, a webhook its data as
@@ -325,30 +321,7 @@ impl Receiver {
                 tracing::warn!(receiver = %self.name, key = %n.key, digest = %d.name, "{}", d.subject);
                 Ok(())
             }
-            Kind::File(path) => {
-                let line = serde_json::json!({
-                    "idempotency_key": n.key,
-                    "receiver": self.name,
-                    "digest": d.name,
-                    "subject": d.subject,
-                    "text": d.text,
-                });
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut f = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .map_err(|e| {
-                            DeliveryError::Transient(format!("{}: {e}", path.display()))
-                        })?;
-                    f.write_all(format!("{line}\n").as_bytes())
-                        .and_then(|_| f.sync_data())
-                        .map_err(|e| DeliveryError::Transient(format!("{}: {e}", path.display())))
-                })
-                .await
-                .map_err(|e| DeliveryError::Transient(format!("file receiver task: {e}")))?
-            }
+            Kind::File(path) => append_file(path, self.file_text(n), true).await,
             Kind::Email(e) => e.deliver(n).await,
             Kind::Webhook(w) => w.deliver(n).await,
         }

@@ -507,13 +507,13 @@ pub struct BackfillOptions {
 }
 
 /// Versions per transaction in `backfill` (see [`Pipeline::commit_every`]).
-const BACKFILL_COMMIT_EVERY: usize = 10_000;
+const BACKFILL_COMMIT_EVERY: usize = 5_000;
 /// A day is parsed and evaluated this many submissions at a time (in event
 /// time order across the day), so a busy day never sits in memory parsed.
 const BACKFILL_SLICE: usize = 1_000;
 /// Fetched-but-unprocessed submissions `backfill` aims to hold at most (as
 /// text, about 1.5 KB each); fewer days are fetched ahead when days are big.
-const BACKFILL_LOOKAHEAD: usize = 20_000;
+const BACKFILL_LOOKAHEAD: usize = 5_000;
 
 /// Evaluates the history between two UTC days (inclusive) through the same
 /// store and de-duplication as `run`: a second backfill of the same range finds

@@ -139,7 +139,7 @@ impl SqliteStore {
         advance: bool,
     ) -> Result<bool> {
         let now = fmt_time(Utc::now());
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT OR IGNORE INTO digests (name, scheduled_at, period_start, period_end, slots, \
              trigger, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

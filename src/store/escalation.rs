@@ -101,7 +101,7 @@ impl SqliteStore {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let ended = end(&mut tx, fingerprint, policy, reason, now).await?;
         tx.commit().await?;
         Ok(ended)
@@ -112,7 +112,7 @@ impl SqliteStore {
         let now = fmt_time(s.now);
         // The outbox delivers by the wall clock, whatever clock escalates.
         let wall = fmt_time(Utc::now());
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         // Write first: it takes SQLite's write lock, so the state read below
         // cannot be overtaken by an acknowledgement before we commit.
         let moved = sqlx::query(
@@ -154,7 +154,7 @@ impl SqliteStore {
         let state: String = row.get(1);
         if state != "open" {
             tx.rollback().await?;
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.write_tx().await?;
             end(&mut tx, s.fingerprint, s.policy, &state, s.now).await?;
             tx.commit().await?;
             return Ok(StepResult::Stopped(state));

@@ -135,7 +135,7 @@ impl SqliteStore {
             return Err(LifecycleError::EmptyOutcome.into());
         }
         let now = fmt_time(Utc::now());
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = ?")
             .bind(fingerprint)
             .fetch_optional(&mut *tx)

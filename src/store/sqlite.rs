@@ -35,11 +35,11 @@ impl SqliteStore {
             // guarantee we need); only an OS crash may lose the last commit.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            // 16 MiB of page cache instead of SQLite's 2 MiB: a batch of a
-            // thousand versions (raw JSON included) no longer spills the cache
-            // mid-transaction, and the primary-key index stays in memory
-            // (profile in docs-bench.md: pread and pagerStress were 15%).
-            .pragma("cache_size", "-16384")
+            // 8 MiB of page cache per connection instead of SQLite's 2 MiB:
+            // the key indexes a batch touches stay in memory (pread and
+            // pagerStress were 15% of a backfill's profile at 2 MiB). 16 MiB
+            // was no faster and cost 16 MB of peak RSS (README, Benchmarks).
+            .pragma("cache_size", "-8192")
             // Checkpoint every 64 MiB of WAL, not every 4 MiB: submission ids
             // are random, so every batch dirties pages all over the key
             // indexes; a rarer checkpoint writes each such page back once
@@ -60,6 +60,16 @@ impl SqliteStore {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A transaction that writes. `BEGIN IMMEDIATE` takes the write lock up
+    /// front, waiting for it (busy timeout) if another connection holds it. A
+    /// plain `BEGIN` reads first and asks for the lock at its first write;
+    /// if another connection committed in between, SQLite answers "database
+    /// is locked" at once, without waiting (seen with the outbox beside a
+    /// backfill's large commits).
+    pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Rows of `(text, text, count)` from a two-column GROUP BY.
@@ -509,7 +519,7 @@ impl Store for SqliteStore {
 
     async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {
         let now = fmt_time(Utc::now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         insert_many(
             &mut tx,
             "INSERT INTO submission_versions \
@@ -809,7 +819,7 @@ impl Store for SqliteStore {
         let now = fmt_time(Utc::now());
         // One transaction for a round of deliveries: one per row competed
         // with the pipeline's batch commits for SQLite's single writer lock.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (row, outcome) in done {
             let (ok, detail) = match outcome {
                 DeliveryOutcome::Delivered => {
@@ -921,7 +931,7 @@ impl Store for SqliteStore {
 
     async fn flush_groups(&self, now: DateTime<Utc>) -> Result<usize> {
         let now_s = fmt_time(now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let groups = sqlx::query(
             "SELECT receiver, group_key, repeat_ms FROM notify_groups \
              WHERE flush_at IS NOT NULL AND flush_at <= ? ORDER BY flush_at LIMIT 200",

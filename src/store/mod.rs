@@ -36,6 +36,16 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("state store holds a bad value in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// A statement whose bound values do not fill its placeholders: a bug,
+    /// refused before SQLite (which would quietly shift every later column).
+    #[error(
+        "state store: internal error: {statement}: {bound} values bound for {placeholders} placeholders"
+    )]
+    Binding {
+        statement: String,
+        bound: usize,
+        placeholders: usize,
+    },
 }
 
 /// Formats a time the way the store keeps it: text order is time order.

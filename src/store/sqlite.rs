@@ -45,6 +45,11 @@ impl SqliteStore {
             // indexes; a rarer checkpoint writes each such page back once
             // instead of once per batch (2.1 GB written for a 260 MB store).
             .pragma("wal_autocheckpoint", "16384")
+            // 16 prepared statements per connection, not sqlx's 100: chunked
+            // `IN (...)` lists and multi-row INSERTs come in many sizes, each
+            // its own statement (large ones, up to 900 parameters), and a
+            // full cache of them was ~9 MB of a 1M backfill's peak RSS.
+            .statement_cache_capacity(16)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
@@ -301,7 +306,7 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 
 /// Rows per multi-row INSERT. Every statement is a round trip to the
 /// connection's worker thread; one per row was the largest cost of a batch
-/// (docs-bench.md). 100 rows of at most 9 columns stay far below SQLite's
+/// (README, Benchmarks). 100 rows of at most 9 columns stay far below SQLite's
 /// host-parameter limit.
 const ROWS_PER_INSERT: usize = 100;
 
@@ -315,15 +320,33 @@ async fn insert_many<T>(
     rows: &[T],
     bind: impl for<'q> Fn(SqliteQuery<'q>, &T) -> SqliteQuery<'q>,
 ) -> Result<()> {
+    use sqlx::{Arguments, Execute};
     let row = format!("({})", placeholders(cols));
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let values = vec![row.as_str(); chunk.len()].join(",");
         // Only `?` placeholders are interpolated; every value is bound.
-        let mut q = sqlx::query(AssertSqlSafe(format!("{head} VALUES {values} {tail}")));
+        let sql = format!("{head} VALUES {values} {tail}");
+        let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
         for r in chunk {
             q = bind(q, r);
         }
-        q.execute(&mut *conn).await?;
+        let args = q
+            .take_arguments()
+            .map_err(|e| StoreError::Sql(sqlx::Error::Encode(e)))?
+            .unwrap_or_default();
+        // SQLite does not complain about a bind too many or too few in a
+        // multi-row INSERT: the rows come out shifted. A bind closure that
+        // disagrees with `cols` is caught here, before anything is written.
+        if args.len() != cols * chunk.len() {
+            return Err(StoreError::Binding {
+                statement: head.to_owned(),
+                bound: args.len(),
+                placeholders: cols * chunk.len(),
+            });
+        }
+        sqlx::query_with(AssertSqlSafe(sql.as_str()), args)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -1106,5 +1129,53 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
         Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bind closure that binds one value too many is refused before SQLite
+    /// sees it (SQLite itself would shift the rows without an error).
+    #[tokio::test]
+    async fn insert_many_refuses_a_wrong_number_of_bound_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM meta")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        let before = count().await;
+        let rows = [("bench-a", "1"), ("bench-b", "2")];
+        let e = insert_many(
+            &mut conn,
+            "INSERT INTO meta (key, value)",
+            2,
+            "",
+            &rows,
+            |q, r| q.bind(r.0).bind(r.1).bind("extra"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "state store: internal error: INSERT INTO meta (key, value): 6 values bound for 4 placeholders"
+        );
+        assert_eq!(count().await, before, "nothing written");
+        insert_many(
+            &mut conn,
+            "INSERT INTO meta (key, value)",
+            2,
+            "",
+            &rows,
+            |q, r| q.bind(r.0).bind(r.1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(count().await, before + 2);
     }
 }

@@ -2,7 +2,7 @@
 //! real SQLite file and file receivers; only the escalation clock is
 //! controlled (shifted forward), so an hour of steps takes seconds.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! SIGKILL at random moments. Nothing may be lost; a duplicate is allowed only
 //! for a delivery cut short by the kill, and then with the same idempotency key.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

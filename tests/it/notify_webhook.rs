@@ -3,7 +3,7 @@
 //! is retried with the same Idempotency-Key, 4xx goes to the dead letter, a
 //! receiver that is down is retried until it is back.
 
-mod notify_common;
+use crate::notify_common;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! was dropped; the ones whose webhook arrived long before the next poll; and
 //! the event -> delivery latency (p50/p99) on a local file receiver.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

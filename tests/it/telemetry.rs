@@ -1,7 +1,7 @@
 //! `/metrics` and `/healthz` of a running daemon; the exposition format is
 //! checked by Prometheus's own `promtool check metrics`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

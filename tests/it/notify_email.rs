@@ -2,7 +2,7 @@
 //! with a self-signed certificate, read back with Python's MIME parser; and
 //! the `.eml` file transport.
 
-mod notify_common;
+use crate::notify_common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Acknowledge and resolve alerts over the CLI and the daemon's HTTP API.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

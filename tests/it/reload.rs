@@ -1,7 +1,7 @@
 //! Hot reload while `run` is up: a changed rule takes effect, a broken rule
 //! file is refused with its errors and the running rules keep firing.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

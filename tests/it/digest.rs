@@ -3,7 +3,7 @@
 //! downtime (each and combined) and no repeat on restart; snapshots of both
 //! parts for a fixed set of alerts; one delivery through real SMTP (aiosmtpd).
 
-mod notify_common;
+use crate::notify_common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

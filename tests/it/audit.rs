@@ -1,7 +1,7 @@
 //! `audit` explains an AML alert, a window alert and a Rhai alert; snapshots
 //! with times and version hashes (which depend on the clock) redacted.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, Utc};
 use common::*;

@@ -1,6 +1,6 @@
 //! The durable pipeline against the simulator over HTTP, with a real SQLite file.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

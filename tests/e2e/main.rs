@@ -1,0 +1,8 @@
+//! Slow process-level tests (the demo, the daemon under SIGKILL), their own
+//! binary so `cargo test --test it` stays quick while iterating.
+
+#[path = "../it/common/mod.rs"]
+mod common;
+
+mod daemon_process;
+mod demo;

@@ -1,0 +1,33 @@
+//! In-process and CLI integration tests, one binary (each test crate links the
+//! whole library; one binary keeps a fresh-clone CI build short).
+//! Each module is what used to be `tests/<name>.rs`.
+
+mod common;
+mod notify_common;
+
+mod argos_client;
+mod argos_crypto;
+mod argos_model;
+mod audit;
+mod digest;
+mod escalation;
+mod ingest_daemon;
+mod ingest_endpoint;
+mod lifecycle;
+mod notify_cli;
+mod notify_email;
+mod notify_pipeline;
+mod notify_routing;
+mod notify_templates;
+mod notify_webhook;
+mod pipeline;
+mod reload;
+mod rules_check;
+mod rules_determinism;
+mod rules_engine;
+mod rules_eval;
+mod rules_operators;
+mod rules_test;
+mod simulator_http;
+mod store;
+mod telemetry;

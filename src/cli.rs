@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 /// Compliance rules and alerting engine for Argos Identity KYC/AML submissions.
 ///
 /// kyc-sentinel polls the Argos REST API for new and changed submissions,
-/// evaluates YAML/Rhai rules over them and delivers alerts exactly once.
+/// evaluates YAML/Rhai rules over them and delivers alerts at least once,
+/// each re-send with the same idempotency key.
 #[derive(Debug, Parser)]
 #[command(name = "kyc-sentinel", version, about, long_about)]
 pub struct Cli {

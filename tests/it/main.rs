@@ -12,6 +12,7 @@ mod audit;
 mod digest;
 mod escalation;
 mod ingest_daemon;
+mod hardening_listeners;
 mod ingest_endpoint;
 mod lifecycle;
 mod notify_cli;

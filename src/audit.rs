@@ -58,7 +58,8 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
     line!(
         out,
         "  about {} submission(s): {}",
-        a["count"], a["submission_ids"]
+        a["count"],
+        a["submission_ids"]
     );
     if let Some(k) = a["group_key"].as_str() {
         line!(
@@ -156,7 +157,8 @@ pub fn render_submission(
                 line!(
                     out,
                     "    {} rule {rule} failed: {}",
-                    e.at, e.detail["error"]
+                    e.at,
+                    e.detail["error"]
                 );
             }
             other => {

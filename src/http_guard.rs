@@ -209,8 +209,10 @@ fn too_large(max: usize) -> Response {
     )
         .into_response();
     // The unread body stays on the socket: this connection is done.
-    r.headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 

@@ -97,7 +97,8 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// spaces and `. - _ ' @ +` (a name, an email address, `oncall-bot`), not
 /// blank at either end. Anything else could forge output where it is shown.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_' | '\'' | '@' | '+');
+    let ok_char =
+        |c: char| c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_' | '\'' | '@' | '+');
     let n = name.chars().count();
     if n == 0 || n > MAX_NAME_CHARS || name.trim() != name || !name.chars().all(ok_char) {
         return Err(format!(
@@ -114,7 +115,10 @@ mod tests {
 
     #[test]
     fn display_safe_escapes_control_and_invisible_characters() {
-        assert!(matches!(display_safe("sub-1 김민수").escaped(), Cow::Borrowed(_)));
+        assert!(matches!(
+            display_safe("sub-1 김민수").escaped(),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(
             display_safe("sid\r\nX-Evil: yes").to_string(),
             "sid\\r\\nX-Evil: yes"
@@ -132,11 +136,27 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["Kim Ji-woo", "kim.jiwoo@argos.example", "o'brien", "김민수", "bot_1+x"] {
+        for ok in [
+            "Kim Ji-woo",
+            "kim.jiwoo@argos.example",
+            "o'brien",
+            "김민수",
+            "bot_1+x",
+        ] {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
         let long = "a".repeat(MAX_NAME_CHARS + 1);
-        for bad in ["", " x", "x ", "a\r\nb", "a\u{1b}[31m", "<b>", "a;b", "a\u{202e}", &long] {
+        for bad in [
+            "",
+            " x",
+            "x ",
+            "a\r\nb",
+            "a\u{1b}[31m",
+            "<b>",
+            "a;b",
+            "a\u{202e}",
+            &long,
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -580,7 +580,10 @@ mod tests {
             .filter(|s| s.chars().any(char::is_control))
             .collect();
         assert!(raw.is_empty(), "raw control characters: {raw:?}");
-        assert!(all.iter().any(|s| s.contains("X-Evil")), "the values are still shown");
+        assert!(
+            all.iter().any(|s| s.contains("X-Evil")),
+            "the values are still shown"
+        );
     }
 
     #[test]

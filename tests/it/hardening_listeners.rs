@@ -38,7 +38,9 @@ fn quick(max_connections: usize) -> Limits {
 /// Metrics, health and the alert API on one listener, as the daemon serves them.
 async fn api_listener(limits: Limits) -> (SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
     let api = router(ApiState {
         store,
         token: Arc::new(SecretString::from(TOKEN)),
@@ -169,13 +171,13 @@ async fn alert_api_refuses_unauthenticated_big_bodies_without_reading_them() {
     let hung = answers.iter().filter(|a| a.is_err()).count();
     assert_eq!(hung, 0, "every attacker answered or cut, none held");
     for a in answers.iter().flatten().flatten() {
-        assert!(
-            [401, 413, 503].contains(a),
-            "refused, never accepted: {a}"
-        );
+        assert!([401, 413, 503].contains(a), "refused, never accepted: {a}");
     }
     assert!(took < Duration::from_secs(5), "refused quickly: {took:?}");
-    assert!(grown_mib < 64, "the bodies were not buffered: +{grown_mib} MiB");
+    assert!(
+        grown_mib < 64,
+        "the bodies were not buffered: +{grown_mib} MiB"
+    );
 
     // A body announced within the limit but never sent: the wrong token is
     // answered from the head alone (before the fix, the server waited for it).
@@ -229,7 +231,12 @@ async fn alert_api_body_limit_and_by_field() {
         .unwrap();
     assert_eq!(r.status(), 413);
     // `by` must be a name: 400 naming the field; a name goes on (404: no such alert).
-    for by in ["mlro\r\nX-Evil: yes", "\u{1b}[31mred", "<script>", " padded"] {
+    for by in [
+        "mlro\r\nX-Evil: yes",
+        "\u{1b}[31mred",
+        "<script>",
+        " padded",
+    ] {
         let r = http
             .post(&url)
             .bearer_auth(TOKEN)
@@ -295,7 +302,10 @@ async fn slowloris(addr: SocketAddr) -> Duration {
     let started = Instant::now();
     let (mut r, mut w) = s.into_split();
     let trickle = tokio::spawn(async move {
-        let head = format!("POST /argos/webhook HTTP/1.1\r\nhost: x\r\nx-pad: {}", "a".repeat(500));
+        let head = format!(
+            "POST /argos/webhook HTTP/1.1\r\nhost: x\r\nx-pad: {}",
+            "a".repeat(500)
+        );
         for b in head.bytes() {
             if w.write_all(&[b]).await.is_err() {
                 return;
@@ -374,7 +384,10 @@ async fn connections_over_the_cap_are_refused_and_service_resumes() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = http
-        .post(format!("http://{}/argos/webhook/{TOKEN}", ingest.server.addr()))
+        .post(format!(
+            "http://{}/argos/webhook/{TOKEN}",
+            ingest.server.addr()
+        ))
         .body(r#"{"webhook_trigger": "approved", "submission_id": "sub-1"}"#)
         .send()
         .await
@@ -429,7 +442,10 @@ fn assert_clean(what: &str, text: &str) {
         !text.lines().any(|l| l.starts_with("X-Evil")),
         "{what} has a forged line: {text}"
     );
-    assert!(text.contains(EVIL_SHOWN), "{what} shows the id escaped: {text}");
+    assert!(
+        text.contains(EVIL_SHOWN),
+        "{what} shows the id escaped: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,9 +461,11 @@ async fn alerts_list_and_audit_show_control_characters_escaped() {
     .await
     .unwrap();
     let t = format_argos_timestamp(chrono::Utc::now());
-    sim.insert(json!({"submission_id": EVIL_ID, "created_at": t, "updated_at": t,
+    sim.insert(
+        json!({"submission_id": EVIL_ID, "created_at": t, "updated_at": t,
         "kyc": {"result": "approved"},
-        "aml": {"currentstatus": "Red Flag", "risk_level_summary": "High"}}));
+        "aml": {"currentstatus": "Red Flag", "risk_level_summary": "High"}}),
+    );
     let cfg_path = crate::common::write_config(dir.path(), &sim.base_url(), "");
     let (tx, rx) = watch::channel(false);
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
@@ -478,6 +496,9 @@ async fn alerts_list_and_audit_show_control_characters_escaped() {
     assert!(listed.lines().count() > 1, "the alert fired: {listed}");
     assert_clean("alerts list", &listed);
     let fp = listed.lines().nth(1).unwrap().rsplit(' ').next().unwrap();
-    assert_clean("audit --submission", &cli(&["audit", "--submission", EVIL_ID]));
+    assert_clean(
+        "audit --submission",
+        &cli(&["audit", "--submission", EVIL_ID]),
+    );
     assert_clean("audit --alert", &cli(&["audit", "--alert", fp]));
 }

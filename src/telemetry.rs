@@ -130,7 +130,7 @@ fn describe() {
     );
     describe_counter!(
         "kyc_sentinel_http_refused_total",
-        "Connections and requests the HTTP listeners cut, by listener and reason (connections, header_timeout, body_timeout)"
+        "Connections the HTTP listeners refused or cut, by listener and reason (connections: over the cap; header_timeout)"
     );
     describe_counter!(
         "kyc_sentinel_versions_found_first_total",

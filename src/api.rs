@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
@@ -72,6 +73,28 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
     constant_time_eq(given.as_bytes(), state.token.expose_secret().as_bytes())
 }
 
+/// In front of the bearer routes: the token is checked from the headers
+/// before the handler (and its body extractor) runs, so an unauthenticated
+/// peer gets 401 without a byte of its body read.
+async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    if !authorized(&s, req.headers()) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        // Its unread body stays on the socket: close the connection.
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+/// A `by` that is a name (no control or markup characters), else 400 naming the field.
+fn check_by(by: &str) -> Result<(), Box<Response>> {
+    crate::util::check_name(by)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("by: {e}"))))
+}
+
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
@@ -115,13 +138,9 @@ struct ResolveBody {
 
 async fn ack(
     State(s): State<ApiState>,
-    headers: HeaderMap,
     Path(fp): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
     let b: AckBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -131,6 +150,9 @@ async fn ack(
             );
         }
     };
+    if let Err(r) = check_by(&b.by) {
+        return *r;
+    }
     change_response(
         &fp,
         s.store
@@ -141,13 +163,9 @@ async fn ack(
 
 async fn resolve(
     State(s): State<ApiState>,
-    headers: HeaderMap,
     Path(fp): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&s, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
     let b: ResolveBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -159,6 +177,9 @@ async fn resolve(
             );
         }
     };
+    if let Err(r) = check_by(&b.by) {
+        return *r;
+    }
     change_response(
         &fp,
         s.store
@@ -180,14 +201,7 @@ struct ListQuery {
     rule: Option<String>,
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    if !authorized(&s, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
+async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
     let state = match q.state.as_deref().map(|v| AlertState::parse(v).ok_or(v)) {
         Some(Err(v)) => {
             return error(
@@ -227,6 +241,7 @@ struct LinkQuery {
 
 fn check_link(s: &ApiState, fp: &str, q: &LinkQuery) -> Result<(), Box<Response>> {
     use secrecy::ExposeSecret;
+    check_by(&q.by)?;
     let Some(secret) = &s.link_secret else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
@@ -295,17 +310,20 @@ fn minijinja_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The API's routes, to merge into the daemon's HTTP server.
+/// The API's routes, to merge into the daemon's HTTP server (whose guard,
+/// [`crate::http_guard`], bounds bodies to 16 KiB and their time).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let bearer = Router::new()
         .route("/api/alerts", get(list))
         .route("/api/alerts/{fingerprint}/ack", post(ack))
         .route("/api/alerts/{fingerprint}/resolve", post(resolve))
-        .route(
-            "/api/alerts/{fingerprint}/ack-link",
-            get(link_page).post(link_ack),
-        )
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Signed links carry their own proof (the signature), not the token.
+    let links = Router::new().route(
+        "/api/alerts/{fingerprint}/ack-link",
+        get(link_page).post(link_ack),
+    );
+    bearer.merge(links).with_state(state)
 }
 
 #[cfg(test)]

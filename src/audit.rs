@@ -14,6 +14,15 @@ use serde_json::Value;
 use crate::rules::{ConditionTrace, RuleSet};
 use crate::store::{AlertRecord, AuditEntry};
 
+/// Writes one line of output with everything in it escaped (see
+/// [`crate::util::display_safe`]): a submission id, a note or a receiver's
+/// error cannot break the line or send escapes to the auditor's terminal.
+macro_rules! line {
+    ($out:expr, $($arg:tt)*) => {
+        let _ = writeln!($out, "{}", crate::util::display_safe(&format!($($arg)*)));
+    };
+}
+
 fn traces(detail: &Value) -> Vec<ConditionTrace> {
     detail
         .get("conditions")
@@ -31,76 +40,76 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
     let a = &rec.alert;
     let mut out = String::new();
     let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let _ = writeln!(out, "alert {}", rec.fingerprint);
-    let _ = writeln!(
+    line!(out, "alert {}", rec.fingerprint);
+    line!(
         out,
         "  rule {} ({}), rule version {}",
         s(&a["rule"]),
         s(&a["severity"]),
         short(&rec.rule_version)
     );
-    let _ = writeln!(
+    line!(
         out,
         "  fired at {} on submission {} (event time {})",
         rec.fired_at,
         s(&a["submission_id"]),
         s(&a["event_time"])
     );
-    let _ = writeln!(
+    line!(
         out,
         "  about {} submission(s): {}",
-        a["count"], a["submission_ids"]
+        a["count"],
+        a["submission_ids"]
     );
     if let Some(k) = a["group_key"].as_str() {
-        let _ = writeln!(
+        line!(
             out,
             "  group key: {k} (window members, consumed by this alert)"
         );
     }
     for entry in audit.iter().filter(|e| e.kind == "decision") {
         if let Some(v) = entry.detail.get("rule_set_version").and_then(Value::as_str) {
-            let _ = writeln!(out, "  rule set version {}", short(v));
+            line!(out, "  rule set version {}", short(v));
         }
         if let Some(h) = &entry.version_hash {
-            let _ = writeln!(out, "  submission version {}", short(h));
+            line!(out, "  submission version {}", short(h));
         }
-        let _ = writeln!(out, "  conditions:");
+        line!(out, "  conditions:");
         for t in traces(&entry.detail) {
-            let _ = writeln!(out, "    {t}");
+            line!(out, "    {t}");
         }
         if let Some(d) = entry.detail.get("derived") {
-            let _ = writeln!(out, "  derived: {d}");
+            line!(out, "  derived: {d}");
         }
     }
     let history: Vec<&AuditEntry> = audit.iter().filter(|e| e.kind != "decision").collect();
     if !history.is_empty() {
         // State changes (who, when, from, to), escalation steps, silences, dead letters.
-        let _ = writeln!(out, "  history:");
+        line!(out, "  history:");
         for e in history {
-            let _ = writeln!(out, "    {} {}: {}", e.at, e.kind, e.detail);
+            line!(out, "    {} {}: {}", e.at, e.kind, e.detail);
         }
     }
-    let _ = writeln!(out, "  notifications:");
+    line!(out, "  notifications:");
     if rec.notifications.is_empty() {
-        let _ = writeln!(out, "    (none: no receiver)");
+        line!(out, "    (none: no receiver)");
     }
     for (receiver, state, attempts, err) in &rec.notifications {
-        let _ = write!(out, "    {receiver}: {state} after {attempts} attempt(s)");
-        if let Some(e) = err {
-            let _ = write!(out, "; last error: {e}");
-        }
-        out.push('\n');
+        let last = err.as_ref().map(|e| format!("; last error: {e}"));
+        line!(
+            out,
+            "    {receiver}: {state} after {attempts} attempt(s){}",
+            last.unwrap_or_default()
+        );
     }
     for (receiver, at, ok, detail) in &rec.attempts {
-        let _ = write!(
+        let outcome = if *ok { "ok" } else { "failed" };
+        let detail = detail.as_ref().map(|d| format!(": {d}"));
+        line!(
             out,
-            "    {at} {receiver} {}",
-            if *ok { "ok" } else { "failed" }
+            "    {at} {receiver} {outcome}{}",
+            detail.unwrap_or_default()
         );
-        if let Some(d) = detail {
-            let _ = write!(out, ": {d}");
-        }
-        out.push('\n');
     }
     out
 }
@@ -115,20 +124,20 @@ pub fn render_submission(
     rules: Option<&RuleSet>,
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "submission {id}");
+    line!(out, "submission {id}");
     let Some((hash, result, raw)) = version else {
-        let _ = writeln!(out, "  never processed by this engine");
+        line!(out, "  never processed by this engine");
         return out;
     };
-    let _ = writeln!(
+    line!(
         out,
         "  last processed version {} (kyc.result: {})",
         short(&hash),
         result.as_deref().unwrap_or("-")
     );
-    let _ = writeln!(out, "  decisions:");
+    line!(out, "  decisions:");
     if audit.is_empty() {
-        let _ = writeln!(out, "    (none recorded)");
+        line!(out, "    (none recorded)");
     }
     let mut fired = Vec::new();
     for e in audit {
@@ -136,7 +145,7 @@ pub fn render_submission(
         match e.kind.as_str() {
             "decision" => {
                 fired.push(rule.to_owned());
-                let _ = writeln!(
+                line!(
                     out,
                     "    {} fired {rule} (rule version {}) -> alert {}",
                     e.at,
@@ -145,28 +154,29 @@ pub fn render_submission(
                 );
             }
             "rule_error" => {
-                let _ = writeln!(
+                line!(
                     out,
                     "    {} rule {rule} failed: {}",
-                    e.at, e.detail["error"]
+                    e.at,
+                    e.detail["error"]
                 );
             }
             other => {
-                let _ = writeln!(out, "    {} {other}: {}", e.at, e.detail);
+                line!(out, "    {} {other}: {}", e.at, e.detail);
             }
         }
     }
     if !alerts.is_empty() {
-        let _ = writeln!(
+        line!(
             out,
             "  alerts it is part of (see `audit --alert FINGERPRINT`):"
         );
         for f in alerts {
-            let _ = writeln!(out, "    {f}");
+            line!(out, "    {f}");
         }
     }
     let (Some(rules), Some(raw)) = (rules, raw) else {
-        let _ = writeln!(
+        line!(
             out,
             "  rules that did not fire: the raw version is no longer kept (retention), so they cannot be re-explained"
         );
@@ -175,15 +185,15 @@ pub fn render_submission(
     let Ok(doc) = serde_json::from_str::<Value>(&raw) else {
         return out;
     };
-    let _ = writeln!(
+    line!(
         out,
         "  rules that did not fire, re-explained on the last version with the current rule set {}:",
         short(rules.version())
     );
     for rule in rules.rules().iter().filter(|r| !fired.contains(&r.id)) {
-        let _ = writeln!(out, "    {}:", rule.id);
+        line!(out, "    {}:", rule.id);
         for t in rules.explain(&rule.id, &doc).unwrap_or_default() {
-            let _ = writeln!(out, "      {t}");
+            line!(out, "      {t}");
         }
     }
     out

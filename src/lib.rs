@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod demo;
 pub mod digest;
 pub mod escalation;
+pub mod http_guard;
 pub mod ingest;
 pub mod notify;
 pub mod pipeline;

@@ -129,6 +129,10 @@ fn describe() {
         "Argos webhook requests, by outcome"
     );
     describe_counter!(
+        "kyc_sentinel_http_refused_total",
+        "Connections the HTTP listeners refused or cut, by listener and reason (connections: over the cap; header_timeout)"
+    );
+    describe_counter!(
         "kyc_sentinel_versions_found_first_total",
         "Submission versions, by the path that found them first"
     );
@@ -291,6 +295,16 @@ pub async fn serve(
     health: Health,
     more: Option<Router>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, health, more, crate::http_guard::Limits::API).await
+}
+
+/// As [`serve`], within other limits (tests shorten the timeouts).
+pub async fn serve_with(
+    addr: SocketAddr,
+    health: Health,
+    more: Option<Router>,
+    limits: crate::http_guard::Limits,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     metrics_handle();
     let mut app = Router::new()
         .route("/metrics", get(metrics_route))
@@ -299,13 +313,16 @@ pub async fn serve(
     if let Some(more) = more {
         app = app.merge(more);
     }
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = crate::http_guard::bind(addr, "telemetry.listen").await?;
     let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics server stopped: {e}");
-        }
-    });
+    // Runs until aborted: the daemon drops it on the way out.
+    let task = tokio::spawn(crate::http_guard::serve(
+        listener,
+        app,
+        limits,
+        "telemetry",
+        std::future::pending(),
+    ));
     Ok((bound, task))
 }
 

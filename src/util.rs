@@ -1,5 +1,7 @@
-//! Small helpers shared by several modules (durations, hashing).
+//! Small helpers shared by several modules (durations, hashing, safe text).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 /// Parses a duration as rule and config files write it: `30s`, `15m`, `24h`, `7d`
@@ -39,9 +41,125 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Text from outside (submission ids, names, notes, receivers' errors) as it
+/// may be shown on a terminal or in a digest: control characters (CR, LF,
+/// ESC and the rest of C0/C1, DEL) and the invisible characters that reorder
+/// or hide text (bidi overrides, zero-width, line separators) are written
+/// escaped (`\r`, `\n`, `\t`, `\u{1b}`), so a value cannot forge a table
+/// line, a log line or a terminal command. Padding (`{:<24}`) is honoured.
+pub fn display_safe(text: &str) -> Safe<'_> {
+    Safe(text)
+}
+
+/// See [`display_safe`].
+#[derive(Debug, Clone, Copy)]
+pub struct Safe<'a>(pub &'a str);
+
+impl Safe<'_> {
+    pub fn escaped(&self) -> Cow<'_, str> {
+        if !self.0.chars().any(needs_escape) {
+            return Cow::Borrowed(self.0);
+        }
+        let mut out = String::with_capacity(self.0.len() + 8);
+        for c in self.0.chars() {
+            match c {
+                '\r' => out.push_str("\\r"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        Cow::Owned(out)
+    }
+}
+
+impl fmt::Display for Safe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.escaped())
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{061c}'                    // Arabic letter mark
+            | '\u{200b}'..='\u{200f}'     // zero-width, LRM, RLM
+            | '\u{2028}'..='\u{202e}'     // line/paragraph separators, bidi embeddings
+            | '\u{2060}'..='\u{2069}'     // word joiner, bidi isolates
+            | '\u{feff}')
+}
+
+/// Longest name accepted for `by` (who acknowledged or resolved).
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// Whether `name` is a person's or a system's name: 1 to 100 letters, digits,
+/// spaces and `. - _ ' @ +` (a name, an email address, `oncall-bot`), not
+/// blank at either end. Anything else could forge output where it is shown.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok_char =
+        |c: char| c.is_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_' | '\'' | '@' | '+');
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS || name.trim() != name || !name.chars().all(ok_char) {
+        return Err(format!(
+            "must be a name: 1 to {MAX_NAME_CHARS} letters, digits, spaces and . - _ ' @ +, \
+             without spaces at either end"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_safe_escapes_control_and_invisible_characters() {
+        assert!(matches!(
+            display_safe("sub-1 김민수").escaped(),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            display_safe("sid\r\nX-Evil: yes").to_string(),
+            "sid\\r\\nX-Evil: yes"
+        );
+        assert_eq!(
+            display_safe("\u{1b}[2J\u{1b}]0;t\u{7}\tx\u{7f}\u{9b}").to_string(),
+            "\\u{1b}[2J\\u{1b}]0;t\\u{7}\\tx\\u{7f}\\u{9b}"
+        );
+        assert_eq!(
+            display_safe("a\u{202e}b\u{2028}c\u{200b}").to_string(),
+            "a\\u{202e}b\\u{2028}c\\u{200b}"
+        );
+        assert_eq!(format!("[{:<6}]", display_safe("a\nb")), "[a\\nb  ]");
+    }
+
+    #[test]
+    fn names() {
+        for ok in [
+            "Kim Ji-woo",
+            "kim.jiwoo@argos.example",
+            "o'brien",
+            "김민수",
+            "bot_1+x",
+        ] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        let long = "a".repeat(MAX_NAME_CHARS + 1);
+        for bad in [
+            "",
+            " x",
+            "x ",
+            "a\r\nb",
+            "a\u{1b}[31m",
+            "<b>",
+            "a;b",
+            "a\u{202e}",
+            &long,
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -95,15 +95,18 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
                 "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  fingerprint",
                 "fired at", "state", "rule", "severity", "submission"
             );
+            // Values from Argos (the submission id above all) are shown
+            // escaped: a CR/LF or an ANSI escape cannot forge a row.
+            use crate::util::display_safe as safe;
             for i in &items {
                 println!(
                     "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  {}",
-                    &i.fired_at[..i.fired_at.len().min(19)],
+                    safe(&i.fired_at[..i.fired_at.len().min(19)]),
                     i.state.as_str(),
-                    i.rule,
-                    i.severity,
-                    i.submission_id,
-                    i.fingerprint
+                    safe(&i.rule),
+                    safe(&i.severity),
+                    safe(&i.submission_id),
+                    safe(&i.fingerprint)
                 );
             }
         }

@@ -206,11 +206,19 @@ pub fn age(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
 }
 
 fn cut(s: &str) -> String {
+    let s = safe(s);
     if s.chars().count() <= MAX_ERROR_CHARS {
-        s.to_owned()
+        s
     } else {
         s.chars().take(MAX_ERROR_CHARS).collect::<String>() + "…"
     }
+}
+
+/// A value from outside (submission and user ids, errors) as the digest text
+/// and HTML show it: control characters escaped, so none can forge a line
+/// (see [`crate::util::display_safe`]).
+fn safe(s: &str) -> String {
+    crate::util::display_safe(s).to_string()
 }
 
 /// Most frequent first, then by id; `None` ids are not counted.
@@ -225,11 +233,11 @@ fn top<'a>(ids: impl Iterator<Item = Option<&'a str>>, n: usize) -> Vec<Top> {
     v.into_iter()
         .map(|(id, count)| Top {
             // A user id may be an email address; it is shown masked.
-            id: if id.contains('@') {
+            id: safe(&if id.contains('@') {
                 crate::templates::mask_email(id)
             } else {
                 id.to_owned()
-            },
+            }),
             count,
         })
         .collect()
@@ -238,9 +246,9 @@ fn top<'a>(ids: impl Iterator<Item = Option<&'a str>>, n: usize) -> Vec<Top> {
 fn line(a: &DigestAlert, at: DateTime<Utc>) -> AlertLine {
     AlertLine {
         fingerprint: a.fingerprint.clone(),
-        rule: a.rule.clone(),
-        severity: a.severity.clone(),
-        submission_id: a.submission_id.clone(),
+        rule: safe(&a.rule),
+        severity: safe(&a.severity),
+        submission_id: safe(&a.submission_id),
         fired_at: fmt_time(a.fired_at),
         state: a.state.clone(),
         silenced: a.silenced,
@@ -386,8 +394,8 @@ pub fn build(input: &ReportInput, filters: &DigestFilters, limits: Limits) -> Re
                 .iter()
                 .take(MAX_ITEMS)
                 .map(|d| Failure {
-                    receiver: d.receiver.clone(),
-                    key: d.key.clone(),
+                    receiver: safe(&d.receiver),
+                    key: safe(&d.key),
                     error: cut(&d.error),
                     at: fmt_time(d.at),
                 })
@@ -531,6 +539,52 @@ pub fn sample_input() -> ReportInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every string in the report, for the check below.
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn values_from_outside_are_shown_escaped() {
+        let evil = "sid\r\nX-Evil: yes\u{1b}[2J";
+        let mut input = sample_input();
+        for a in &mut input.alerts {
+            a.submission_id = evil.into();
+            a.userid = Some(format!("u\n{evil}"));
+        }
+        input.dead_letters.push(DeadLetter {
+            receiver: "hook".into(),
+            key: evil.into(),
+            error: format!("HTTP 500: {evil}"),
+            at: input.period_end,
+        });
+        let r = build(
+            &input,
+            &DigestFilters::default(),
+            Limits { top: 10, open: 50 },
+        );
+        assert_eq!(
+            r.critical_high[0].submission_id,
+            "sid\\r\\nX-Evil: yes\\u{1b}[2J"
+        );
+        let mut all = Vec::new();
+        strings(&serde_json::to_value(&r).unwrap(), &mut all);
+        let raw: Vec<&String> = all
+            .iter()
+            .filter(|s| s.chars().any(char::is_control))
+            .collect();
+        assert!(raw.is_empty(), "raw control characters: {raw:?}");
+        assert!(
+            all.iter().any(|s| s.contains("X-Evil")),
+            "the values are still shown"
+        );
+    }
 
     #[test]
     fn counts_changes_and_filters() {

@@ -133,13 +133,22 @@ impl IngestServer {
         cfg: IngestConfig,
         cipher: Option<Box<dyn Cipher>>,
         hints: mpsc::Sender<Hint>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<IngestServer> {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("ingest.listen {}: {e}", cfg.listen))
-            })?;
+        let limits = crate::http_guard::Limits::INGEST;
+        Self::start_with(cfg, cipher, hints, shutdown, limits).await
+    }
+
+    /// As [`IngestServer::start`], within other connection limits (tests
+    /// shorten the timeouts). The body size stays `cfg.max_body`.
+    pub async fn start_with(
+        cfg: IngestConfig,
+        cipher: Option<Box<dyn Cipher>>,
+        hints: mpsc::Sender<Hint>,
+        mut shutdown: watch::Receiver<bool>,
+        limits: crate::http_guard::Limits,
+    ) -> std::io::Result<IngestServer> {
+        let listener = crate::http_guard::bind(cfg.listen, "ingest.listen").await?;
         let addr = listener.local_addr()?;
         let counters = Arc::new(IngestCounters::default());
         let rate = NonZeroU32::new(cfg.rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
@@ -151,17 +160,21 @@ impl IngestServer {
             hints,
             counters: counters.clone(),
         });
-        let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("webhook endpoint stopped: {e}");
-            }
-        });
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        let guarded = crate::http_guard::Limits {
+            // The endpoint checks `ingest.max_body` itself, after the token.
+            max_body: None,
+            ..limits
+        };
+        let task = tokio::spawn(crate::http_guard::serve(
+            listener,
+            router(shared),
+            guarded,
+            "ingest",
+            stop,
+        ));
         tracing::info!(%addr, "receiving Argos webhooks on POST /argos/webhook/{{token}}");
         Ok(IngestServer {
             addr,
@@ -318,7 +331,7 @@ async fn accept(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
         .unwrap_or(false);
     if replayed {
         bump(&c.replayed);
-        tracing::debug!(submission = %event.submission_id, "webhook replayed; ignored");
+        tracing::debug!(submission = %crate::util::display_safe(&event.submission_id), "webhook replayed; ignored");
         return answer(
             StatusCode::OK,
             json!({"status": "ignored", "reason": "replay: the same body was received recently"}),
@@ -340,7 +353,7 @@ async fn accept(shared: &Shared, headers: &HeaderMap, body: Body) -> Response {
             if let Ok(mut m) = shared.replay.lock() {
                 m.forget(&bytes);
             }
-            tracing::warn!(submission = %h.submission_id, "webhook queue full (ingest.queue_capacity); the poller will find it");
+            tracing::warn!(submission = %crate::util::display_safe(&h.submission_id), "webhook queue full (ingest.queue_capacity); the poller will find it");
             let mut r = refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy: too many webhooks waiting; retry later",

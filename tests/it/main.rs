@@ -14,6 +14,7 @@ mod escalation;
 mod ingest_daemon;
 mod ingest_endpoint;
 mod lifecycle;
+mod messages;
 mod notify_cli;
 mod notify_email;
 mod notify_pipeline;

@@ -326,7 +326,10 @@ fn check_link(
     use secrecy::ExposeSecret;
     let refuse = |status, msg: &str| Err(Box::new(pages::error_page(status, msg)));
     let Some(secret) = &s.link_secret else {
-        return refuse(StatusCode::NOT_FOUND, "Links are not enabled on this server.");
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "Links are not enabled on this server.",
+        );
     };
     let want = signature(secret.expose_secret(), purpose, fp, by, exp);
     if !constant_time_eq(want.as_bytes(), sig.as_bytes()) {
@@ -400,7 +403,10 @@ async fn show(
     };
     match s.store.alert_view(&fp).await {
         Ok(Some(a)) => axum::Json(a).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no alert with fingerprint {fp}")),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no alert with fingerprint {fp}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -466,7 +472,11 @@ async fn link_ack(
     }
     let typed = form_name(&body);
     let typed = typed.trim();
-    let by = if typed.is_empty() { q.by.as_str() } else { typed };
+    let by = if typed.is_empty() {
+        q.by.as_str()
+    } else {
+        typed
+    };
     if !valid_name(by) {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -532,10 +542,19 @@ mod tests {
             "{link}"
         );
         let sig = |p, fp, by, exp| signature("k", p, fp, by, exp);
-        assert_ne!(sig(Purpose::Ack, "fp1", "a", 100), sig(Purpose::Ack, "fp1", "a", 101));
-        assert_ne!(sig(Purpose::Ack, "fp1", "a", 100), sig(Purpose::Ack, "fp2", "a", 100));
+        assert_ne!(
+            sig(Purpose::Ack, "fp1", "a", 100),
+            sig(Purpose::Ack, "fp1", "a", 101)
+        );
+        assert_ne!(
+            sig(Purpose::Ack, "fp1", "a", 100),
+            sig(Purpose::Ack, "fp2", "a", 100)
+        );
         // A view link's signature never acknowledges.
-        assert_ne!(sig(Purpose::Ack, "fp1", "", 100), sig(Purpose::View, "fp1", "", 100));
+        assert_ne!(
+            sig(Purpose::Ack, "fp1", "", 100),
+            sig(Purpose::View, "fp1", "", 100)
+        );
         assert_eq!(
             alert_link("https://s.example", None, "fp1", 100),
             "https://s.example/api/alerts/fp1"

@@ -450,7 +450,10 @@ fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
         store: store.clone(),
         token: Arc::new(token),
         link_secret: cfg.api.link_secret.clone().map(Arc::new),
-        link_ttl: cfg.api.link_ttl.map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
+        link_ttl: cfg
+            .api
+            .link_ttl
+            .map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
     }))
 }
 

@@ -34,7 +34,10 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -83,7 +86,10 @@ pub fn alert_table(a: &AlertView) -> String {
         ("Rule", esc(&a.rule)),
         (
             "Severity",
-            format!("<span class=\"sev\">{}</span>", esc(&a.severity.to_uppercase())),
+            format!(
+                "<span class=\"sev\">{}</span>",
+                esc(&a.severity.to_uppercase())
+            ),
         ),
     ];
     if let Some(g) = &a.group_key {

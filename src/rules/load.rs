@@ -394,7 +394,10 @@ impl<'a> Loader<'a> {
         }
         let env = minijinja::Environment::new();
         if let Err(e) = env.template_from_str(&text) {
-            self.error(node, format!("`summary` is not a valid template: {}", e.kind()));
+            self.error(
+                node,
+                format!("`summary` is not a valid template: {}", e.kind()),
+            );
             return None;
         }
         Some(text)

@@ -33,21 +33,53 @@ pub struct Candidate {
 }
 
 /// Why a prefix names no single alert.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupError {
-    #[error(
-        "`{0}` is not a fingerprint: give at least {MIN_PREFIX} hex characters (messages show {SHORT_LEN})"
-    )]
     BadPrefix(String),
-    #[error("no alert with fingerprint {0}")]
     NoSuchAlert(String),
-    #[error("fingerprint prefix {prefix} matches {} alerts: {}; give more characters",
-        if candidates.len() > MAX_CANDIDATES { format!("more than {MAX_CANDIDATES}") } else { candidates.len().to_string() },
-        candidates.iter().take(MAX_CANDIDATES).map(|c| format!("{} ({}, fired {})", short(&c.fingerprint), c.rule, c.fired_at)).collect::<Vec<_>>().join(", "))]
     Ambiguous {
         prefix: String,
         candidates: Vec<Candidate>,
     },
+}
+
+impl std::error::Error for LookupError {}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::BadPrefix(p) => write!(
+                f,
+                "`{}` is not a fingerprint: give at least {MIN_PREFIX} hex characters (messages show {SHORT_LEN})",
+                p.escape_debug()
+            ),
+            LookupError::NoSuchAlert(p) => write!(f, "no alert with fingerprint {p}"),
+            LookupError::Ambiguous { prefix, candidates } => {
+                let n = if candidates.len() > MAX_CANDIDATES {
+                    format!("more than {MAX_CANDIDATES}")
+                } else {
+                    candidates.len().to_string()
+                };
+                let list: Vec<String> = candidates
+                    .iter()
+                    .take(MAX_CANDIDATES)
+                    .map(|c| {
+                        format!(
+                            "{} ({}, fired {})",
+                            short(&c.fingerprint),
+                            c.rule,
+                            c.fired_at
+                        )
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "fingerprint prefix {prefix} matches {n} alerts: {}; give more characters",
+                    list.join(", ")
+                )
+            }
+        }
+    }
 }
 
 /// What the alert page shows: the alert as stored plus its state.
@@ -68,7 +100,9 @@ pub struct AlertView {
 }
 
 fn valid_prefix(prefix: &str) -> bool {
-    prefix.len() >= MIN_PREFIX && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    prefix.len() >= MIN_PREFIX
+        && prefix.len() <= 64
+        && prefix.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl SqliteStore {

@@ -156,7 +156,7 @@ fn enrich(a: &Value, n: &Notification, links: &Links, rules: Option<&RuleSet>) -
 /// out without it (an alert must not be lost to a typo in a summary), and
 /// the log says which rule (never a value).
 fn render_summary(env: &Environment<'static>, src: &str, alert: &Value) -> Option<String> {
-    match env.render_str(src, json!({ "alert": alert })) {
+    match env.render_str(src, minijinja::value::Serde(json!({ "alert": alert }))) {
         Ok(s) => Some(one_line(&s)).filter(|s| !s.is_empty()),
         Err(e) => {
             tracing::warn!(rule = %alert["rule"].as_str().unwrap_or_default(),
@@ -291,7 +291,8 @@ pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => "0s".into(),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        // `24h` reads as the rule says it; `7d` too.
+        s if s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
         s if s % 3_600 == 0 => format!("{}h", s / 3_600),
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
@@ -411,13 +412,25 @@ fn scalar_text(v: &Value) -> String {
 pub fn display_value(key: &str, value: &str) -> String {
     let k = key.to_ascii_lowercase().replace(['_', '-'], "");
     let any = |names: &[&str]| names.iter().any(|n| k.contains(n));
-    if any(&["identitynumber", "residentnumber", "rrn", "ssn", "nationalid"]) {
+    if any(&[
+        "identitynumber",
+        "residentnumber",
+        "rrn",
+        "ssn",
+        "nationalid",
+    ]) {
         return "(hidden)".into();
     }
     if any(&["selfie", "image", "photo", "url"]) {
         return "(hidden)".into();
     }
-    if any(&["documentnumber", "passportnumber", "accountnumber", "cardnumber", "licensenumber"]) {
+    if any(&[
+        "documentnumber",
+        "passportnumber",
+        "accountnumber",
+        "cardnumber",
+        "licensenumber",
+    ]) {
         return super::mask_keep_last(value, 4);
     }
     if any(&["email"]) || value.contains('@') {
@@ -454,8 +467,9 @@ pub fn slack_escape(s: &str) -> String {
 }
 
 /// Teams (Adaptive Card) markdown: a backslash before each markdown
-/// character, and line breaks as spaces (so a value cannot start a list or
-/// heading line); `<` and `>` become entities.
+/// character (with `[` and `]` escaped no link or image can form, so
+/// parentheses may stay), line breaks as spaces (so a value cannot start a
+/// list or heading line); `<` and `>` become entities.
 pub fn teams_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -463,7 +477,7 @@ pub fn teams_escape(s: &str) -> String {
             '\r' | '\n' => out.push(' '),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\\' | '*' | '_' | '~' | '`' | '[' | ']' | '(' | ')' | '#' | '!' | '|' | '{' | '}' => {
+            '\\' | '*' | '_' | '~' | '`' | '[' | ']' | '#' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -484,7 +498,10 @@ pub fn check_summaries(env: &Environment<'static>, rules: &RuleSet) -> Vec<Strin
         let mut n = sample.clone();
         n.alerts[0]["rule"] = Value::from(r.id.clone());
         let ctx = context(&n, &Links::default(), None, env);
-        if let Err(e) = env.render_str(src, json!({ "alert": ctx["alert"] })) {
+        if let Err(e) = env.render_str(
+            src,
+            minijinja::value::Serde(json!({ "alert": ctx["alert"].clone() })),
+        ) {
             let mut msg = format!("{}: rule `{}`: summary: {}", r.origin, r.id, e.kind());
             if let Some(d) = e.detail() {
                 msg.push_str(": ");
@@ -513,15 +530,27 @@ mod tests {
 
     #[test]
     fn values_are_masked_by_what_they_are() {
-        assert_eq!(display_value("identityNumber", "900101-1234567"), "(hidden)");
+        assert_eq!(
+            display_value("identityNumber", "900101-1234567"),
+            "(hidden)"
+        );
         assert_eq!(display_value("documentNumber", "M12345678"), "*****5678");
-        assert_eq!(display_value("account_number", "110-123-456789"), "***-***-**6789");
-        assert_eq!(display_value("email", "alice@example.com"), "a***@example.com");
-        assert_eq!(display_value("userid", "bob@example.com"), "b***@example.com");
+        assert_eq!(
+            display_value("account_number", "110-123-456789"),
+            "***-***-**6789"
+        );
+        assert_eq!(
+            display_value("email", "alice@example.com"),
+            "a***@example.com"
+        );
+        assert_eq!(
+            display_value("userid", "bob@example.com"),
+            "b***@example.com"
+        );
         assert_eq!(display_value("name", "HONG GILDONG"), "H***");
         assert_eq!(display_value("selfieImage", "https://x/0.jpg"), "(hidden)");
         assert_eq!(display_value("result", "rejected"), "rejected");
-        assert_eq!(human_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(human_duration(Duration::from_secs(86_400)), "24h");
         assert_eq!(human_duration(Duration::from_secs(24 * 3_600 * 7)), "7d");
         assert_eq!(human_duration(Duration::from_secs(5_400)), "90m");
     }
@@ -534,12 +563,9 @@ mod tests {
         );
         assert_eq!(
             teams_escape("[click](http://x) **b**\n# h"),
-            "\\[click\\]\\(http://x\\) \\*\\*b\\*\\* \\# h"
+            "\\[click\\](http://x) \\*\\*b\\*\\* \\# h"
         );
-        assert_eq!(
-            routing_group(Some("root.1|fingerprint=abc")),
-            Value::Null
-        );
+        assert_eq!(routing_group(Some("root.1|fingerprint=abc")), Value::Null);
         assert_eq!(
             routing_group(Some("root.1|rule=r,team=aml")),
             json!({"rule": "r", "team": "aml"})

@@ -85,8 +85,13 @@ fn window_and_aml() -> Notification {
 fn every_shipped_template_carries_the_facts_and_the_links() {
     let t = templates(repo_rules());
     let n = window_and_aml();
-    for (name, _) in SHIPPED.iter().filter(|(n, _)| !is_digest_template(n)) {
+    for (name, _) in SHIPPED
+        .iter()
+        .filter(|(n, _)| !is_digest_template(n) && *n != "email_subject.txt")
+    {
         let out = t.render_with(name, &n, &sample_params()).unwrap();
+        // HTML attributes escape `/` and `&`; a browser reads them back.
+        let out = out.replace("&#x2f;", "/");
         let must = [
             // rule description, group meaning, member ids, AML facts, severity
             "three times within 24 hours",
@@ -206,10 +211,13 @@ fn slack_and_teams_values_are_escaped() {
         .unwrap()
         .iter()
         .flat_map(|b| {
-            [b["text"]["text"].as_str(), b["elements"][0]["text"].as_str()]
-                .into_iter()
-                .flatten()
-                .map(str::to_owned)
+            [
+                b["text"]["text"].as_str(),
+                b["elements"][0]["text"].as_str(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
         })
         .chain([v["text"].as_str().unwrap().to_owned()])
         .collect();
@@ -217,14 +225,15 @@ fn slack_and_teams_values_are_escaped() {
     assert!(!all.contains("<!channel>"), "{all}");
     assert!(!all.contains("<http://evil"), "{all}");
     assert!(
-        all.contains("`&lt;!channel&gt;`") && all.contains("&lt;http://evil.example|click&gt; &amp; *b*"),
+        all.contains("`&lt;!channel&gt;`")
+            && all.contains("&lt;http://evil.example|click&gt; &amp; *b*"),
         "{all}"
     );
     // Our own links stay links.
     assert!(all.contains(&format!("<{PUBLIC}/api/alerts/")), "{all}");
     let teams = t.render_with("teams.json", &n, &sample_params()).unwrap();
     assert!(
-        teams.contains(r"\\[click\\]") || teams.contains(r"&lt;http://evil.example|click&gt;"),
+        teams.contains(r"&lt;http://evil.example|click&gt;"),
         "{teams}"
     );
     assert!(teams.contains(r"\\*b\\*"), "{teams}");
@@ -467,13 +476,28 @@ async fn fingerprint_prefixes_in_the_cli() {
         "{err}"
     );
     let out = run(&["ack", "66ae7904bb22", "--by", "mlro.kim"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("alert 66ae7904bb22 ({}): acknowledged\n", fps[1])
     );
-    let out = run(&["resolve", "0123abcd", "--by", "mlro.kim", "--outcome", "false_positive"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "resolve",
+        "0123abcd",
+        "--by",
+        "mlro.kim",
+        "--outcome",
+        "false_positive",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["ack", "0123abc", "--by", "mlro.kim"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 hex characters"));

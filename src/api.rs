@@ -1,13 +1,21 @@
-//! The alert API on the daemon's address: acknowledge, resolve, list.
+//! The alert API on the daemon's address: acknowledge, resolve, list, show.
 //!
-//! `POST /api/alerts/{fingerprint}/ack` and `/resolve`, `GET /api/alerts`,
-//! all with `Authorization: Bearer TOKEN` (compared in constant time). No
-//! token configured, no API. Notifications may also carry a signed one-click
-//! link (`/api/alerts/{fingerprint}/ack-link?by=..&exp=..&sig=..`, HMAC-SHA256
-//! over fingerprint, name and expiry): GET shows a confirmation page, its
-//! button POSTs, so a mail scanner that prefetches links acknowledges nothing.
+//! `POST /api/alerts/{fingerprint}/ack` and `/resolve`, `GET /api/alerts` and
+//! `GET /api/alerts/{fingerprint}`, all with `Authorization: Bearer TOKEN`
+//! (compared in constant time). A fingerprint may be any unique prefix of 8
+//! or more hex characters. No token configured, no API.
+//!
+//! Messages carry signed links (HMAC-SHA256 with `api.link_secret`, purpose,
+//! fingerprint, name and expiry): `/api/alerts/{fp}?exp=..&sig=..` shows the
+//! alert's page, `/api/alerts/{fp}/ack-link?by=..&exp=..&sig=..` shows the
+//! alert with a button that POSTs, so a mail scanner that prefetches links
+//! acknowledges nothing. A link expires at most `api.link_ttl` after signing:
+//! a later expiry is refused even with a valid signature.
+
+mod pages;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -19,14 +27,27 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+pub use pages::CSP;
+
 use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError, LifecycleError};
+use crate::store::lookup::LookupError;
+
+/// How long a signed link stays valid without `api.link_ttl`: long enough
+/// for a Friday-evening alert to be acknowledged on Monday morning.
+pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(72 * 3600);
+
+/// Clock difference tolerated between the signer and the checker (one
+/// process today; a standby later).
+const CLOCK_SKEW_SECS: i64 = 60;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub store: SqliteStore,
     pub token: Arc<secrecy::SecretString>,
     pub link_secret: Option<Arc<secrecy::SecretString>>,
+    /// The longest a link may live (`api.link_ttl`, default [`DEFAULT_LINK_TTL`]).
+    pub link_ttl: Duration,
 }
 
 /// Equal-time comparison: how long it takes says nothing about how much matched.
@@ -37,18 +58,56 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn signature(secret: &str, fingerprint: &str, by: &str, exp: i64) -> String {
+/// What a link allows; part of what is signed, so a view link can never
+/// acknowledge.
+#[derive(Clone, Copy)]
+enum Purpose {
+    Ack,
+    View,
+}
+
+fn signature(secret: &str, purpose: Purpose, fingerprint: &str, by: &str, exp: i64) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(format!("{fingerprint}\n{by}\n{exp}").as_bytes());
+    let p = match purpose {
+        Purpose::Ack => "ack",
+        Purpose::View => "view",
+    };
+    mac.update(format!("kyc-sentinel {p}\n{fingerprint}\n{by}\n{exp}").as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The one-click acknowledge link for a notification template.
+/// The expiry of a link signed at `now`: `ttl` later, rounded down to the
+/// minute (a retried delivery within the minute renders the same body).
+pub fn link_expiry(now: chrono::DateTime<chrono::Utc>, ttl: Duration) -> i64 {
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let exp = now.timestamp().saturating_add(ttl);
+    exp - exp.rem_euclid(60)
+}
+
+/// The one-click acknowledge link of an alert, recorded as by `by` unless
+/// the person types a name.
 pub fn ack_link(base_url: &str, secret: &str, fingerprint: &str, by: &str, exp: i64) -> String {
-    let sig = signature(secret, fingerprint, by, exp);
-    let by_q: String = url_escape(by);
-    format!("{base_url}/api/alerts/{fingerprint}/ack-link?by={by_q}&exp={exp}&sig={sig}")
+    let sig = signature(secret, Purpose::Ack, fingerprint, by, exp);
+    let base = base_url.trim_end_matches('/');
+    format!(
+        "{base}/api/alerts/{fingerprint}/ack-link?by={}&exp={exp}&sig={sig}",
+        url_escape(by)
+    )
+}
+
+/// The link to an alert's page: signed when there is a link secret (then
+/// anyone holding it may read the page until it expires), else the plain
+/// API URL, which needs the bearer token.
+pub fn alert_link(base_url: &str, secret: Option<&str>, fingerprint: &str, exp: i64) -> String {
+    let base = base_url.trim_end_matches('/');
+    match secret {
+        Some(secret) => {
+            let sig = signature(secret, Purpose::View, fingerprint, "", exp);
+            format!("{base}/api/alerts/{fingerprint}?exp={exp}&sig={sig}")
+        }
+        None => format!("{base}/api/alerts/{fingerprint}"),
+    }
 }
 
 fn url_escape(s: &str) -> String {
@@ -103,6 +162,33 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!("alert API: {e}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "state store error (see the daemon's log)",
+    )
+}
+
+/// The full fingerprint a prefix names, or the API's answer why not: 400
+/// for a malformed prefix, 404 for none, 409 with the candidates when
+/// ambiguous.
+async fn resolve_fp(s: &ApiState, prefix: &str) -> Result<String, Box<Response>> {
+    match s.store.resolve_fingerprint(prefix).await {
+        Ok(Ok(fp)) => Ok(fp),
+        Ok(Err(e)) => Err(Box::new(match &e {
+            LookupError::BadPrefix(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            LookupError::NoSuchAlert(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+            LookupError::Ambiguous { candidates, .. } => (
+                StatusCode::CONFLICT,
+                axum::Json(serde_json::json!({ "error": e.to_string(), "candidates": candidates })),
+            )
+                .into_response(),
+        })),
+        Err(e) => Err(Box::new(store_error(e))),
+    }
+}
+
 fn change_response(fingerprint: &str, r: Result<AlertState, ChangeError>) -> Response {
     match r {
         Ok(state) => axum::Json(serde_json::json!({"fingerprint": fingerprint, "state": state}))
@@ -111,16 +197,9 @@ fn change_response(fingerprint: &str, r: Result<AlertState, ChangeError>) -> Res
             error(StatusCode::NOT_FOUND, e.to_string())
         }
         Err(ChangeError::Refused(e)) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(ChangeError::Store(e)) => {
-            tracing::error!("alert API: {e}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "state store error (see the daemon's log)",
-            )
-        }
+        Err(ChangeError::Store(e)) => store_error(e),
     }
 }
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
@@ -153,6 +232,10 @@ async fn ack(
     if let Err(r) = check_by(&b.by) {
         return *r;
     }
+    let fp = match resolve_fp(&s, &fp).await {
+        Ok(fp) => fp,
+        Err(r) => return *r,
+    };
     change_response(
         &fp,
         s.store
@@ -180,6 +263,10 @@ async fn resolve(
     if let Err(r) = check_by(&b.by) {
         return *r;
     }
+    let fp = match resolve_fp(&s, &fp).await {
+        Ok(fp) => fp,
+        Err(r) => return *r,
+    };
     change_response(
         &fp,
         s.store
@@ -222,13 +309,7 @@ async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response
         .await
     {
         Ok(items) => axum::Json(items).into_response(),
-        Err(e) => {
-            tracing::error!("alert API: {e}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "state store error (see the daemon's log)",
-            )
-        }
+        Err(e) => store_error(e),
     }
 }
 
@@ -239,29 +320,109 @@ struct LinkQuery {
     sig: String,
 }
 
-fn check_link(s: &ApiState, fp: &str, q: &LinkQuery) -> Result<(), Box<Response>> {
+#[derive(Deserialize)]
+struct ViewQuery {
+    exp: Option<i64>,
+    sig: Option<String>,
+}
+
+/// Checks a signed link: enabled, signature, not expired, and not valid
+/// for longer than `link_ttl` (an expiry far ahead is refused even when
+/// signed: the secret may have signed it under an older, longer TTL).
+fn check_link(
+    s: &ApiState,
+    purpose: Purpose,
+    fp: &str,
+    by: &str,
+    exp: i64,
+    sig: &str,
+) -> Result<(), Box<Response>> {
     use secrecy::ExposeSecret;
-    check_by(&q.by)?;
+    let refuse = |status, msg: &str| Err(Box::new(pages::error_page(status, msg)));
     let Some(secret) = &s.link_secret else {
-        return Err(Box::new(error(
+        return refuse(
             StatusCode::NOT_FOUND,
-            "acknowledge links are not enabled",
-        )));
+            "Links are not enabled on this server.",
+        );
     };
-    let want = signature(secret.expose_secret(), fp, &q.by, q.exp);
-    if !constant_time_eq(want.as_bytes(), q.sig.as_bytes()) {
-        return Err(Box::new(error(
+    let want = signature(secret.expose_secret(), purpose, fp, by, exp);
+    if !constant_time_eq(want.as_bytes(), sig.as_bytes()) {
+        return refuse(
             StatusCode::FORBIDDEN,
-            "the link's signature does not match",
-        )));
+            "This link is not valid (its signature does not match).",
+        );
     }
-    if chrono::Utc::now().timestamp() > q.exp {
-        return Err(Box::new(error(
+    let now = chrono::Utc::now().timestamp();
+    if now > exp {
+        return refuse(
             StatusCode::FORBIDDEN,
-            "the link has expired; acknowledge through the API or CLI",
-        )));
+            "This link has expired. Acknowledge the alert through the API or the CLI \
+             (kyc-sentinel ack FINGERPRINT --by NAME).",
+        );
+    }
+    let ttl = i64::try_from(s.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    if exp > now.saturating_add(ttl).saturating_add(CLOCK_SKEW_SECS) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "This link claims to stay valid longer than the server allows (api.link_ttl).",
+        );
     }
     Ok(())
+}
+
+/// The alert a link names, or the page saying it is gone.
+async fn view_of(s: &ApiState, fp: &str) -> Result<crate::store::lookup::AlertView, Box<Response>> {
+    match s.store.alert_view(fp).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) => Err(Box::new(pages::error_page(
+            StatusCode::NOT_FOUND,
+            "No such alert in this engine's store.",
+        ))),
+        Err(e) => {
+            tracing::error!("alert API: {e}");
+            Err(Box::new(pages::error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "State store error (see the daemon's log).",
+            )))
+        }
+    }
+}
+
+/// `GET /api/alerts/{fp}`: JSON with the bearer token (any unique prefix),
+/// the HTML page with a signed view link (the full fingerprint).
+async fn show(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(fp): Path<String>,
+    Query(q): Query<ViewQuery>,
+) -> Response {
+    if let (Some(exp), Some(sig)) = (q.exp, q.sig.as_deref()) {
+        if let Err(r) = check_link(&s, Purpose::View, &fp, "", exp, sig) {
+            return *r;
+        }
+        return match view_of(&s, &fp).await {
+            Ok(a) => pages::alert_page(&a),
+            Err(r) => *r,
+        };
+    }
+    if !authorized(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (or open the signed link from a notification)",
+        );
+    }
+    let fp = match resolve_fp(&s, &fp).await {
+        Ok(fp) => fp,
+        Err(r) => return *r,
+    };
+    match s.store.alert_view(&fp).await {
+        Ok(Some(a)) => axum::Json(a).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no alert with fingerprint {fp}"),
+        ),
+        Err(e) => store_error(e),
+    }
 }
 
 async fn link_page(
@@ -269,45 +430,97 @@ async fn link_page(
     Path(fp): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> Response {
-    if let Err(r) = check_link(&s, &fp, &q) {
+    if let Err(r) = check_link(&s, Purpose::Ack, &fp, &q.by, q.exp, &q.sig) {
         return *r;
     }
-    let by = minijinja_escape(&q.by);
-    Html(format!(
-        "<!doctype html><title>Acknowledge alert</title><p>Acknowledge alert <code>{fp}</code> as <b>{by}</b>?</p>\
-         <form method=post><button type=submit>Acknowledge</button></form>",
-        fp = minijinja_escape(&fp)
-    ))
-    .into_response()
+    match view_of(&s, &fp).await {
+        Ok(a) => pages::ack_form(&a, &q.by),
+        Err(r) => *r,
+    }
+}
+
+/// The `name` field of the acknowledge form (`application/x-www-form-urlencoded`);
+/// empty when absent or unreadable (then the link's `by` is used).
+fn form_name(body: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return String::new();
+    };
+    text.split('&')
+        .find_map(|kv| kv.strip_prefix("name="))
+        .and_then(|v| percent_decode(&v.replace('+', " ")))
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A typed name is recorded as is when it is a name ([`crate::util::check_name`],
+/// the one rule for `by` everywhere): nothing that could fake a line in a
+/// terminal or a log.
+fn valid_name(name: &str) -> bool {
+    crate::util::check_name(name).is_ok()
 }
 
 async fn link_ack(
     State(s): State<ApiState>,
     Path(fp): Path<String>,
     Query(q): Query<LinkQuery>,
+    body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = check_link(&s, &fp, &q) {
+    if let Err(r) = check_link(&s, Purpose::Ack, &fp, &q.by, q.exp, &q.sig) {
         return *r;
     }
-    change_response(
-        &fp,
-        s.store
-            .change_alert(
-                &fp,
-                &q.by,
-                Action::Ack {
-                    note: Some("one-click link".into()),
-                },
+    let typed = form_name(&body);
+    let typed = typed.trim();
+    let by = if typed.is_empty() {
+        q.by.as_str()
+    } else {
+        typed
+    };
+    if !valid_name(by) {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "A name may hold letters, digits, spaces and . - _ @ ' + (at most 100 characters).",
+        );
+    }
+    let result = s
+        .store
+        .change_alert(
+            &fp,
+            by,
+            Action::Ack {
+                note: Some("one-click link".into()),
+            },
+        )
+        .await;
+    // Read after the change: the page shows the state it led to.
+    let view = match view_of(&s, &fp).await {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    match result {
+        Ok(state) => pages::ack_done(&view, Ok((by, state.as_str()))),
+        Err(ChangeError::Refused(e)) => pages::ack_done(&view, Err(e.to_string())),
+        Err(ChangeError::Store(e)) => {
+            tracing::error!("alert API: {e}");
+            pages::error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "State store error (see the daemon's log).",
             )
-            .await,
-    )
-}
-
-fn minijinja_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+        }
+    }
 }
 
 /// The API's routes, to merge into the daemon's HTTP server (whose guard,
@@ -318,11 +531,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/alerts/{fingerprint}/ack", post(ack))
         .route("/api/alerts/{fingerprint}/resolve", post(resolve))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    // Signed links carry their own proof (the signature), not the token.
-    let links = Router::new().route(
-        "/api/alerts/{fingerprint}/ack-link",
-        get(link_page).post(link_ack),
-    );
+    // Signed links carry their own proof (the signature), not the token;
+    // `show` answers a signed view link or checks the token itself.
+    let links = Router::new()
+        .route("/api/alerts/{fingerprint}", get(show))
+        .route(
+            "/api/alerts/{fingerprint}/ack-link",
+            get(link_page).post(link_ack),
+        );
     bearer.merge(links).with_state(state)
 }
 
@@ -335,19 +551,42 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
-        let link = ack_link("https://s.example", "k", "fp1", "Kim Ji-woo", 100);
+        let link = ack_link("https://s.example/", "k", "fp1", "Kim Ji-woo", 100);
         assert!(
             link.starts_with(
                 "https://s.example/api/alerts/fp1/ack-link?by=Kim%20Ji-woo&exp=100&sig="
-            )
+            ),
+            "{link}"
+        );
+        let sig = |p, fp, by, exp| signature("k", p, fp, by, exp);
+        assert_ne!(
+            sig(Purpose::Ack, "fp1", "a", 100),
+            sig(Purpose::Ack, "fp1", "a", 101)
         );
         assert_ne!(
-            signature("k", "fp1", "a", 100),
-            signature("k", "fp1", "a", 101)
+            sig(Purpose::Ack, "fp1", "a", 100),
+            sig(Purpose::Ack, "fp2", "a", 100)
         );
+        // A view link's signature never acknowledges.
         assert_ne!(
-            signature("k", "fp1", "a", 100),
-            signature("k", "fp2", "a", 100)
+            sig(Purpose::Ack, "fp1", "", 100),
+            sig(Purpose::View, "fp1", "", 100)
         );
+        assert_eq!(
+            alert_link("https://s.example", None, "fp1", 100),
+            "https://s.example/api/alerts/fp1"
+        );
+    }
+
+    #[test]
+    fn expiry_is_ttl_after_signing_rounded_down() {
+        let now = chrono::DateTime::from_timestamp(1_000_030, 0).unwrap();
+        assert_eq!(link_expiry(now, Duration::from_secs(3600)), 1_003_620);
+        assert!(valid_name("Kim Ji-woo"));
+        assert!(valid_name("김지우"));
+        assert!(!valid_name("x\r\nX-Evil: yes"));
+        assert!(!valid_name(""));
+        assert_eq!(form_name(b"name=Kim+Ji-woo%21"), "Kim Ji-woo!");
+        assert_eq!(form_name(b"x=1"), "");
     }
 }

@@ -66,7 +66,7 @@ pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
 /// Compiles the templates and builds every receiver; all problems in one error.
 pub fn build_receivers(cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
     let templates =
-        Arc::new(Templates::load(&cfg.templates).map_err(|errs| {
+        Arc::new(Templates::for_config(cfg).map_err(|errs| {
             anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
         })?);
     let mut out = Vec::new();
@@ -450,6 +450,10 @@ fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
         store: store.clone(),
         token: Arc::new(token),
         link_secret: cfg.api.link_secret.clone().map(Arc::new),
+        link_ttl: cfg
+            .api
+            .link_ttl
+            .map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
     }))
 }
 

@@ -8,16 +8,22 @@
 //! the shipped templates must never show identity, document or account
 //! numbers in a chat channel.
 
+mod message;
+
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use minijinja::value::Value as JValue;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::TemplatesConfig;
 use crate::notify::Notification;
+use crate::rules::RuleSet;
+
+pub use message::{Links, count_phrase, display_value, human_duration, slack_escape, teams_escape};
 
 /// The shipped templates, by name.
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -50,6 +56,11 @@ pub const SHIPPED: &[(&str, &str)] = &[
 pub struct Templates {
     env: Environment<'static>,
     names: Vec<String>,
+    /// For the links messages carry (alert page, acknowledge, Argos).
+    links: Links,
+    /// The rules, for what messages say about them (description, summary,
+    /// playbook URL, window, fields); none: messages show the alert only.
+    rules: Option<Arc<RuleSet>>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -103,10 +114,43 @@ impl Templates {
             }
         }
         if errs.is_empty() {
-            Ok(Templates { env, names })
+            Ok(Templates {
+                env,
+                names,
+                links: Links {
+                    dashboard_url: cfg.dashboard_url.clone(),
+                    ..Links::default()
+                },
+                rules: None,
+            })
         } else {
             Err(errs)
         }
+    }
+
+    /// What the daemon sends with: `templates:`, the links of `api:`, and the
+    /// rules of `rules:` (read again here so a reload of rules and templates
+    /// stays one step; rules that do not load leave messages without rule
+    /// facts, and `load_rules` reports why).
+    pub fn for_config(cfg: &crate::config::Config) -> Result<Templates, Vec<String>> {
+        let rules = crate::rules::load_path(&cfg.rules, crate::rules::ScriptLimits::default())
+            .ok()
+            .map(Arc::new);
+        Ok(Self::load(&cfg.templates)?
+            .with_links(Links::from_config(cfg))
+            .with_rules(rules))
+    }
+
+    /// With these links (`dashboard_url` included).
+    pub fn with_links(mut self, links: Links) -> Templates {
+        self.links = links;
+        self
+    }
+
+    /// With the rules messages describe.
+    pub fn with_rules(mut self, rules: Option<Arc<RuleSet>>) -> Templates {
+        self.rules = rules;
+        self
     }
 
     /// The shipped templates only, UTC, no dashboard link (tests, `render` without config).
@@ -135,7 +179,7 @@ impl Templates {
         n: &Notification,
         params: &BTreeMap<String, String>,
     ) -> Result<String, String> {
-        let mut ctx = context(n);
+        let mut ctx = self.context(n);
         ctx["params"] = serde_json::to_value(params).expect("strings serialize");
         self.render_value(name, &ctx)
     }
@@ -180,7 +224,32 @@ impl Templates {
                     self.render_with(n, &sample, &params).err()
                 }
             })
+            .chain(
+                self.rules
+                    .as_deref()
+                    .map(|r| message::check_summaries(&self.env, r))
+                    .unwrap_or_default(),
+            )
             .collect()
+    }
+
+    /// The variables every template sees.
+    ///
+    /// - `key`: the idempotency key; `receiver`; `group` (the routing group's
+    ///   attributes, e.g. `{"rule": ...}`, or none); `group_key` (internal)
+    /// - `count`, `count_phrase` (`15 alerts of R`, `3 alerts of 2 rules: ...`),
+    ///   `rules` (distinct ids), `severity` (the highest), `headline`
+    /// - `alerts`: each alert as `eval` prints it, plus `submission` (stored
+    ///   JSON or none), `short_fingerprint`, `description`, `summary`,
+    ///   `playbook`, `playbook_url`, `group` (`{by, value, meaning}` or none),
+    ///   `members` (`[{submission_id, time}]`), `fields` (`[{path, value}]`,
+    ///   masked), `aml` (`{risk_level, status}` or none), `links` (`{alert,
+    ///   ack, argos}`, each none unless configured)
+    /// - `alert`: the first alert (most notifications hold one)
+    /// - `escalation`: none, or for a step of an escalation policy `{policy, step
+    ///   (1-based), steps, after, due_at, late}`
+    pub fn context(&self, n: &Notification) -> Value {
+        message::context(n, &self.links, self.rules.as_deref(), &self.env)
     }
 }
 
@@ -272,6 +341,13 @@ fn environment(tz: chrono_tz::Tz, dashboard_url: Option<String>) -> Environment<
             Ok(t.with_timezone(&zone).format(fmt).to_string())
         },
     );
+    // Chat markup: every value a Slack or Teams template shows goes through these.
+    env.add_filter("slack", |v: &JValue| -> Result<String, Error> {
+        Ok(opt_str(v)?.map_or_else(String::new, |s| slack_escape(&s)))
+    });
+    env.add_filter("teams", |v: &JValue| -> Result<String, Error> {
+        Ok(opt_str(v)?.map_or_else(String::new, |s| teams_escape(&s)))
+    });
     env.add_filter("argos_link", move |v: &JValue| -> Result<JValue, Error> {
         let Some(id) = opt_str(v)? else {
             return Ok(JValue::from(()));
@@ -334,43 +410,6 @@ pub fn mask_email(s: &str) -> String {
         }
         None => mask_keep_last(s, 0),
     }
-}
-
-/// The variables every template sees.
-///
-/// - `key`: the idempotency key; `receiver`; `group_key` (the routing group)
-/// - `count`: how many alerts; `alerts`: each alert as `eval` prints it, plus
-///   `submission` (the firing submission's stored JSON, or none)
-/// - `alert`: the first alert (most notifications hold one)
-/// - `escalation`: none, or for a step of an escalation policy `{policy, step
-///   (1-based), steps, after, due_at, late}`
-pub fn context(n: &Notification) -> Value {
-    let alerts: Vec<Value> = n
-        .alerts
-        .iter()
-        .map(|a| {
-            let mut a = a.clone();
-            let sub = a
-                .get("submission_id")
-                .and_then(Value::as_str)
-                .and_then(|id| n.submissions.get(id))
-                .cloned()
-                .unwrap_or(Value::Null);
-            if let Some(m) = a.as_object_mut() {
-                m.insert("submission".into(), sub);
-            }
-            a
-        })
-        .collect();
-    json!({
-        "key": n.key,
-        "receiver": n.receiver,
-        "group_key": n.group_key,
-        "count": alerts.len(),
-        "alert": alerts.first().cloned().unwrap_or(Value::Null),
-        "alerts": alerts,
-        "escalation": n.escalation,
-    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         let store = SqliteStore::open(&cfg.store.path).await?;
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        if let Some(fp) = &args.alert {
+        if let Some(prefix) = &args.alert {
+            // Any unique prefix of 8+ hex characters, as messages show 12.
+            let fp = &store.resolve_fingerprint(prefix).await?.map_err(anyhow::Error::new)?;
             let rec = store
                 .alert(fp)
                 .await?

@@ -6,6 +6,7 @@ use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs};
 use crate::config::Config;
 use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError};
+use crate::store::lookup::short;
 
 async fn open(config: &std::path::Path) -> anyhow::Result<SqliteStore> {
     let cfg = Config::load(config).map_err(anyhow::Error::msg)?;
@@ -26,9 +27,17 @@ fn change(
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store = open(config).await?;
-        match store.change_alert(fp, by, action).await {
+        // Messages show 12 characters: any unique prefix of 8 or more works.
+        let fp = match store.resolve_fingerprint(fp).await? {
+            Ok(full) => full,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        match store.change_alert(&fp, by, action).await {
             Ok(state) => {
-                println!("alert {fp}: {}", state.as_str());
+                println!("alert {} ({fp}): {}", short(&fp), state.as_str());
                 Ok(ExitCode::SUCCESS)
             }
             Err(ChangeError::Refused(e)) => {
@@ -92,7 +101,7 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
             }
         } else {
             println!(
-                "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  fingerprint",
+                "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  fingerprint (12 of 64; any unique 8+ prefix works)",
                 "fired at", "state", "rule", "severity", "submission"
             );
             // Values from Argos (the submission id above all) are shown
@@ -106,7 +115,7 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
                     safe(&i.rule),
                     safe(&i.severity),
                     safe(&i.submission_id),
-                    safe(&i.fingerprint)
+                    short(&i.fingerprint)
                 );
             }
         }

@@ -176,13 +176,25 @@ impl Notification {
             .expect("the sample alert parses")
     }
 
-    /// The firing submission of each alert (to load from the store).
+    /// The submissions of every alert, firing and window members, each once
+    /// (to load from the store: messages list each member with its time).
     pub fn submission_ids(&self) -> Vec<String> {
-        self.alerts
-            .iter()
-            .filter_map(|a| a.get("submission_id").and_then(Value::as_str))
-            .map(str::to_owned)
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        for a in &self.alerts {
+            let members = a
+                .get("submission_ids")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            let firing = a.get("submission_id").and_then(Value::as_str);
+            for id in firing.into_iter().chain(members) {
+                if !out.iter().any(|x| x == id) {
+                    out.push(id.to_owned());
+                }
+            }
+        }
+        out
     }
 
     pub fn fingerprints(&self) -> Vec<&str> {

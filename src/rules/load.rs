@@ -44,6 +44,8 @@ impl fmt::Display for Diagnostic {
 const RULE_KEYS: &[&str] = &[
     "id",
     "description",
+    "summary",
+    "playbook_url",
     "severity",
     "labels",
     "when",
@@ -275,6 +277,10 @@ impl<'a> Loader<'a> {
             Some((_, v)) => self.string(v, "`description`").unwrap_or_default(),
             None => String::new(),
         };
+        let summary = fields.get("summary").and_then(|(_, v)| self.summary(v));
+        let playbook_url = fields
+            .get("playbook_url")
+            .and_then(|(_, v)| self.playbook_url(v));
         let severity = match fields.get("severity") {
             None => {
                 self.error(item, "rule has no `severity`".into());
@@ -359,6 +365,8 @@ impl<'a> Loader<'a> {
                 version: sha256_hex(canonical.to_string().as_bytes()),
                 id,
                 description,
+                summary,
+                playbook_url,
                 severity,
                 labels,
                 when,
@@ -374,6 +382,40 @@ impl<'a> Loader<'a> {
             },
             id_node?,
         ))
+    }
+
+    /// `summary:`: one line of minijinja, compiled here so `check` finds a
+    /// syntax error (variables are checked when `check --config` renders).
+    fn summary(&mut self, node: &Node) -> Option<String> {
+        let text = self.string(node, "`summary`")?;
+        if text.contains('\n') {
+            self.error(node, "`summary` must be one line".into());
+            return None;
+        }
+        let env = minijinja::Environment::new();
+        if let Err(e) = env.template_from_str(&text) {
+            self.error(
+                node,
+                format!("`summary` is not a valid template: {}", e.kind()),
+            );
+            return None;
+        }
+        Some(text)
+    }
+
+    /// `playbook_url:`: an http(s) URL (it becomes a link in messages).
+    fn playbook_url(&mut self, node: &Node) -> Option<String> {
+        let text = self.string(node, "`playbook_url`")?;
+        let ok = (text.starts_with("https://") || text.starts_with("http://"))
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            self.error(
+                node,
+                "`playbook_url` must be an http:// or https:// URL without spaces".into(),
+            );
+            return None;
+        }
+        Some(text)
     }
 
     fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {

@@ -75,6 +75,11 @@ impl fmt::Display for Origin {
 pub struct Rule {
     pub id: String,
     pub description: String,
+    /// `summary:`: a one-line minijinja template for the subject and first
+    /// line of messages (rendered with the alert; syntax checked at load).
+    pub summary: Option<String>,
+    /// `playbook_url:`: where the team's procedure for this alert is written.
+    pub playbook_url: Option<String>,
     pub severity: Severity,
     /// In the order written (alerts print them so).
     pub labels: Map<String, Value>,

@@ -409,6 +409,12 @@ impl Script {
     pub fn source(&self) -> &str {
         &self.0.source
     }
+
+    /// The submission fields the script reads (`["kyc", "attempts", "[*]",
+    /// "retryCode"]`), or none when that cannot be told from its text.
+    pub fn paths(&self) -> Option<&[Vec<String>]> {
+        self.0.paths.as_deref()
+    }
 }
 
 /// Per-submission script context: binds the submission on first use (many

@@ -14,6 +14,7 @@
 mod digests;
 pub mod escalation;
 pub mod lifecycle;
+pub mod lookup;
 mod sqlite;
 
 use std::collections::HashMap;

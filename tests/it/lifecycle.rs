@@ -37,7 +37,7 @@ async fn ack_resolve_over_cli_and_http() {
     let cfg_path = write_config(
         dir.path(),
         &sim.base_url(),
-        "api:\n  token: t0ken\n  link_secret: l1nk\n",
+        "api:\n  token: t0ken-0123456789abcdef\n  link_secret: l1nk-0123456789abcdef\n",
     );
     let text = std::fs::read_to_string(&cfg_path)
         .unwrap()
@@ -67,7 +67,7 @@ async fn ack_resolve_over_cli_and_http() {
     for _ in 0..100 {
         open = http
             .get(format!("{base}?state=open"))
-            .bearer_auth("t0ken")
+            .bearer_auth("t0ken-0123456789abcdef")
             .send()
             .await
             .unwrap()
@@ -103,7 +103,7 @@ async fn ack_resolve_over_cli_and_http() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("alert {fp_a}: acknowledged\n")
+        format!("alert {} ({fp_a}): acknowledged\n", &fp_a[..12])
     );
     // Twice: refused with who did it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
@@ -120,7 +120,7 @@ async fn ack_resolve_over_cli_and_http() {
     // HTTP: resolve A; resolving again conflicts; a bad body says what is expected.
     let r = http
         .post(format!("{base}/{fp_a}/resolve"))
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .json(&json!({"by": "mlro.kim", "outcome": "false_positive"}))
         .send()
         .await
@@ -129,7 +129,7 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.json::<Value>().await.unwrap()["state"], "resolved");
     let r = http
         .post(format!("{base}/{fp_a}/resolve"))
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .json(&json!({"by": "x", "outcome": "reported"}))
         .send()
         .await
@@ -137,7 +137,7 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.status(), 409);
     let r = http
         .post(format!("{base}/{fp_b}/ack"))
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .body("{}")
         .send()
         .await
@@ -145,8 +145,8 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("missing field `by`"));
     assert_eq!(
-        http.post(format!("{base}/nope/ack"))
-            .bearer_auth("t0ken")
+        http.post(format!("{base}/ffffffff/ack"))
+            .bearer_auth("t0ken-0123456789abcdef")
             .json(&json!({"by": "x"}))
             .send()
             .await
@@ -159,14 +159,19 @@ async fn ack_resolve_over_cli_and_http() {
     let exp = Utc::now().timestamp() + 600;
     let link = kyc_sentinel::api::ack_link(
         &format!("http://127.0.0.1:{port}"),
-        "l1nk",
+        "l1nk-0123456789abcdef",
         &fp_b,
         "analyst.lee",
         exp,
     );
     let page = http.get(&link).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("<form method=post>"));
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("<form method=\"post\">") && page.contains("aml-red-flag-high"),
+        "{page}"
+    );
     assert_eq!(
         http.post(link.replace("&sig=", "&sig=0"))
             .send()
@@ -177,7 +182,7 @@ async fn ack_resolve_over_cli_and_http() {
     );
     let expired = kyc_sentinel::api::ack_link(
         &format!("http://127.0.0.1:{port}"),
-        "l1nk",
+        "l1nk-0123456789abcdef",
         &fp_b,
         "analyst.lee",
         exp - 7200,
@@ -187,7 +192,7 @@ async fn ack_resolve_over_cli_and_http() {
 
     let all: Vec<Value> = http
         .get(&base)
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .send()
         .await
         .unwrap()

@@ -15,6 +15,7 @@ mod hardening_listeners;
 mod ingest_daemon;
 mod ingest_endpoint;
 mod lifecycle;
+mod messages;
 mod notify_cli;
 mod notify_email;
 mod notify_pipeline;

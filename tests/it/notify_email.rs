@@ -99,7 +99,7 @@ fn assert_message(m: &Value, key: &str) {
     assert_eq!(m["envelope_to"], "compliance@example.com, lead@example.com");
     assert_eq!(
         m["subject"],
-        "[kyc-sentinel] CRITICAL: aml-red-flag-high and 1 more"
+        "[kyc-sentinel] CRITICAL: 2 alerts of 2 rules: aml-red-flag-high (1), duplicate-applicant (1)"
     );
     assert_eq!(m["message_id"], format!("<{key}.mail@kyc-sentinel>"));
     assert_eq!(m["content_type"], "multipart/alternative");

@@ -301,7 +301,8 @@ fn dates_as_compact(
 /// A page of an endless or key-repeating server.
 fn hostile_page(st: &mut SimState, p: &Params) -> Value {
     let now = Utc::now();
-    let (items, key_id) = match st.paging {
+    // A repeated key is the same id and time; an endless one is new each time.
+    let (items, key_id, key_time) = match st.paging {
         Paging::Endless => {
             let items: Vec<Value> = (0..p.count)
                 .map(|_| {
@@ -310,15 +311,20 @@ fn hostile_page(st: &mut SimState, p: &Params) -> Value {
                     v
                 })
                 .collect();
-            (items, format!("endless-{}", st.requests))
+            let time = crate::argos::model::format_argos_timestamp(now);
+            (items, format!("endless-{}", st.requests), time)
         }
-        _ => (Vec::new(), "loop".to_owned()),
+        _ => (
+            Vec::new(),
+            "loop".to_owned(),
+            "2025-01-01-00-00-00-000".to_owned(),
+        ),
     };
     json!({
         "Items": items,
         "nextpageKey": {
             "id": key_id,
-            "created_at": crate::argos::model::format_argos_timestamp(now),
+            "created_at": key_time,
         },
     })
 }

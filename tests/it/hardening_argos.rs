@@ -242,7 +242,7 @@ async fn an_answer_over_max_response_bytes_is_an_error_naming_the_call() {
     assert!(matches!(e, ArgosError::TooLarge { .. }) && !e.is_fatal());
     assert_eq!(c.calls_made(), 1, "not retried: the same page would be as big");
     // Under the cap the same kind of streamed answer is read (and is not JSON).
-    sim.script_faults([Fault::Huge(512 * 1024)]);
+    sim.script_faults([Fault::Huge(512 * 1024), Fault::Huge(512 * 1024), Fault::Huge(512 * 1024)]);
     let e = c.list_page(&ListQuery::default()).await.unwrap_err();
     assert!(matches!(e, ArgosError::NotJson { bytes: 524288, .. }), "{e}");
 }
@@ -251,6 +251,8 @@ async fn an_answer_over_max_response_bytes_is_an_error_naming_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_items_are_set_aside_and_the_rest_of_the_page_processed() {
+    // The recorder, before anything is counted.
+    kyc_sentinel::telemetry::metrics_handle();
     let dir = tempfile::tempdir().unwrap();
     let sim = sim(15).await;
     let mut utf8 = br#"{"submission_id": "bad-utf8", "data": {"name": "Kim "#.to_vec();
@@ -290,8 +292,8 @@ async fn unreadable_items_are_set_aside_and_the_rest_of_the_page_processed() {
     let stored = engine.store.submissions_raw(&ids).await.unwrap();
     assert_eq!(stored.len(), 15, "every good item of the page was processed");
     for (id, problem) in [
-        ("bad-number", "a number out of range at byte 74 of the item"),
-        ("bad-utf8", "invalid UTF-8 at byte 50 of the item"),
+        ("bad-number", "a number out of range at byte 77 of the item"),
+        ("bad-utf8", "invalid UTF-8 at byte 52 of the item"),
         ("bad-nesting", "nested 201 levels deep (the limit is 127)"),
     ] {
         let rows = engine.store.audit_for_submission(id).await.unwrap();

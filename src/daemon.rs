@@ -608,8 +608,13 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         let origin = format!("backfill of {day}");
         total.received += unreadable.len();
         total.unreadable += unreadable.len();
-        crate::poller::set_aside(pipeline.store(), &origin, &unreadable, &mut Default::default())
-            .await?;
+        crate::poller::set_aside(
+            pipeline.store(),
+            &origin,
+            &unreadable,
+            &mut Default::default(),
+        )
+        .await?;
         for slice in day_slices(items, BACKFILL_SLICE) {
             let r = pipeline
                 .process_raw(slice, &origin, Source::Backfill)

@@ -293,7 +293,13 @@ impl<S: Store + Clone> Poller<S> {
             report.pages += 1;
             report.batch.received += page.unreadable.len();
             report.batch.unreadable += page.unreadable.len();
-            set_aside(pipeline.store(), &origin, &page.unreadable, &mut self.set_aside).await?;
+            set_aside(
+                pipeline.store(),
+                &origin,
+                &page.unreadable,
+                &mut self.set_aside,
+            )
+            .await?;
             held_bytes += page.items.iter().map(|r| r.get().len()).sum::<usize>();
             held.extend(page.items);
             if held.len() >= self.hold.items || held_bytes >= self.hold.bytes {
@@ -368,7 +374,13 @@ impl<S: Store + Clone> Poller<S> {
                     ..ListQuery::default()
                 })
                 .await?;
-            set_aside(pipeline.store(), origin, &page.unreadable, &mut self.set_aside).await?;
+            set_aside(
+                pipeline.store(),
+                origin,
+                &page.unreadable,
+                &mut self.set_aside,
+            )
+            .await?;
             items.extend(page.items.into_iter().take(1));
         }
         if !items.is_empty() {

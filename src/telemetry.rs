@@ -283,9 +283,11 @@ impl Health {
     /// Healthy while the last poll succeeded within three intervals (and, just
     /// after start, while the first poll still has time to finish).
     pub fn check(&self, now: i64) -> Result<String, String> {
-        if let Some(ex) = self.budget.as_ref().and_then(|b| {
-            b.exhausted(chrono::DateTime::from_timestamp(now, 0).unwrap_or_default())
-        }) {
+        if let Some(ex) = self
+            .budget
+            .as_ref()
+            .and_then(|b| b.exhausted(chrono::DateTime::from_timestamp(now, 0).unwrap_or_default()))
+        {
             return Err(format!("not polling: {ex}"));
         }
         let limit = (self.interval.as_secs_f64() * 3.0).ceil() as i64;

@@ -427,7 +427,11 @@ pub enum ArgosError {
         "listing {scope}: Argos still sent a nextpageKey after {max} pages \
          (argos.max_pages_per_day); stopped there, the rest is not read (last GET {url})"
     )]
-    TooManyPages { scope: String, url: String, max: u32 },
+    TooManyPages {
+        scope: String,
+        url: String,
+        max: u32,
+    },
     #[error("not calling GET {url}: {day_budget}")]
     BudgetExhausted {
         url: String,
@@ -1178,8 +1182,12 @@ fn collect_items<T>(
 fn next_page_key(v: Option<&[u8]>) -> Result<Option<NextPageKey>, String> {
     match v {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice::<Option<NextPageKey>>(bytes)
-            .map_err(|e| format!("`nextpageKey` is not {{id, created_at}}: {}", json_problem(&e))),
+        Some(bytes) => serde_json::from_slice::<Option<NextPageKey>>(bytes).map_err(|e| {
+            format!(
+                "`nextpageKey` is not {{id, created_at}}: {}",
+                json_problem(&e)
+            )
+        }),
     }
 }
 

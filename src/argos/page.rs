@@ -423,14 +423,17 @@ mod tests {
             [
                 (
                     Some("big".into()),
-                    "a number out of range at byte 31 of the item".into()
+                    "a number out of range at byte 30 of the item".into()
                 ),
-                (Some("utf".into()), "invalid UTF-8 at byte 36 of the item".into()),
+                (
+                    Some("utf".into()),
+                    "invalid UTF-8 at byte 35 of the item".into()
+                ),
                 (
                     Some("deep".into()),
                     "nested 201 levels deep (the limit is 127)".into()
                 ),
-                (None, "a number out of range at byte 43 of the item".into()),
+                (None, "a number out of range at byte 46 of the item".into()),
             ]
         );
     }
@@ -471,7 +474,10 @@ mod tests {
 
     #[test]
     fn ids_with_odd_characters_are_not_taken() {
-        assert_eq!(readable_id(Some(b"abc-123_x.y")), Some("abc-123_x.y".into()));
+        assert_eq!(
+            readable_id(Some(b"abc-123_x.y")),
+            Some("abc-123_x.y".into())
+        );
         assert_eq!(readable_id(Some(b"a b")), None);
         assert_eq!(readable_id(Some(b"a\\nb")), None);
         assert_eq!(readable_id(Some(&[b'a'; 200])), None);

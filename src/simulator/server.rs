@@ -184,7 +184,10 @@ fn huge(n: usize) -> Response {
     let rest = n.saturating_sub(head.len());
     let chunks = std::iter::once(head)
         .chain((0..rest / CHUNK).map(move |_| pad.clone()))
-        .chain(std::iter::once(bytes::Bytes::from(vec![b'x'; rest % CHUNK])))
+        .chain(std::iter::once(bytes::Bytes::from(vec![
+            b'x';
+            rest % CHUNK
+        ])))
         .map(Ok::<_, std::io::Error>);
     (
         StatusCode::OK,

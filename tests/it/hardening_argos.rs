@@ -85,19 +85,13 @@ async fn endless_paging_is_processed_as_it_arrives_and_capped_naming_the_day() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim(0).await;
     sim.set_paging(Paging::Endless);
-    let cfg = write_engine_config(
-        dir.path(),
-        &sim.base_url(),
-        "  max_pages_per_day: 30\n",
-        0,
-    );
+    let cfg = write_engine_config(dir.path(), &sim.base_url(), "  max_pages_per_day: 30\n", 0);
     let mut engine = Engine::build(&cfg).await.unwrap();
-    let mut poller = Poller::new(engine.client.clone(), cfg.poll.clone(), 0).with_hold_limit(
-        HoldLimit {
+    let mut poller =
+        Poller::new(engine.client.clone(), cfg.poll.clone(), 0).with_hold_limit(HoldLimit {
             items: 100,
             bytes: usize::MAX,
-        },
-    );
+        });
     let day = Utc::now().date_naive();
     let mut report = PollReport::default();
     let e = tokio::time::timeout(
@@ -176,7 +170,12 @@ async fn daily_budget_counts_every_call_before_it_is_made() {
             )
         );
     }
-    assert!(c.get_submission("x").await.unwrap_err().is_budget_exhausted());
+    assert!(
+        c.get_submission("x")
+            .await
+            .unwrap_err()
+            .is_budget_exhausted()
+    );
     assert!(c.applicant("x").await.unwrap_err().is_budget_exhausted());
     assert_eq!(sim.requests(), 5);
     assert_eq!(c.calls_made(), 5);
@@ -240,11 +239,22 @@ async fn an_answer_over_max_response_bytes_is_an_error_naming_the_call() {
         )
     );
     assert!(matches!(e, ArgosError::TooLarge { .. }) && !e.is_fatal());
-    assert_eq!(c.calls_made(), 1, "not retried: the same page would be as big");
+    assert_eq!(
+        c.calls_made(),
+        1,
+        "not retried: the same page would be as big"
+    );
     // Under the cap the same kind of streamed answer is read (and is not JSON).
-    sim.script_faults([Fault::Huge(512 * 1024), Fault::Huge(512 * 1024), Fault::Huge(512 * 1024)]);
+    sim.script_faults([
+        Fault::Huge(512 * 1024),
+        Fault::Huge(512 * 1024),
+        Fault::Huge(512 * 1024),
+    ]);
     let e = c.list_page(&ListQuery::default()).await.unwrap_err();
-    assert!(matches!(e, ArgosError::NotJson { bytes: 524288, .. }), "{e}");
+    assert!(
+        matches!(e, ArgosError::NotJson { bytes: 524288, .. }),
+        "{e}"
+    );
 }
 
 // Item 6: unreadable items.
@@ -290,7 +300,11 @@ async fn unreadable_items_are_set_aside_and_the_rest_of_the_page_processed() {
         .map(|s| s["submission_id"].as_str().unwrap())
         .collect();
     let stored = engine.store.submissions_raw(&ids).await.unwrap();
-    assert_eq!(stored.len(), 15, "every good item of the page was processed");
+    assert_eq!(
+        stored.len(),
+        15,
+        "every good item of the page was processed"
+    );
     for (id, problem) in [
         ("bad-number", "a number out of range at byte 77 of the item"),
         ("bad-utf8", "invalid UTF-8 at byte 52 of the item"),
@@ -313,7 +327,10 @@ async fn unreadable_items_are_set_aside_and_the_rest_of_the_page_processed() {
     for content in ["kim@example.com", "Kim", "secret-deep", "1e400", "inner"] {
         assert!(!text.contains(content), "{content} in the audit log");
     }
-    assert_eq!(all.iter().filter(|r| r.kind == "unreadable_item").count(), 4);
+    assert_eq!(
+        all.iter().filter(|r| r.kind == "unreadable_item").count(),
+        4
+    );
     let metrics = kyc_sentinel::telemetry::metrics_handle().render();
     assert!(metrics.contains("kyc_sentinel_unreadable_items_total"));
 }
@@ -400,19 +417,28 @@ async fn errors_about_bodies_give_status_length_and_position_never_content() {
     let n = PII.len();
     let cases: Vec<(ArgosError, String)> = vec![
         (
-            client("e500").list_page(&ListQuery::default()).await.unwrap_err(),
+            client("e500")
+                .list_page(&ListQuery::default())
+                .await
+                .unwrap_err(),
             format!(
                 "GET http://{addr}/e500/v3/submission?count=50 failed with HTTP 500 after 1 attempt(s) ({n} bytes, not shown)"
             ),
         ),
         (
-            client("e400").list_page(&ListQuery::default()).await.unwrap_err(),
+            client("e400")
+                .list_page(&ListQuery::default())
+                .await
+                .unwrap_err(),
             format!(
                 "Argos rejected the request as invalid (HTTP 400) for GET http://{addr}/e400/v3/submission?count=50 with parameters [count=50] ({n} bytes, not shown)"
             ),
         ),
         (
-            client("cut").list_page(&ListQuery::default()).await.unwrap_err(),
+            client("cut")
+                .list_page(&ListQuery::default())
+                .await
+                .unwrap_err(),
             format!(
                 "GET http://{addr}/cut/v3/submission?count=50 answered a body that is not valid JSON after 1 attempt(s): the body ends inside the object at byte {n} (the body has {n} bytes; its content is not shown)"
             ),
@@ -428,7 +454,10 @@ async fn errors_about_bodies_give_status_length_and_position_never_content() {
         let text = e.to_string();
         assert_eq!(text, want);
         for pii in ["kim@example.com", "900101", "identityNumber", "s-1"] {
-            assert!(!text.contains(pii) && !format!("{e:?}").contains(pii), "{pii} in {text}");
+            assert!(
+                !text.contains(pii) && !format!("{e:?}").contains(pii),
+                "{pii} in {text}"
+            );
         }
     }
 }
@@ -471,7 +500,11 @@ async fn a_refused_date_format_is_swapped_once_and_kept() {
     };
     let e = c.list_page(&bad).await.unwrap_err();
     assert!(e.is_fatal());
-    assert_eq!(sim.requests(), 7, "a date query is tried in both formats, once each");
+    assert_eq!(
+        sim.requests(),
+        7,
+        "a date query is tried in both formats, once each"
+    );
     let e2 = c
         .list_page(&ListQuery {
             count: Some(0),

@@ -369,6 +369,7 @@ async fn process_hints(
         match client.list_page(&ListQuery::default()).await {
             Ok(page) => items = page.items,
             Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) if e.is_budget_exhausted() => return Ok(BatchReport::default()),
             Err(e) => tracing::warn!("newest page after webhooks failed; fetching by id only: {e}"),
         }
     }
@@ -395,6 +396,8 @@ async fn process_hints(
                 tracing::warn!(submission = %id, "webhook for a submission Argos does not return; ignored")
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
+            // The budget warned once; the poller finds it after 00:00 UTC.
+            Err(e) if e.is_budget_exhausted() => {}
             Err(e) => tracing::error!(submission = %id, "fetch after webhook failed: {e}"),
         }
     }

@@ -102,6 +102,22 @@ pub struct ArgosConfig {
     /// First retry delay after a failed call (doubles, with jitter).
     #[serde(default)]
     pub retry_base_delay: Option<Dur>,
+    /// Pages one listing of a day may take in one poll; beyond, an error naming the day.
+    #[serde(default = "d_max_pages")]
+    pub max_pages_per_day: u32,
+    /// Largest Argos answer read (enforced while it streams in).
+    #[serde(default = "d_max_response")]
+    pub max_response_bytes: crate::ingest::guard::ByteSize,
+    /// `compact` (YYYYMMDD) or `iso` (YYYY-MM-DD) for `start_date`/`end_date`.
+    #[serde(default)]
+    pub date_format: crate::argos::DateFormat,
+}
+
+fn d_max_pages() -> u32 {
+    crate::argos::client::DEFAULT_MAX_PAGES
+}
+fn d_max_response() -> crate::ingest::guard::ByteSize {
+    crate::ingest::guard::ByteSize(crate::argos::client::DEFAULT_MAX_RESPONSE_BYTES)
 }
 
 fn d_timeout() -> Dur {
@@ -902,6 +918,12 @@ impl Config {
         if self.argos.page_size == 0 {
             errs.push("argos.page_size: must be at least 1".into());
         }
+        if self.argos.max_pages_per_day == 0 {
+            errs.push("argos.max_pages_per_day: must be at least 1".into());
+        }
+        if self.argos.max_response_bytes.0 < 4096 {
+            errs.push("argos.max_response_bytes: must be at least 4KiB".into());
+        }
         if self.poll.interval.0 < Duration::from_secs(1) {
             errs.push("poll.interval: must be at least 1s".into());
         }
@@ -986,7 +1008,7 @@ mod tests {
         let err = parse("argos:\n  base_url: http://x\n  colour: blue\n").unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml:3:3: unknown field `colour`, expected one of base_url, api_key, encrypted, timeout, max_retries, rate_limit_per_sec, page_size, daily_budget, retry_base_delay"
+            "conf/sentinel.yaml:3:3: unknown field `colour`, expected one of base_url, api_key, encrypted, timeout, max_retries, rate_limit_per_sec, page_size, daily_budget, retry_base_delay, max_pages_per_day, max_response_bytes, date_format"
         );
     }
 

@@ -45,6 +45,10 @@ pub fn client_config(cfg: &Config) -> anyhow::Result<ClientConfig> {
     c.rate_limit_per_sec = a.rate_limit_per_sec;
     c.encrypted = a.encrypted;
     c.page_size = a.page_size;
+    c.max_pages = a.max_pages_per_day;
+    c.max_response_bytes = a.max_response_bytes.0;
+    c.daily_budget = a.daily_budget;
+    c.date_format = a.date_format;
     if let Some(d) = a.retry_base_delay {
         c.retry_base_delay = d.0;
     }
@@ -212,7 +216,7 @@ pub async fn run_with_clock(
     let outbox_task = tokio::spawn(outbox.clone().run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
-    let health = crate::telemetry::Health::new(interval);
+    let health = crate::telemetry::Health::new(interval).with_budget(client.budget().clone());
     let _telemetry = match cfg.telemetry.listen {
         // A daemon that cannot serve metrics still delivers alerts: log, go on.
         Some(addr) => match crate::telemetry::serve(addr, health.clone(), api_router(&cfg, &store))
@@ -281,6 +285,8 @@ pub async fn run_with_clock(
                         }
                     }
                     Err(e) if e.is_fatal() => { fatal = Some(e.into()); break; }
+                    // Logged once by the budget; /healthz and a gauge say so until 00:00 UTC.
+                    Err(e) if e.is_budget_exhausted() => {}
                     Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
                 }
             }
@@ -353,12 +359,17 @@ async fn process_hints(
     catch_up: bool,
 ) -> anyhow::Result<BatchReport> {
     let n_hints = hints.len();
+    // A spent budget makes no call (the poller finds these after 00:00 UTC).
+    if client.budget().exhausted(chrono::Utc::now()).is_some() {
+        return Ok(BatchReport::default());
+    }
     let oldest = hints.iter().map(|h| h.received).min();
     let mut items = Vec::new();
     if catch_up {
         match client.list_page(&ListQuery::default()).await {
             Ok(page) => items = page.items,
             Err(e) if e.is_fatal() => return Err(e.into()),
+            Err(e) if e.is_budget_exhausted() => return Ok(BatchReport::default()),
             Err(e) => tracing::warn!("newest page after webhooks failed; fetching by id only: {e}"),
         }
     }
@@ -385,6 +396,8 @@ async fn process_hints(
                 tracing::warn!(submission = %id, "webhook for a submission Argos does not return; ignored")
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
+            // The budget warned once; the poller finds it after 00:00 UTC.
+            Err(e) if e.is_budget_exhausted() => {}
             Err(e) => tracing::error!(submission = %id, "fetch after webhook failed: {e}"),
         }
     }
@@ -569,11 +582,14 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
                 ..ListQuery::default()
             };
             let mut items = Vec::new();
+            let mut unreadable = Vec::new();
             let mut pages = std::pin::pin!(client.list_all_raw(q));
             while let Some(p) = pages.next().await {
-                items.extend(p.with_context(|| format!("backfill of {day}"))?.items);
+                let p = p.with_context(|| format!("backfill of {day}"))?;
+                items.extend(p.items);
+                unreadable.extend(p.unreadable);
             }
-            anyhow::Ok(items)
+            anyhow::Ok((items, unreadable))
         }))
     };
     let mut total = BatchReport::default();
@@ -592,11 +608,20 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         let Some((day, mut task)) = ahead.pop_front() else {
             break;
         };
-        let items = (&mut task.0)
+        let (items, unreadable) = (&mut task.0)
             .await
             .with_context(|| format!("backfill of {day}: the fetch task failed"))??;
         day_size = items.len();
         let origin = format!("backfill of {day}");
+        total.received += unreadable.len();
+        total.unreadable += unreadable.len();
+        crate::poller::set_aside(
+            pipeline.store(),
+            &origin,
+            &unreadable,
+            &mut Default::default(),
+        )
+        .await?;
         for slice in day_slices(items, BACKFILL_SLICE) {
             let r = pipeline
                 .process_raw(slice, &origin, Source::Backfill)

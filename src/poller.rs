@@ -7,17 +7,26 @@
 //! re-fetches by id every submission the store still knows as undecided
 //! (`pending`, `Incomplete`, no result) until it is decided or older than the
 //! pending horizon. Change detection is by content hash, never by order.
+//!
+//! What Argos answers is bounded here too: a day's pages are processed as
+//! they arrive in batches of at most [`HoldLimit`] (never a whole day held
+//! when the day is huge or a server pages forever), items the client set aside
+//! as unreadable are audited (`unreadable_item`) once each, and a spent daily
+//! API budget stops polling without a call until 00:00 UTC.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::StreamExt;
 
+use crate::argos::budget::Exhausted;
 use crate::argos::client::{ArgosClient, ArgosError, ListQuery};
+use crate::argos::page::Unreadable;
 use crate::config::PollConfig;
 use crate::pipeline::{BatchReport, Pipeline};
-use crate::store::Store;
+use crate::store::{AuditRow, BatchCommit, Source, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -25,6 +34,9 @@ pub enum PollError {
     Argos(#[from] ArgosError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Checked before the poll: no call was made.
+    #[error("poll skipped: {0}")]
+    BudgetSpent(Exhausted),
 }
 
 impl PollError {
@@ -36,8 +48,25 @@ impl PollError {
             PollError::Argos(ArgosError::BadRequest { .. }) => "400".into(),
             PollError::Argos(ArgosError::NotJson { .. }) => "not_json".into(),
             PollError::Argos(ArgosError::Transport { .. }) => "transport".into(),
+            PollError::Argos(ArgosError::TooLarge { .. }) => "too_large".into(),
+            PollError::Argos(ArgosError::Redirect { .. }) => "redirect".into(),
+            PollError::Argos(ArgosError::TooManyPages { .. })
+            | PollError::Argos(ArgosError::RepeatedPageKey { .. }) => "paging".into(),
+            PollError::Argos(ArgosError::BudgetExhausted { .. }) | PollError::BudgetSpent(_) => {
+                "budget".into()
+            }
             PollError::Argos(_) => "other".into(),
             PollError::Store(_) => "store".into(),
+        }
+    }
+
+    /// The daily API budget is spent: logged once by the budget itself, so
+    /// callers stay quiet until 00:00 UTC.
+    pub fn is_budget_exhausted(&self) -> bool {
+        match self {
+            PollError::BudgetSpent(_) => true,
+            PollError::Argos(e) => e.is_budget_exhausted(),
+            PollError::Store(_) => false,
         }
     }
 
@@ -109,17 +138,99 @@ impl Budget {
         }
         Ok((delta, total))
     }
+}
 
-    pub fn exhausted(&self, total: u64) -> bool {
-        self.daily > 0 && total >= self.daily
+/// How much of a day's listing is held before it is processed: pages are
+/// processed in batches of at most this many items or bytes of item text
+/// (plus one page). A normal day fits in one batch, so the whole day is
+/// judged in event-time order; a huge or endless one cannot fill memory.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldLimit {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+impl Default for HoldLimit {
+    fn default() -> Self {
+        Self {
+            items: 10_000,
+            bytes: 64 * 1024 * 1024,
+        }
     }
 }
+
+/// Unreadable items already audited: an item stays bad on every poll of its
+/// day, and one audit row per item is the record, not one per poll.
+const SET_ASIDE_MEMORY: usize = 10_000;
 
 pub struct Poller<S> {
     client: ArgosClient,
     cfg: PollConfig,
     budget: Budget,
+    hold: HoldLimit,
+    /// The store's count of today's calls has been given to the client's budget.
+    seeded: bool,
+    set_aside: HashSet<(String, String)>,
     _store: std::marker::PhantomData<S>,
+}
+
+/// Audits unreadable items (`unreadable_item`: submission id when it could be
+/// read, position and kind of problem, never content), logs and counts them.
+/// `known` skips those audited before; returns how many were new.
+pub async fn set_aside<S: Store>(
+    store: &S,
+    origin: &str,
+    bad: &[Unreadable],
+    known: &mut HashSet<(String, String)>,
+) -> crate::store::Result<usize> {
+    let mut audit = Vec::new();
+    for u in bad {
+        let key = (
+            u.submission_id
+                .clone()
+                .unwrap_or_else(|| format!("{origin}#{}", u.index)),
+            u.problem.clone(),
+        );
+        if known.contains(&key) {
+            continue;
+        }
+        if known.len() >= SET_ASIDE_MEMORY {
+            known.clear();
+        }
+        known.insert(key);
+        tracing::error!(
+            submission = u.submission_id.as_deref().unwrap_or("(not readable)"),
+            "{origin}: item {} cannot be read ({}); set aside, the rest is processed \
+             (audit row unreadable_item)",
+            u.index,
+            u.problem
+        );
+        audit.push(AuditRow {
+            kind: "unreadable_item",
+            submission_id: u.submission_id.clone(),
+            version_hash: None,
+            rule_id: None,
+            rule_version: None,
+            fingerprint: None,
+            detail: serde_json::json!({
+                "origin": origin,
+                "item": u.index,
+                "problem": u.problem,
+            }),
+        });
+    }
+    let new = audit.len();
+    if new > 0 {
+        crate::telemetry::emit::unreadable_items(new);
+        store
+            .commit_batch(BatchCommit {
+                source: Source::Poll,
+                audit,
+                ..BatchCommit::default()
+            })
+            .await?;
+    }
+    Ok(new)
 }
 
 /// The UTC days a poll at `now` lists: today, and yesterday within `overlap` after midnight.
@@ -140,16 +251,26 @@ impl<S: Store + Clone> Poller<S> {
             client,
             cfg,
             budget,
+            hold: HoldLimit::default(),
+            seeded: false,
+            set_aside: HashSet::new(),
             _store: std::marker::PhantomData,
         }
+    }
+
+    /// Another bound on what a day's listing holds (tests use small ones).
+    pub fn with_hold_limit(mut self, hold: HoldLimit) -> Self {
+        self.hold = hold;
+        self
     }
 
     pub fn client(&self) -> &ArgosClient {
         &self.client
     }
 
-    /// Lists one UTC day page by page, and processes the day as one batch so
-    /// the engine sees it in event-time order (pages come newest first).
+    /// Lists one UTC day page by page, processing the pages as they arrive
+    /// in batches bounded by [`HoldLimit`] (pages come newest first; within
+    /// a batch the engine sorts by event time, and a normal day is one batch).
     pub async fn poll_day(
         &mut self,
         pipeline: &mut Pipeline<S>,
@@ -161,38 +282,65 @@ impl<S: Store + Clone> Poller<S> {
             end_date: Some(day),
             ..ListQuery::default()
         };
-        let mut pages = std::pin::pin!(self.client.list_all(query));
-        let mut items = Vec::new();
+        let origin = format!("list of {day}");
+        let mut pages = std::pin::pin!(self.client.list_all_raw(query));
+        let mut held = Vec::new();
+        let mut held_bytes = 0usize;
         while let Some(page) = pages.next().await {
-            // An error stops the day before anything of it is processed: the
-            // next poll starts the day again, nothing is skipped.
+            // An error drops what is held: the next poll starts the day again
+            // (what was processed is recognised by its hash), nothing is skipped.
             let page = page?;
             report.pages += 1;
-            items.extend(page.items);
+            report.batch.received += page.unreadable.len();
+            report.batch.unreadable += page.unreadable.len();
+            set_aside(
+                pipeline.store(),
+                &origin,
+                &page.unreadable,
+                &mut self.set_aside,
+            )
+            .await?;
+            held_bytes += page.items.iter().map(|r| r.get().len()).sum::<usize>();
+            held.extend(page.items);
+            if held.len() >= self.hold.items || held_bytes >= self.hold.bytes {
+                let batch = std::mem::take(&mut held);
+                held_bytes = 0;
+                let b = pipeline.process_raw(batch, &origin, Source::Poll).await?;
+                report.add(&b);
+            }
         }
-        let b = pipeline.process(items, &format!("list of {day}")).await?;
+        let b = pipeline.process_raw(held, &origin, Source::Poll).await?;
         report.add(&b);
         Ok(())
     }
 
-    /// One poll: list the day(s), then re-fetch the undecided ones.
+    /// One poll: list the day(s), then re-fetch the undecided ones. With the
+    /// day's API budget spent, nothing is called (see [`PollError::BudgetSpent`]).
     pub async fn poll_once(&mut self, pipeline: &mut Pipeline<S>) -> Result<PollReport, PollError> {
         let now = Utc::now();
+        if !self.seeded {
+            // Calls an earlier run made today count against today's budget.
+            let day = now.date_naive();
+            let spent = pipeline
+                .store()
+                .add_api_calls(&day.format("%Y-%m-%d").to_string(), 0)
+                .await?;
+            self.client.budget().seed(day, spent);
+            self.seeded = true;
+        }
+        if let Some(ex) = self.client.budget().exhausted(now) {
+            crate::telemetry::emit::api_budget(self.client.budget().spent(now), ex.daily);
+            return Err(PollError::BudgetSpent(ex));
+        }
         let mut report = PollReport::default();
         let result = self.poll_inner(pipeline, now, &mut report).await;
         // Count the calls whatever happened: failed calls cost budget too.
         let (delta, total) = self.budget.record(pipeline.store(), now).await?;
         report.api_calls = delta;
-        crate::telemetry::emit::api_budget(total, self.budget.daily);
+        crate::telemetry::emit::api_budget(total, self.client.budget().daily());
         match &result {
             Ok(()) => crate::telemetry::emit::poll_ok(report.pages, delta),
             Err(e) => crate::telemetry::emit::poll_failed(e.kind(), delta),
-        }
-        if self.budget.exhausted(total) {
-            tracing::error!(
-                "API budget for {} exhausted ({total} calls); polls resume at 00:00 UTC",
-                now.date_naive()
-            );
         }
         result.map(|()| report)
     }
@@ -212,20 +360,31 @@ impl<S: Store + Clone> Poller<S> {
             now - Duration::from_std(self.cfg.pending_horizon.0).unwrap_or(Duration::days(7));
         let undecided = pipeline.store().undecided_since(horizon).await?;
         let mut items = Vec::new();
+        let origin = "re-fetch of undecided submissions";
         for (id, created) in undecided {
             // A submission created on a day just listed was fetched already.
             if created.is_some_and(|t| listed_days.contains(&t.date_naive())) {
                 continue;
             }
             report.refetched += 1;
-            if let Some(v) = self.client.get_submission(&id).await? {
-                items.push(v);
-            }
+            let page = self
+                .client
+                .list_page(&ListQuery {
+                    submission_id: Some(id),
+                    ..ListQuery::default()
+                })
+                .await?;
+            set_aside(
+                pipeline.store(),
+                origin,
+                &page.unreadable,
+                &mut self.set_aside,
+            )
+            .await?;
+            items.extend(page.items.into_iter().take(1));
         }
         if !items.is_empty() {
-            let b = pipeline
-                .process(items, "re-fetch of undecided submissions")
-                .await?;
+            let b = pipeline.process(items, origin).await?;
             report.add(&b);
         }
         Ok(())

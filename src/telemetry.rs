@@ -133,6 +133,18 @@ fn describe() {
         "Connections the HTTP listeners refused or cut, by listener and reason (connections: over the cap; header_timeout)"
     );
     describe_counter!(
+        "kyc_sentinel_api_calls_refused_total",
+        "Argos calls not made because the daily API budget was spent"
+    );
+    describe_gauge!(
+        "kyc_sentinel_api_budget_exhausted",
+        "1 while the daily API budget is spent (no Argos calls until 00:00 UTC)"
+    );
+    describe_counter!(
+        "kyc_sentinel_unreadable_items_total",
+        "Items of an Argos answer that could not be read, set aside and audited"
+    );
+    describe_counter!(
         "kyc_sentinel_versions_found_first_total",
         "Submission versions, by the path that found them first"
     );
@@ -162,6 +174,18 @@ pub mod emit {
             gauge!("kyc_sentinel_api_budget_used_ratio")
                 .set(calls_today as f64 / daily_budget as f64);
         }
+    }
+
+    pub fn api_call_refused() {
+        counter!("kyc_sentinel_api_calls_refused_total").increment(1);
+    }
+
+    pub fn api_budget_exhausted(exhausted: bool) {
+        gauge!("kyc_sentinel_api_budget_exhausted").set(if exhausted { 1.0 } else { 0.0 });
+    }
+
+    pub fn unreadable_items(n: usize) {
+        counter!("kyc_sentinel_unreadable_items_total").increment(n as u64);
     }
 
     pub fn batch(received: usize, changed: usize, unreadable: usize) {
@@ -235,6 +259,8 @@ pub struct Health {
     last_ok: Arc<AtomicI64>,
     started: i64,
     interval: Duration,
+    /// The Argos call budget: a spent budget is reported first.
+    budget: Option<Arc<crate::argos::CallBudget>>,
 }
 
 impl Health {
@@ -243,7 +269,14 @@ impl Health {
             last_ok: Arc::new(AtomicI64::new(0)),
             started: chrono::Utc::now().timestamp(),
             interval,
+            budget: None,
         }
+    }
+
+    /// Reports a spent daily API budget (no poll can succeed until 00:00 UTC).
+    pub fn with_budget(mut self, budget: Arc<crate::argos::CallBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn poll_succeeded(&self) {
@@ -254,6 +287,13 @@ impl Health {
     /// Healthy while the last poll succeeded within three intervals (and, just
     /// after start, while the first poll still has time to finish).
     pub fn check(&self, now: i64) -> Result<String, String> {
+        if let Some(ex) = self
+            .budget
+            .as_ref()
+            .and_then(|b| b.exhausted(chrono::DateTime::from_timestamp(now, 0).unwrap_or_default()))
+        {
+            return Err(format!("not polling: {ex}"));
+        }
         let limit = (self.interval.as_secs_f64() * 3.0).ceil() as i64;
         let last = self.last_ok.load(Ordering::Relaxed);
         if last == 0 {

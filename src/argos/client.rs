@@ -1,36 +1,98 @@
 //! The Argos REST client: list and fetch submissions, follow `nextpageKey`,
-//! look up applicants; with retries, a client-side rate limit and an API-call
-//! counter.
+//! look up applicants; with retries, a client-side rate limit, the daily call
+//! budget, and bounds on everything an answer can make it do.
 //!
 //! Why it is shaped this way: the poller must never lose or silently skip a
 //! page, and it must budget calls per UTC day (Argos allows 500,000 a day).
 //! So every failure is classified ([`ArgosError::is_fatal`]) into a
 //! configuration problem that retrying cannot fix (a wrong key, a bad
-//! parameter) or a transient one that is retried with exponential backoff and
-//! jitter (429 honouring `Retry-After`, 5xx, timeouts, connection errors, a body
-//! that is not JSON), and every HTTP attempt, retries included, is counted.
-//! Errors name the request (URL without the key, the parameters sent) and
-//! never the key, which is held as a [`SecretString`].
+//! parameter, a redirecting base URL) or a transient one that is retried with
+//! exponential backoff and jitter (429 honouring `Retry-After`, 5xx, timeouts,
+//! connection errors, a body that is not JSON), and every HTTP attempt,
+//! retries included, is counted against the budget *before* it is made.
+//!
+//! An answer is not trusted: its size is capped while it streams in
+//! (`max_response_bytes`), pages per listing are capped (`max_pages`) and a
+//! repeated `nextpageKey` stops the listing, items are read one by one so a bad
+//! one is set aside ([`super::page`]), redirects are never followed (the key
+//! would travel to the new host), and no error message quotes a body: they say
+//! the status, the byte length and where the JSON went wrong. Errors name the
+//! request (URL without the key, the parameters sent) and never the key, which
+//! is held as a [`SecretString`].
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use futures::Stream;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+use super::budget::CallBudget;
 use super::crypto::{AesEcb, Cipher, CryptoError};
 use super::model::{ApplicantEntry, NextPageKey};
+use super::page::{self, ItemSpan, Unreadable, json_problem};
 
 /// The real service. Configuration may point elsewhere (the simulator).
 pub const ARGOS_BASE_URL: &str = "https://rest-api.argosidentity.com";
+
+/// Default cap on one answer's body (`argos.max_response_bytes`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Default cap on pages of one listing (`argos.max_pages_per_day`): far above
+/// any real day (5,000 pages of 100 are 500,000 submissions, a day's budget).
+pub const DEFAULT_MAX_PAGES: u32 = 5_000;
+
+/// Of an error answer only this much is read, to report its length.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// A parameter value longer than this is shortened in errors and logs (a
+/// `nextpageKey` comes from the answer and may be anything).
+const SHOWN_PARAM_CHARS: usize = 100;
+
+/// How `start_date`/`end_date` are written. The vendor page in the project's
+/// docs says `YYYYMMDD`; Argos's current public reference shows `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DateFormat {
+    /// `YYYYMMDD`
+    #[default]
+    Compact,
+    /// `YYYY-MM-DD`
+    Iso,
+}
+
+impl DateFormat {
+    fn pattern(self) -> &'static str {
+        match self {
+            DateFormat::Compact => "%Y%m%d",
+            DateFormat::Iso => "%Y-%m-%d",
+        }
+    }
+
+    pub fn other(self) -> Self {
+        match self {
+            DateFormat::Compact => DateFormat::Iso,
+            DateFormat::Iso => DateFormat::Compact,
+        }
+    }
+
+    /// As an operator reads it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DateFormat::Compact => "YYYYMMDD (compact)",
+            DateFormat::Iso => "YYYY-MM-DD (iso)",
+        }
+    }
+}
 
 /// How the client talks to one Argos account.
 #[derive(Clone)]
@@ -51,11 +113,20 @@ pub struct ClientConfig {
     pub retry_base_delay: Duration,
     /// Ceiling of one backoff delay.
     pub retry_max_delay: Duration,
+    /// Largest answer body read; a larger one is an error, never allocated.
+    pub max_response_bytes: usize,
+    /// Pages one listing may take; a listing still paging after it is an error.
+    pub max_pages: u32,
+    /// Calls per UTC day, counted before each call; 0 = unlimited.
+    pub daily_budget: u64,
+    /// How dates are sent first (the other format is tried once on a 400).
+    pub date_format: DateFormat,
 }
 
 impl ClientConfig {
     /// Defaults that suit the real service: 30s timeout, 5 retries from 500ms,
-    /// 50 calls/s, pages of 50.
+    /// 50 calls/s, pages of 50, answers up to 32 MiB, 5,000 pages a listing,
+    /// no daily budget (the engine's configuration sets one).
     pub fn new(base_url: impl Into<String>, api_key: SecretString) -> Self {
         ClientConfig {
             base_url: base_url.into(),
@@ -67,6 +138,10 @@ impl ClientConfig {
             page_size: 50,
             retry_base_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_pages: DEFAULT_MAX_PAGES,
+            daily_budget: 0,
+            date_format: DateFormat::Compact,
         }
     }
 }
@@ -91,6 +166,10 @@ impl std::fmt::Debug for ClientConfig {
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
             .field("encrypted", &self.encrypted)
             .field("page_size", &self.page_size)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_pages", &self.max_pages)
+            .field("daily_budget", &self.daily_budget)
+            .field("date_format", &self.date_format)
             .finish_non_exhaustive()
     }
 }
@@ -147,8 +226,13 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    /// The parameters as they go on the wire, in a stable order.
+    /// The parameters as they go on the wire, in a stable order, dates as `YYYYMMDD`.
     pub fn params(&self, default_count: u32) -> Vec<(&'static str, String)> {
+        self.params_in(default_count, DateFormat::Compact)
+    }
+
+    /// [`Self::params`] with dates in `dates`.
+    pub fn params_in(&self, default_count: u32, dates: DateFormat) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
         if let Some(v) = &self.submission_id {
             p.push(("submission_id", v.clone()));
@@ -161,10 +245,10 @@ impl ListQuery {
         }
         p.push(("count", self.count.unwrap_or(default_count).to_string()));
         if let Some(d) = self.start_date {
-            p.push(("start_date", d.format("%Y%m%d").to_string()));
+            p.push(("start_date", d.format(dates.pattern()).to_string()));
         }
         if let Some(d) = self.end_date {
-            p.push(("end_date", d.format("%Y%m%d").to_string()));
+            p.push(("end_date", d.format(dates.pattern()).to_string()));
         }
         if let Some(t) = self.request_type {
             p.push(("request_type", t.as_str().to_owned()));
@@ -175,6 +259,21 @@ impl ListQuery {
         }
         p
     }
+
+    fn has_dates(&self) -> bool {
+        self.start_date.is_some() || self.end_date.is_some()
+    }
+
+    /// What a listing covers, for errors: "the day 2025-06-03 (UTC)".
+    pub fn scope(&self) -> String {
+        match (self.start_date, self.end_date) {
+            (Some(a), Some(b)) if a == b => format!("the day {a} (UTC)"),
+            (Some(a), Some(b)) => format!("the days {a}..{b} (UTC)"),
+            (Some(a), None) => format!("the days from {a} (UTC)"),
+            (None, Some(b)) => format!("the days up to {b} (UTC)"),
+            (None, None) => "the submission list".to_owned(),
+        }
+    }
 }
 
 /// One page of `GET /v3/submission`.
@@ -184,6 +283,10 @@ pub struct Page {
     pub items: Vec<Value>,
     /// Present when Argos says there is another page.
     pub next: Option<NextPageKey>,
+    /// Items that could not be read, set aside (see [`super::page`]).
+    pub unreadable: Vec<Unreadable>,
+    /// Size of the answer's body (plain text when encrypted).
+    pub bytes: usize,
 }
 
 /// One page of `GET /v3/submission` whose submissions stay the JSON text
@@ -193,19 +296,21 @@ pub struct Page {
 pub struct RawPage {
     pub items: Vec<Box<serde_json::value::RawValue>>,
     pub next: Option<NextPageKey>,
+    /// Items that could not be read, set aside (see [`super::page`]).
+    pub unreadable: Vec<Unreadable>,
+    /// Size of the answer's body (plain text when encrypted).
+    pub bytes: usize,
 }
 
-/// A list answer, plain or the encrypted envelope, read in one pass.
-#[derive(serde::Deserialize)]
-struct RawPageBody {
-    #[serde(rename = "Items", default)]
-    items: Option<Vec<Box<serde_json::value::RawValue>>>,
-    #[serde(rename = "nextpageKey", default)]
-    next: Option<Value>,
-    #[serde(rename = "isEncrypted", default)]
-    is_encrypted: Option<Value>,
-    #[serde(default)]
-    data: Option<Value>,
+/// How one item of a page is read: parsed, or kept as text.
+type ItemFn<T> = fn(usize, &ItemSpan<'_>) -> Result<T, Unreadable>;
+
+/// A list answer, its items read one by one.
+struct Listed<T> {
+    items: Vec<T>,
+    unreadable: Vec<Unreadable>,
+    next: Option<NextPageKey>,
+    bytes: usize,
 }
 
 /// The two shapes of a list page, for [`ArgosClient::paginate`].
@@ -241,7 +346,8 @@ impl PageKind for RawPage {
     }
 }
 
-/// What went wrong talking to Argos. Messages name the request, never the key.
+/// What went wrong talking to Argos. Messages name the request, never the
+/// key, and never quote an answer's body (it may carry personal data).
 #[derive(Debug, thiserror::Error)]
 pub enum ArgosError {
     #[error(
@@ -250,20 +356,29 @@ pub enum ArgosError {
     )]
     Auth { status: u16, url: String },
     #[error(
-        "Argos rejected the request as invalid (HTTP 400) for GET {url} with parameters [{params}]: {body}"
+        "Argos rejected the request as invalid (HTTP 400) for GET {url} with parameters [{params}] \
+         ({body}, not shown)"
     )]
     BadRequest {
         url: String,
         params: String,
+        /// The body's size ("57 bytes"), never its content.
         body: String,
     },
-    #[error("GET {url} failed with HTTP {status} after {attempts} attempt(s): {body}")]
+    #[error("GET {url} failed with HTTP {status} after {attempts} attempt(s) ({body}, not shown)")]
     Http {
         status: u16,
         url: String,
         attempts: u32,
+        /// The body's size ("57 bytes"), never its content.
         body: String,
     },
+    #[error(
+        "GET {url} answered HTTP {status}, a redirect, which the client never follows (the API key \
+         would go to another address): set argos.base_url to the address that answers itself; \
+         the redirect's target is not shown"
+    )]
+    Redirect { status: u16, url: String },
     #[error("GET {url} failed after {attempts} attempt(s): {message}")]
     Transport {
         url: String,
@@ -271,16 +386,24 @@ pub enum ArgosError {
         message: String,
     },
     #[error(
-        "GET {url} answered a body that is not valid JSON after {attempts} attempt(s) ({reason}); it starts with: {start:?}"
+        "GET {url} answered a body that is not valid JSON after {attempts} attempt(s): {problem} \
+         (the body has {bytes} bytes; its content is not shown)"
     )]
     NotJson {
         url: String,
         attempts: u32,
-        reason: String,
-        start: String,
+        bytes: usize,
+        problem: String,
     },
+    #[error(
+        "GET {url} answered more than {limit} bytes (argos.max_response_bytes): stopped reading; \
+         lower argos.page_size or raise the limit"
+    )]
+    TooLarge { url: String, limit: usize },
     #[error("GET {url} answered JSON of an unexpected shape: {message}")]
     Shape { url: String, message: String },
+    #[error("GET {url}: the submission cannot be read ({problem}); set aside")]
+    Unreadable { url: String, problem: String },
     #[error("GET {url}: cannot read the encrypted answer: {source}")]
     Decrypt {
         url: String,
@@ -292,12 +415,27 @@ pub enum ArgosError {
     )]
     UnexpectedEncryption { url: String },
     #[error(
-        "pagination loop: GET {url} returned nextpageKey {{id: {id:?}, created_at: {created_at:?}}} a second time"
+        "pagination loop while listing {scope}: page {pages} (GET {url}) returned a nextpageKey \
+         already seen; stopped there"
     )]
     RepeatedPageKey {
+        scope: String,
         url: String,
-        id: String,
-        created_at: String,
+        pages: u32,
+    },
+    #[error(
+        "listing {scope}: Argos still sent a nextpageKey after {max} pages \
+         (argos.max_pages_per_day); stopped there, the rest is not read (last GET {url})"
+    )]
+    TooManyPages {
+        scope: String,
+        url: String,
+        max: u32,
+    },
+    #[error("not calling GET {url}: {day_budget}")]
+    BudgetExhausted {
+        url: String,
+        day_budget: super::budget::Exhausted,
     },
     #[error("Argos client configuration: {0}")]
     Config(String),
@@ -305,16 +443,22 @@ pub enum ArgosError {
 
 impl ArgosError {
     /// True for problems that retrying later cannot fix: the operator must
-    /// change the configuration (key, parameters, encryption setting).
+    /// change the configuration (key, parameters, encryption setting, base URL).
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
             ArgosError::Auth { .. }
                 | ArgosError::BadRequest { .. }
+                | ArgosError::Redirect { .. }
                 | ArgosError::Decrypt { .. }
                 | ArgosError::UnexpectedEncryption { .. }
                 | ArgosError::Config(_)
         )
+    }
+
+    /// The daily budget is spent: not an error to log again and again.
+    pub fn is_budget_exhausted(&self) -> bool {
+        matches!(self, ArgosError::BudgetExhausted { .. })
     }
 }
 
@@ -338,6 +482,9 @@ struct Inner {
     cipher: Option<Box<dyn Cipher>>,
     limiter: DefaultDirectRateLimiter,
     calls: Arc<AtomicU64>,
+    budget: Arc<CallBudget>,
+    /// The date format in use: the configured one until Argos refuses it.
+    iso_dates: AtomicBool,
 }
 
 impl std::fmt::Debug for ArgosClient {
@@ -348,16 +495,40 @@ impl std::fmt::Debug for ArgosClient {
     }
 }
 
-/// How many bytes of an unexpected body go into an error message.
-const BODY_SNIPPET: usize = 200;
-
-fn snippet(bytes: &[u8]) -> String {
-    let cut = bytes.len().min(BODY_SNIPPET);
-    let mut s = String::from_utf8_lossy(&bytes[..cut]).into_owned();
-    if bytes.len() > cut {
-        s.push('…');
+/// A body's size as errors show it.
+fn body_size(len: Option<usize>, limit: usize) -> String {
+    match len {
+        Some(n) => format!("{n} bytes"),
+        None => format!("a body over {limit} bytes"),
     }
-    s
+}
+
+/// Reads a body up to `limit` bytes as it streams in; `None` when it is
+/// larger (what was read is dropped, the rest never read).
+async fn read_capped(
+    resp: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let hint = resp.content_length().unwrap_or(0).min(limit as u64) as usize;
+    let mut buf = Vec::with_capacity(hint);
+    while let Some(chunk) = resp.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf))
+}
+
+/// A parameter value as errors show it: long ones shortened.
+fn shown_value(v: &str) -> Cow<'_, str> {
+    match v.char_indices().nth(SHOWN_PARAM_CHARS) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &v[..cut])),
+        None => Cow::Borrowed(v),
+    }
 }
 
 impl ArgosClient {
@@ -378,8 +549,16 @@ impl ArgosClient {
         }
         let rate = NonZeroU32::new(config.rate_limit_per_sec)
             .ok_or_else(|| ArgosError::Config("rate_limit_per_sec must be at least 1".into()))?;
+        if config.max_pages == 0 || config.max_response_bytes == 0 {
+            return Err(ArgosError::Config(
+                "max_pages and max_response_bytes must be at least 1".into(),
+            ));
+        }
+        // No redirects: reqwest would send `x-api-key` to wherever a 3xx points.
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .map_err(|e| ArgosError::Config(format!("cannot build the HTTP client: {e}")))?;
         let cipher: Option<Box<dyn Cipher>> = if config.encrypted {
@@ -394,6 +573,8 @@ impl ArgosClient {
                 cipher,
                 limiter: RateLimiter::direct(Quota::per_second(rate)),
                 calls: Arc::new(AtomicU64::new(0)),
+                budget: Arc::new(CallBudget::new(config.daily_budget)),
+                iso_dates: AtomicBool::new(config.date_format == DateFormat::Iso),
                 config,
             }),
         })
@@ -403,70 +584,160 @@ impl ArgosClient {
         &self.inner.config
     }
 
-    /// HTTP attempts made so far (retries included), for the daily API budget.
+    /// HTTP attempts made so far (retries included).
     pub fn calls_made(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
     }
 
-    /// The shared counter behind [`Self::calls_made`] (the pipeline may reset
-    /// or sample it at UTC midnight).
+    /// The shared counter behind [`Self::calls_made`] (the poller records the
+    /// calls of each poll in the store).
     pub fn call_counter(&self) -> Arc<AtomicU64> {
         self.inner.calls.clone()
     }
 
+    /// The daily budget every call is counted against before it is made.
+    pub fn budget(&self) -> &Arc<CallBudget> {
+        &self.inner.budget
+    }
+
+    /// The date format dates are sent in now.
+    pub fn date_format(&self) -> DateFormat {
+        if self.inner.iso_dates.load(Ordering::Relaxed) {
+            DateFormat::Iso
+        } else {
+            DateFormat::Compact
+        }
+    }
+
     /// One page of `GET /v3/submission`.
     pub async fn list_page(&self, query: &ListQuery) -> Result<Page, ArgosError> {
-        let params = query.params(self.inner.config.page_size);
-        let (url, body) = self.get_json("/v3/submission", &params).await?;
-        parse_page(&url, body)
+        let l = self.list(query, page::parse_item).await?;
+        Ok(Page {
+            items: l.items,
+            next: l.next,
+            unreadable: l.unreadable,
+            bytes: l.bytes,
+        })
     }
 
     /// One page of `GET /v3/submission` with its submissions as sent (see [`RawPage`]).
     pub async fn list_page_raw(&self, query: &ListQuery) -> Result<RawPage, ArgosError> {
-        let params = query.params(self.inner.config.page_size);
-        let (url, body) = self
-            .get_parsed("/v3/submission", &params, |shown, n, bytes| {
-                let body: RawPageBody = serde_json::from_slice(bytes)
-                    .map_err(|e| not_json(shown, n, e.to_string(), bytes))?;
-                if body.is_encrypted != Some(Value::Bool(true)) {
-                    return Ok(body);
-                }
-                let Some(cipher) = &self.inner.cipher else {
-                    return Err(fatal(ArgosError::UnexpectedEncryption {
-                        url: shown.to_owned(),
-                    }));
-                };
-                let text = body.data.as_ref().and_then(Value::as_str).ok_or_else(|| {
-                    fatal(ArgosError::Shape {
-                        url: shown.to_owned(),
-                        message: "encrypted answer without a `data` string".into(),
-                    })
-                })?;
-                let plain = cipher.decrypt(text).map_err(|source| {
-                    fatal(ArgosError::Decrypt {
-                        url: shown.to_owned(),
-                        source,
-                    })
-                })?;
-                serde_json::from_slice(&plain)
-                    .map_err(|e| not_json(shown, n, format!("decrypted text: {e}"), &plain))
-            })
-            .await?;
-        let shape = |message: String| ArgosError::Shape {
-            url: url.clone(),
-            message,
-        };
-        let items = body
-            .items
-            .ok_or_else(|| shape("no `Items` in the answer".into()))?;
+        let l = self.list(query, page::raw_item).await?;
         Ok(RawPage {
-            items,
-            next: next_page_key(body.next).map_err(shape)?,
+            items: l.items,
+            next: l.next,
+            unreadable: l.unreadable,
+            bytes: l.bytes,
         })
     }
 
+    /// One list call; on a 400 for a query with dates, the other date format
+    /// is tried once, and kept when Argos accepts it.
+    async fn list<T: Send>(
+        &self,
+        query: &ListQuery,
+        item: ItemFn<T>,
+    ) -> Result<Listed<T>, ArgosError> {
+        let size = self.inner.config.page_size;
+        let fmt = self.date_format();
+        let first = self.list_once(&query.params_in(size, fmt), item).await;
+        let refused @ Err(ArgosError::BadRequest { .. }) = first else {
+            return first;
+        };
+        if !query.has_dates() {
+            return refused;
+        }
+        let other = fmt.other();
+        match self.list_once(&query.params_in(size, other), item).await {
+            Ok(l) => {
+                self.switch_date_format(fmt, other);
+                Ok(l)
+            }
+            // Refused in both formats: the first error names the configured one.
+            Err(ArgosError::BadRequest { .. }) => refused,
+            Err(e) => Err(e),
+        }
+    }
+
+    fn switch_date_format(&self, from: DateFormat, to: DateFormat) {
+        let switched = self
+            .inner
+            .iso_dates
+            .compare_exchange(
+                from == DateFormat::Iso,
+                to == DateFormat::Iso,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if switched {
+            tracing::warn!(
+                "Argos refused dates as {} and accepted {}: this account takes {}, used from now \
+                 on (set argos.date_format: {} to skip the refused call at start)",
+                from.describe(),
+                to.describe(),
+                to.describe(),
+                match to {
+                    DateFormat::Compact => "compact",
+                    DateFormat::Iso => "iso",
+                }
+            );
+        }
+    }
+
+    async fn list_once<T: Send>(
+        &self,
+        params: &[(&'static str, String)],
+        item: ItemFn<T>,
+    ) -> Result<Listed<T>, ArgosError> {
+        let (_, listed) = self
+            .get_parsed("/v3/submission", params, |shown, n, bytes| {
+                self.read_list(shown, n, bytes, item)
+            })
+            .await?;
+        Ok(listed)
+    }
+
+    /// A list answer, plain or the encrypted envelope, its items one by one.
+    fn read_list<T>(
+        &self,
+        shown: &str,
+        n: u32,
+        body: &[u8],
+        item: ItemFn<T>,
+    ) -> Result<Listed<T>, Failure> {
+        let env = page::scan(body).map_err(|e| not_json(shown, n, body.len(), e.to_string()))?;
+        if env.is_encrypted != Some(&b"true"[..]) {
+            return collect_items(shown, env, body.len(), item);
+        }
+        let Some(cipher) = &self.inner.cipher else {
+            return Err(fatal(ArgosError::UnexpectedEncryption {
+                url: shown.to_owned(),
+            }));
+        };
+        let text = env
+            .data
+            .and_then(|d| serde_json::from_slice::<String>(d).ok())
+            .ok_or_else(|| {
+                fatal(ArgosError::Shape {
+                    url: shown.to_owned(),
+                    message: "encrypted answer without a `data` string".into(),
+                })
+            })?;
+        let plain = cipher.decrypt(&text).map_err(|source| {
+            fatal(ArgosError::Decrypt {
+                url: shown.to_owned(),
+                source,
+            })
+        })?;
+        let env = page::scan(&plain)
+            .map_err(|e| not_json(shown, n, plain.len(), format!("decrypted text: {e}")))?;
+        collect_items(shown, env, plain.len(), item)
+    }
+
     /// Every page, following `nextpageKey` until Argos sends none. Stops after
-    /// the first error. A key seen twice is an error, so this never loops.
+    /// the first error. A key seen twice is an error, and so is a listing
+    /// still paging after `max_pages`, so this never loops.
     pub fn list_all(
         &self,
         query: ListQuery,
@@ -489,37 +760,54 @@ impl ArgosClient {
         struct State {
             client: ArgosClient,
             query: ListQuery,
-            seen: HashSet<NextPageKey>,
+            /// Hashes of the keys seen: a key's text comes from the answer
+            /// and may be large, its hash is 8 bytes.
+            seen: HashSet<u64>,
+            hasher: RandomState,
+            pages: u32,
+            /// An error to yield after the page that caused it.
+            then: Option<ArgosError>,
             done: bool,
         }
         let state = State {
             client: self.clone(),
             query,
             seen: HashSet::new(),
+            hasher: RandomState::new(),
+            pages: 0,
+            then: None,
             done: false,
         };
         futures::stream::unfold(state, |mut st| async move {
+            if let Some(e) = st.then.take() {
+                st.done = true;
+                return Some((Err(e), st));
+            }
             if st.done {
                 return None;
             }
             let result = P::fetch(&st.client, &st.query).await;
+            st.pages += 1;
+            let max = st.client.inner.config.max_pages;
             match &result {
                 Ok(page) => match page.next() {
                     None => st.done = true,
-                    Some(k) if !st.seen.insert(k.clone()) => {
+                    Some(k) if !st.seen.insert(st.hasher.hash_one(k)) => {
                         st.done = true;
-                        let url = st.client.display_url(
-                            "/v3/submission",
-                            &st.query.params(st.client.inner.config.page_size),
-                        );
-                        return Some((
-                            Err(ArgosError::RepeatedPageKey {
-                                url,
-                                id: k.id.clone(),
-                                created_at: k.created_at.clone(),
-                            }),
-                            st,
-                        ));
+                        let url = st.client.shown_list_url(&st.query);
+                        let e = ArgosError::RepeatedPageKey {
+                            scope: st.query.scope(),
+                            url,
+                            pages: st.pages,
+                        };
+                        return Some((Err(e), st));
+                    }
+                    Some(_) if st.pages >= max => {
+                        st.then = Some(ArgosError::TooManyPages {
+                            scope: st.query.scope(),
+                            url: st.client.shown_list_url(&st.query),
+                            max,
+                        });
                     }
                     Some(k) => st.query.next = Some(k.clone()),
                 },
@@ -529,6 +817,14 @@ impl ArgosClient {
         })
     }
 
+    /// The list URL of `query` as errors show it.
+    fn shown_list_url(&self, query: &ListQuery) -> String {
+        self.display_url(
+            "/v3/submission",
+            &query.params_in(self.inner.config.page_size, self.date_format()),
+        )
+    }
+
     /// One submission by id; `None` when Argos answers an empty `Items`.
     pub async fn get_submission(&self, id: &str) -> Result<Option<Value>, ArgosError> {
         let q = ListQuery {
@@ -536,7 +832,14 @@ impl ArgosClient {
             ..ListQuery::default()
         };
         let page = self.list_page(&q).await?;
-        Ok(page.items.into_iter().next())
+        match (page.items.into_iter().next(), page.unreadable.first()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(u)) => Err(ArgosError::Unreadable {
+                url: self.shown_list_url(&q),
+                problem: u.problem.clone(),
+            }),
+            (None, None) => Ok(None),
+        }
     }
 
     /// `GET /v3/submission/applicant`: submissions judged to be the same person.
@@ -545,12 +848,15 @@ impl ArgosClient {
         let (url, body) = self.get_json("/v3/submission/applicant", &params).await?;
         serde_json::from_value(body).map_err(|e| ArgosError::Shape {
             url,
-            message: format!("expected an array of {{submission_id, email}}: {e}"),
+            message: format!(
+                "expected an array of {{submission_id, email}}: {}",
+                json_problem(&e)
+            ),
         })
     }
 
-    /// The URL as shown in errors and logs: plain parameters, never the key
-    /// (which travels in a header) nor the encrypted blob.
+    /// The URL as shown in errors and logs: plain parameters (long values
+    /// shortened), never the key (which travels in a header) nor the encrypted blob.
     fn display_url(&self, path: &str, params: &[(&str, String)]) -> String {
         let mut url = self.inner.base.clone();
         url.set_path(&format!(
@@ -560,7 +866,7 @@ impl ArgosClient {
         ));
         if !params.is_empty() {
             url.query_pairs_mut()
-                .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+                .extend_pairs(params.iter().map(|(k, v)| (*k, shown_value(v))));
         }
         let s = url.to_string();
         if self.inner.cipher.is_some() {
@@ -605,10 +911,10 @@ impl ArgosClient {
     ) -> Result<(String, Value), ArgosError> {
         self.get_parsed(path, params, |shown, n, bytes| {
             let body: Value = serde_json::from_slice(bytes)
-                .map_err(|e| not_json(shown, n, e.to_string(), bytes))?;
-            self.unwrap_encrypted(shown, n, body)
+                .map_err(|e| not_json(shown, n, bytes.len(), json_problem(&e)))?;
+            self.unwrap_encrypted(shown, body)
                 .map_err(fatal)?
-                .map_err(|(reason, plain)| not_json(shown, n, reason, &plain))
+                .map_err(|(problem, len)| not_json(shown, n, len, problem))
         })
         .await
     }
@@ -649,14 +955,21 @@ impl ArgosClient {
         result.map(|v| (shown, v)).map_err(|f| f.error)
     }
 
-    /// One HTTP attempt, classified; the body of a success.
+    /// One HTTP attempt, counted against the budget first, classified; the
+    /// body of a success, read up to `max_response_bytes`.
     async fn attempt(
         &self,
         wire: &Url,
         shown: &str,
         params: &[(&str, String)],
         n: u32,
-    ) -> Result<bytes::Bytes, Failure> {
+    ) -> Result<Vec<u8>, Failure> {
+        if let Err(day_budget) = self.inner.budget.spend(Utc::now()) {
+            return Err(fatal(ArgosError::BudgetExhausted {
+                url: shown.to_owned(),
+                day_budget,
+            }));
+        }
         self.inner.limiter.until_ready().await;
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let transport = |e: reqwest::Error| {
@@ -677,7 +990,7 @@ impl ArgosClient {
                 },
             }
         };
-        let resp = self
+        let mut resp = self
             .inner
             .http
             .get(wire.clone())
@@ -693,64 +1006,85 @@ impl ArgosClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(300)));
-        let bytes = resp.bytes().await.map_err(transport)?;
-
         let fail = |retryable: bool, error: ArgosError| Failure {
             retryable,
             retry_after,
             error,
         };
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(fail(
+        if status.is_redirection() {
+            return Err(fail(
+                false,
+                ArgosError::Redirect {
+                    status: status.as_u16(),
+                    url: shown.to_owned(),
+                },
+            ));
+        }
+        if status.is_success() {
+            let limit = self.inner.config.max_response_bytes;
+            return match read_capped(&mut resp, limit).await.map_err(transport)? {
+                Some(bytes) => Ok(bytes),
+                None => Err(fail(
                     false,
-                    ArgosError::Auth {
-                        status: status.as_u16(),
+                    ArgosError::TooLarge {
                         url: shown.to_owned(),
+                        limit,
                     },
-                ));
-            }
+                )),
+            };
+        }
+        // Only the size of an error body is reported; a read error is no
+        // reason to hide the status.
+        let len = read_capped(&mut resp, ERROR_BODY_LIMIT)
+            .await
+            .ok()
+            .flatten()
+            .map(|b| b.len());
+        let body = body_size(len, ERROR_BODY_LIMIT);
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => fail(
+                false,
+                ArgosError::Auth {
+                    status: status.as_u16(),
+                    url: shown.to_owned(),
+                },
+            ),
             StatusCode::BAD_REQUEST => {
                 let sent = params
                     .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|(k, v)| format!("{k}={}", shown_value(v)))
                     .collect::<Vec<_>>()
                     .join(", ");
-                return Err(fail(
+                fail(
                     false,
                     ArgosError::BadRequest {
                         url: shown.to_owned(),
                         params: sent,
-                        body: snippet(&bytes),
+                        body,
                     },
-                ));
+                )
             }
-            s if !s.is_success() => {
-                let retryable = matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
-                return Err(fail(
-                    retryable,
-                    ArgosError::Http {
-                        status: s.as_u16(),
-                        url: shown.to_owned(),
-                        attempts: n,
-                        body: snippet(&bytes),
-                    },
-                ));
-            }
-            _ => {}
-        }
-        Ok(bytes)
+            s => fail(
+                matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504),
+                ArgosError::Http {
+                    status: s.as_u16(),
+                    url: shown.to_owned(),
+                    attempts: n,
+                    body,
+                },
+            ),
+        })
     }
 
     /// Unwraps `{"data": ..., "isEncrypted": true}`. The inner result is the
-    /// decrypted plain text failing to parse (retryable, like any bad body).
+    /// decrypted plain text failing to parse (retryable, like any bad body):
+    /// the problem and the text's length.
     #[allow(clippy::type_complexity)]
     fn unwrap_encrypted(
         &self,
         shown: &str,
-        _n: u32,
         body: Value,
-    ) -> Result<Result<Value, (String, Vec<u8>)>, ArgosError> {
+    ) -> Result<Result<Value, (String, usize)>, ArgosError> {
         let encrypted = body.get("isEncrypted").and_then(Value::as_bool) == Some(true);
         if !encrypted {
             return Ok(Ok(body));
@@ -771,7 +1105,8 @@ impl ArgosClient {
             url: shown.to_owned(),
             source,
         })?;
-        Ok(serde_json::from_slice(&plain).map_err(|e| (format!("decrypted text: {e}"), plain)))
+        Ok(serde_json::from_slice(&plain)
+            .map_err(|e| (format!("decrypted text: {}", json_problem(&e)), plain.len())))
     }
 }
 
@@ -786,15 +1121,15 @@ fn root_cause(e: &reqwest::Error) -> String {
 }
 
 /// A body that is not (the expected) JSON: retried, like a truncated answer.
-fn not_json(shown: &str, n: u32, reason: String, bytes: &[u8]) -> Failure {
+fn not_json(shown: &str, n: u32, bytes: usize, problem: String) -> Failure {
     Failure {
         retryable: true,
         retry_after: None,
         error: ArgosError::NotJson {
             url: shown.to_owned(),
             attempts: n,
-            reason,
-            start: snippet(bytes),
+            bytes,
+            problem,
         },
     }
 }
@@ -808,29 +1143,51 @@ fn fatal(error: ArgosError) -> Failure {
     }
 }
 
-fn parse_page(url: &str, body: Value) -> Result<Page, ArgosError> {
-    let shape = |message: String| ArgosError::Shape {
-        url: url.to_owned(),
-        message,
+/// The items of a scanned list answer, each read by `item`; the bad ones set aside.
+fn collect_items<T>(
+    shown: &str,
+    env: page::Envelope<'_>,
+    bytes: usize,
+    item: ItemFn<T>,
+) -> Result<Listed<T>, Failure> {
+    let shape = |message: String| {
+        fatal(ArgosError::Shape {
+            url: shown.to_owned(),
+            message,
+        })
     };
-    let Value::Object(mut obj) = body else {
-        return Err(shape("expected an object with `Items`".into()));
-    };
-    let items = match obj.remove("Items") {
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(shape("`Items` is not an array".into())),
-        None => return Err(shape("no `Items` in the answer".into())),
-    };
-    let next = next_page_key(obj.remove("nextpageKey")).map_err(shape)?;
-    Ok(Page { items, next })
+    if env.items_not_array {
+        return Err(shape("`Items` is not an array".into()));
+    }
+    let spans = env
+        .items
+        .ok_or_else(|| shape("no `Items` in the answer".into()))?;
+    let next = next_page_key(env.next).map_err(shape)?;
+    let mut items = Vec::with_capacity(spans.len());
+    let mut unreadable = Vec::new();
+    for (i, span) in spans.iter().enumerate() {
+        match item(i, span) {
+            Ok(v) => items.push(v),
+            Err(u) => unreadable.push(u),
+        }
+    }
+    Ok(Listed {
+        items,
+        unreadable,
+        next,
+        bytes,
+    })
 }
 
-fn next_page_key(v: Option<Value>) -> Result<Option<NextPageKey>, String> {
+fn next_page_key(v: Option<&[u8]>) -> Result<Option<NextPageKey>, String> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(k) => serde_json::from_value::<NextPageKey>(k)
-            .map(Some)
-            .map_err(|e| format!("`nextpageKey` is not {{id, created_at}}: {e}")),
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice::<Option<NextPageKey>>(bytes).map_err(|e| {
+            format!(
+                "`nextpageKey` is not {{id, created_at}}: {}",
+                json_problem(&e)
+            )
+        }),
     }
 }
 

@@ -100,6 +100,8 @@ impl ApplicantLookup {
                         }
                     }
                 }
+                // The budget logged its one warning; the store's view is used.
+                Err(e) if e.is_budget_exhausted() => {}
                 Err(e) => tracing::warn!(
                     applicant_id = id,
                     "applicant lookup failed, using the store's view: {e}"

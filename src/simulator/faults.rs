@@ -1,4 +1,7 @@
-//! Fault injection: which request gets a 429, a 5xx, a slow or a truncated answer.
+//! Fault injection: which request gets a 429, a 5xx, a slow or a truncated
+//! answer, and the hostile answers the client must survive (a redirect, a huge
+//! body, unreadable items). Endless paging and date formats are modes of the
+//! server instead ([`Paging`], `SimHandle::set_date_format`).
 //!
 //! Two sources, checked in this order: a script of exact faults that a test
 //! queues ("the next 2 requests get 503"), then a random share of requests
@@ -22,6 +25,26 @@ pub enum Fault {
     Slow(Duration),
     /// The normal answer cut in half: status 200, body not valid JSON.
     Truncated,
+    /// A redirect (301, 302, 307, 308) to `location`.
+    Redirect { status: u16, location: String },
+    /// Status 200 and a body of this many bytes, streamed without a length.
+    Huge(usize),
+    /// The normal answer with these raw bytes as the first items of `Items`
+    /// (they may be anything: `1e400`, invalid UTF-8, deep nesting).
+    BadItems(Vec<Vec<u8>>),
+}
+
+/// How the list endpoint pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Paging {
+    /// As Argos: `nextpageKey` while there is more.
+    #[default]
+    Normal,
+    /// Every answer carries fresh generated submissions and a fresh
+    /// `nextpageKey`, forever.
+    Endless,
+    /// Every answer carries the same `nextpageKey`.
+    RepeatKey,
 }
 
 /// The random share of faulty requests.

@@ -33,7 +33,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultConfig};
+pub use faults::{Fault, FaultConfig, Paging};
 pub use generator::Generator;
 pub use webhooks::{PushRecord, PushStats, WebhookPush};
 
@@ -136,6 +136,8 @@ impl Simulator {
             faults: faults::Faults::new(config.seed, config.faults.clone()),
             to_decide: Vec::new(),
             requests: 0,
+            paging: Paging::default(),
+            iso_dates: false,
             pusher: None,
         };
         // Evenly spaced over the span, all at or before `end`.
@@ -250,6 +252,16 @@ impl SimHandle {
     /// Queues exact faults for the next requests, in order.
     pub fn script_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         self.shared.state.lock().unwrap().faults.script(faults);
+    }
+
+    /// Changes how the list endpoint pages (endless, a repeated key).
+    pub fn set_paging(&self, paging: Paging) {
+        self.shared.state.lock().unwrap().paging = paging;
+    }
+
+    /// Which date format `start_date`/`end_date` must be in; the other is a 400.
+    pub fn set_date_format(&self, format: crate::argos::DateFormat) {
+        self.shared.state.lock().unwrap().iso_dates = format == crate::argos::DateFormat::Iso;
     }
 
     /// The current version of every submission, in insertion order.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::faults::{Fault, Faults};
+use super::faults::{Fault, Faults, Paging};
 use super::generator::{Generator, decide};
 use super::query::{self, OrderKey, Params, owned_order_key};
 use crate::argos::crypto::{AesEcb, Cipher};
@@ -46,6 +46,11 @@ pub(crate) struct SimState {
     /// Pending submissions waiting for their decision: (due, decided version).
     pub to_decide: Vec<(DateTime<Utc>, Value)>,
     pub requests: u64,
+    /// How the list endpoint pages (hostile modes for tests).
+    pub paging: Paging,
+    /// Accept `start_date`/`end_date` only as `YYYY-MM-DD` (Argos's current
+    /// public reference) instead of `YYYYMMDD`.
+    pub iso_dates: bool,
     /// Webhook pushing, when configured (set after the backlog is generated:
     /// the backlog happened before anyone listened).
     pub pusher: Option<super::webhooks::Pusher>,
@@ -127,6 +132,11 @@ async fn gate(
             return Err(message(status, text));
         }
         Some(Fault::Slow(d)) => tokio::time::sleep(*d).await,
+        Some(Fault::Redirect { status, location }) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::TEMPORARY_REDIRECT);
+            return Err((status, [(header::LOCATION, location.clone())]).into_response());
+        }
+        Some(Fault::Huge(n)) => return Err(huge(*n)),
         _ => {}
     }
     let key_ok = headers
@@ -165,13 +175,60 @@ async fn gate(
     Ok((params, fault))
 }
 
-/// A 200 answer: encrypted when the account is, cut short on a truncation fault.
-fn ok(shared: &Shared, body: Value, fault: Option<Fault>) -> Response {
-    let body = match &shared.cipher {
-        Some(c) => json!({"data": c.encrypt(body.to_string().as_bytes()), "isEncrypted": true}),
-        None => body,
+/// A 200 answer of `n` bytes, streamed in chunks without a length, so a
+/// client must stop reading it rather than see its size up front.
+fn huge(n: usize) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let head = bytes::Bytes::from_static(b"{\"Items\": [\"");
+    let pad = bytes::Bytes::from(vec![b'x'; CHUNK]);
+    let rest = n.saturating_sub(head.len());
+    let chunks = std::iter::once(head)
+        .chain((0..rest / CHUNK).map(move |_| pad.clone()))
+        .chain(std::iter::once(bytes::Bytes::from(vec![
+            b'x';
+            rest % CHUNK
+        ])))
+        .map(Ok::<_, std::io::Error>);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+/// `body` with `bad` spliced in as the first items of `Items`.
+fn splice_items(body: Vec<u8>, bad: &[Vec<u8>]) -> Vec<u8> {
+    let marker = b"\"Items\":[";
+    let Some(pos) = body.windows(marker.len()).position(|w| w == marker) else {
+        return body;
     };
-    let mut bytes = body.to_string().into_bytes();
+    let at = pos + marker.len();
+    let mut out = body[..at].to_vec();
+    for b in bad {
+        out.extend_from_slice(b);
+        out.push(b',');
+    }
+    if body.get(at) == Some(&b']') {
+        out.pop();
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
+/// A 200 answer: encrypted when the account is, cut short on a truncation
+/// fault, with raw bad items on a bad-items fault.
+fn ok(shared: &Shared, body: Value, fault: Option<Fault>) -> Response {
+    let mut plain = body.to_string().into_bytes();
+    if let Some(Fault::BadItems(bad)) = &fault {
+        plain = splice_items(plain, bad);
+    }
+    let mut bytes = match &shared.cipher {
+        Some(c) => json!({"data": c.encrypt(&plain), "isEncrypted": true})
+            .to_string()
+            .into_bytes(),
+        None => plain,
+    };
     if fault == Some(Fault::Truncated) {
         bytes.truncate(bytes.len() / 2);
     }
@@ -192,12 +249,22 @@ async fn list(
         Ok(x) => x,
         Err(r) => return r,
     };
+    let iso = shared.state.lock().unwrap().iso_dates;
+    let params = match dates_as_compact(params, iso) {
+        Ok(p) => p,
+        Err(detail) => return bad_request(&detail),
+    };
     let p = match Params::parse(&params) {
         Ok(p) => p,
         Err(e) => return bad_request(&e.0),
     };
     let body = {
-        let st = shared.state.lock().unwrap();
+        let mut st = shared.state.lock().unwrap();
+        if st.paging != Paging::Normal && p.submission_id.is_none() {
+            let body = hostile_page(&mut st, &p);
+            drop(st);
+            return ok(&shared, body, fault);
+        }
         // Start below the page key, and below the day after `end_date`: a
         // backfill of an old day must not walk every newer submission first.
         let after = p.after.as_ref().map(|(t, id)| (Some(*t), id.clone()));
@@ -213,6 +280,56 @@ async fn list(
         query::answer_sorted(newest_first.map(|(_, &i)| &st.subs[i]), &p)
     };
     ok(&shared, body, fault)
+}
+
+/// The dates of an ISO-only account, turned into what [`Params::parse`]
+/// reads; a compact date is refused as Argos would.
+fn dates_as_compact(
+    mut params: HashMap<String, String>,
+    iso: bool,
+) -> Result<HashMap<String, String>, String> {
+    if !iso {
+        return Ok(params);
+    }
+    for name in ["start_date", "end_date"] {
+        if let Some(v) = params.get_mut(name) {
+            let d = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map_err(|_| format!("{name} must be YYYY-MM-DD, got `{v}`"))?;
+            *v = d.format("%Y%m%d").to_string();
+        }
+    }
+    Ok(params)
+}
+
+/// A page of an endless or key-repeating server.
+fn hostile_page(st: &mut SimState, p: &Params) -> Value {
+    let now = Utc::now();
+    // A repeated key is the same id and time; an endless one is new each time.
+    let (items, key_id, key_time) = match st.paging {
+        Paging::Endless => {
+            let items: Vec<Value> = (0..p.count)
+                .map(|_| {
+                    let mut v = st.generator.submission_at(now);
+                    super::generator::published_by(&mut v, now);
+                    v
+                })
+                .collect();
+            let time = crate::argos::model::format_argos_timestamp(now);
+            (items, format!("endless-{}", st.requests), time)
+        }
+        _ => (
+            Vec::new(),
+            "loop".to_owned(),
+            "2025-01-01-00-00-00-000".to_owned(),
+        ),
+    };
+    json!({
+        "Items": items,
+        "nextpageKey": {
+            "id": key_id,
+            "created_at": key_time,
+        },
+    })
 }
 
 async fn applicant(

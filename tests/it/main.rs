@@ -11,6 +11,7 @@ mod argos_model;
 mod audit;
 mod digest;
 mod escalation;
+mod hardening_argos;
 mod hardening_listeners;
 mod ingest_daemon;
 mod ingest_endpoint;

@@ -25,6 +25,7 @@ mod pipeline;
 mod reload;
 mod rules_check;
 mod rules_determinism;
+mod rules_doc;
 mod rules_engine;
 mod rules_eval;
 mod rules_operators;

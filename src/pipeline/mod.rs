@@ -202,10 +202,7 @@ impl<S: Store + Clone> Pipeline<S> {
     /// Loads the stored window memberships of the batch's submissions the
     /// cache has forgotten (older than the retention horizon): a submission
     /// seen again long after it was counted must not count again.
-    async fn load_window_memberships(
-        &mut self,
-        changed: &[Candidate],
-    ) -> crate::store::Result<()> {
+    async fn load_window_memberships(&mut self, changed: &[Candidate]) -> crate::store::Result<()> {
         let keys: Vec<(&str, String, &str)> = changed
             .iter()
             .flat_map(|c| {
@@ -219,8 +216,10 @@ impl<S: Store + Clone> Pipeline<S> {
         if keys.is_empty() {
             return Ok(());
         }
-        let triples: Vec<(&str, &str, &str)> =
-            keys.iter().map(|(r, k, id)| (*r, k.as_str(), *id)).collect();
+        let triples: Vec<(&str, &str, &str)> = keys
+            .iter()
+            .map(|(r, k, id)| (*r, k.as_str(), *id))
+            .collect();
         let members = self.store.window_memberships(&triples).await?;
         self.state.load_windows(members);
         Ok(())

@@ -61,8 +61,13 @@ impl CachedState {
     /// memberships, which may have been forgotten since they were counted).
     pub fn load_windows(&mut self, members: Vec<StoredWindowMember>) {
         for m in members {
-            self.state
-                .load_window_member(m.rule_id, m.key, m.submission_id, m.event_time, m.consumed);
+            self.state.load_window_member(
+                m.rule_id,
+                m.key,
+                m.submission_id,
+                m.event_time,
+                m.consumed,
+            );
         }
     }
 

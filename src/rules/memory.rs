@@ -55,7 +55,10 @@ impl MemoryState {
 
     /// The changes made since the last call (empty when not journaled).
     pub fn take_journal(&mut self) -> Vec<StateChange> {
-        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn record(&mut self, change: impl FnOnce() -> StateChange) {
@@ -71,10 +74,7 @@ impl MemoryState {
 
     /// Loads a stored once-per-submission mark.
     pub fn load_fired(&mut self, rule_id: String, submission_id: String) {
-        self.fired
-            .entry(rule_id)
-            .or_default()
-            .insert(submission_id);
+        self.fired.entry(rule_id).or_default().insert(submission_id);
     }
 
     /// Loads a known member of an applicant unless the state has it. The
@@ -198,12 +198,10 @@ impl RuleState for MemoryState {
     ) -> ApplicantCounts {
         let members = self.applicants.entry(applicant_id.to_string()).or_default();
         let mut added = false;
-        members
-            .entry(submission_id.to_string())
-            .or_insert_with(|| {
-                added = true;
-                (event_time, email.map(str::to_string))
-            });
+        members.entry(submission_id.to_string()).or_insert_with(|| {
+            added = true;
+            (event_time, email.map(str::to_string))
+        });
         // Members up to the event time of the version evaluated now (not
         // this submission's first): a submission decided later counts every
         // member that had appeared by then.
@@ -323,5 +321,96 @@ impl RuleState for MemoryState {
             key: key.to_string(),
             until,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(min: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 10, min, 0).unwrap()
+    }
+
+    fn member(id: &str, t: DateTime<Utc>) -> WindowMember {
+        WindowMember {
+            submission_id: id.into(),
+            event_time: t,
+        }
+    }
+
+    /// The bug the daemon had: a pending submission decided later counted
+    /// its applicant's members only up to its own first event time.
+    #[test]
+    fn applicant_counts_reach_the_current_versions_event_time() {
+        let mut s = MemoryState::new();
+        let c = s.applicant_counts("a", "p1", Some("one@x"), at(0));
+        assert_eq!((c.submissions, c.emails), (1, 1));
+        s.applicant_counts("a", "p2", Some("two@x"), at(1));
+        s.applicant_counts("a", "p3", Some("three@x"), at(2));
+        // p1 again (decided at 10:05): three members by then, under three emails.
+        let c = s.applicant_counts("a", "p1", Some("one@x"), at(5));
+        assert_eq!((c.submissions, c.emails), (3, 3));
+        // A version before p3 appeared sees only what existed then.
+        let c = s.applicant_counts("a", "p2", Some("two@x"), at(1));
+        assert_eq!((c.submissions, c.emails), (2, 2));
+    }
+
+    #[test]
+    fn the_journal_holds_only_effective_changes() {
+        let mut s = MemoryState::journaled();
+        s.applicant_counts("a", "p1", Some("one@x"), at(0));
+        s.applicant_counts("a", "p1", Some("one@x"), at(3));
+        s.mark_fired("r", "p1");
+        s.mark_fired("r", "p1");
+        s.window_add("w", "k", member("p1", at(0)));
+        s.window_add("w", "k", member("p1", at(3)));
+        let kinds: Vec<&str> = s
+            .take_journal()
+            .iter()
+            .map(|c| match c {
+                StateChange::Applicant { .. } => "applicant",
+                StateChange::Fired { .. } => "fired",
+                StateChange::WindowAdd { .. } => "window_add",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["applicant", "fired", "window_add"]);
+        assert!(s.take_journal().is_empty());
+        assert!(MemoryState::new().take_journal().is_empty());
+    }
+
+    /// What the daemon does: forget old members, then reload the batch's
+    /// memberships from the store before it is evaluated. A consumed member
+    /// seen again must not come back to life at its new event time.
+    #[test]
+    fn a_forgotten_member_reloaded_still_counts_once() {
+        let mut s = MemoryState::journaled();
+        s.window_add("w", "k", member("p1", at(0)));
+        s.window_consume("w", "k", &["p1".into()]);
+        s.forget_before(at(10));
+        assert_eq!(s.window_count(), 0);
+        s.load_window_member("w".into(), "k".into(), "p1".into(), at(0), true);
+        s.take_journal();
+        s.window_add("w", "k", member("p1", at(30)));
+        assert!(s.window_members("w", "k", at(0), at(59)).is_empty());
+        assert!(s.take_journal().is_empty(), "nothing new to write");
+    }
+
+    #[test]
+    fn loading_never_overrides_the_cache() {
+        let mut s = MemoryState::journaled();
+        s.set_result("p1", Some("approved"));
+        s.load_result("p1".into(), Some("pending".into()));
+        assert_eq!(s.previous_result("p1").as_deref(), Some("approved"));
+        s.set_throttle("r", "k", at(30));
+        s.load_throttle("r".into(), "k".into(), at(10));
+        assert_eq!(s.throttled_until("r", "k"), Some(at(30)));
+        // Loaded emails are normalized as the engine normalizes its own.
+        s.load_applicant_member("a".into(), "p0".into(), Some(" ONE@x ".into()), at(0));
+        let c = s.applicant_counts("a", "p1", Some("one@x"), at(1));
+        assert_eq!((c.submissions, c.emails), (2, 1));
     }
 }

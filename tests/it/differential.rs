@@ -165,10 +165,15 @@ async fn new_pipeline(
     commit_every: usize,
 ) -> Pipeline<SqliteStore> {
     let router = Arc::new(Router::every_receiver(&[]));
-    Pipeline::new(store.clone(), rules.clone(), router, Arc::new(Notify::new()))
-        .await
-        .unwrap()
-        .commit_every(commit_every)
+    Pipeline::new(
+        store.clone(),
+        rules.clone(),
+        router,
+        Arc::new(Notify::new()),
+    )
+    .await
+    .unwrap()
+    .commit_every(commit_every)
 }
 
 /// Contiguous batches of the event-time order, each holding at most one
@@ -178,9 +183,7 @@ fn batches(rng: &mut ChaCha8Rng, versions: &[Value]) -> Vec<Vec<Value>> {
     let mut cur: Vec<Value> = Vec::new();
     let mut target = rng.random_range(1..=8);
     for v in versions {
-        let dup = cur
-            .iter()
-            .any(|c| c["submission_id"] == v["submission_id"]);
+        let dup = cur.iter().any(|c| c["submission_id"] == v["submission_id"]);
         if dup || cur.len() >= target {
             cur.shuffle(rng);
             out.push(std::mem::take(&mut cur));
@@ -198,8 +201,13 @@ fn batches(rng: &mut ChaCha8Rng, versions: &[Value]) -> Vec<Vec<Value>> {
 /// The daemon's alerts: the real pipeline over a real SQLite file, random
 /// batches, a restart (state reloaded from the store) before some of them,
 /// and sometimes commits deferred over several batches.
-async fn daemon_alerts(seed: u64, dir: &Path, rules: &Arc<RuleSet>, versions: &[Value]) -> Vec<Value> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_ba7c4);
+async fn daemon_alerts(
+    seed: u64,
+    dir: &Path,
+    rules: &Arc<RuleSet>,
+    versions: &[Value],
+) -> Vec<Value> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05ee_d0fb_a7c4);
     let store = SqliteStore::open(&dir.join("state.db")).await.unwrap();
     let every = |rng: &mut ChaCha8Rng| {
         if rng.random_bool(0.7) {
@@ -309,7 +317,11 @@ fn eval_cli_matches_the_engine() {
         .arg(&input)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -37,7 +37,10 @@ fn blocks(text: &str) -> Vec<Block> {
             (None, None) => {}
         }
     }
-    assert!(open.is_none(), "docs/rules.md: a fenced block is not closed");
+    assert!(
+        open.is_none(),
+        "docs/rules.md: a fenced block is not closed"
+    );
     out
 }
 
@@ -110,7 +113,8 @@ fn every_rule_block_in_the_contract_loads() {
     assert!(rules.len() >= 8, "the contract shows its rules");
     for b in &rules {
         let name = format!("docs/rules.md:{}", b.line);
-        if let Err(diags) = load_sources(&[(name.clone(), b.body.clone())], ScriptLimits::default()) {
+        if let Err(diags) = load_sources(&[(name.clone(), b.body.clone())], ScriptLimits::default())
+        {
             panic!("{name}: rule block does not load: {diags:?}");
         }
     }

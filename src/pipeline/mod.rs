@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use crate::argos::model::{Keys, event_time};
 use crate::notify::routing::Router;
 use crate::notify::silence::silenced_by;
+use crate::rules::state::RuleState;
 use crate::rules::{BatchOutcome, RuleSet};
 pub use crate::store::Source;
 use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, Store, VersionRow};
@@ -200,6 +201,32 @@ impl<S: Store + Clone> Pipeline<S> {
         Ok(CachedState::new(windows, throttles))
     }
 
+    /// Loads the stored window memberships of the batch's submissions the
+    /// cache has forgotten (older than the retention horizon): a submission
+    /// seen again long after it was counted must not count again.
+    async fn load_window_memberships(&mut self, changed: &[Candidate]) -> crate::store::Result<()> {
+        let keys: Vec<(&str, String, &str)> = changed
+            .iter()
+            .flat_map(|c| {
+                self.rules
+                    .window_keys(&c.doc)
+                    .into_iter()
+                    .map(|(rule, key)| (rule, key, c.id.as_str()))
+            })
+            .filter(|(rule, key, id)| !self.state.counts(rule, key, id))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let triples: Vec<(&str, &str, &str)> = keys
+            .iter()
+            .map(|(r, k, id)| (*r, k.as_str(), *id))
+            .collect();
+        let members = self.store.window_memberships(&triples).await?;
+        self.state.load_windows(members);
+        Ok(())
+    }
+
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
     }
@@ -357,6 +384,7 @@ impl<S: Store + Clone> Pipeline<S> {
             lookup.enrich(&applicant_ids, &mut pre).await;
         }
         self.state.load_batch(pre);
+        self.load_window_memberships(&changed).await?;
 
         let mut commit = BatchCommit {
             source,
@@ -380,7 +408,7 @@ impl<S: Store + Clone> Pipeline<S> {
             .map(|c| (c.id.as_str(), c.hash.as_str()))
             .collect();
         let docs: Vec<&Value> = changed.iter().map(|c| &c.doc).collect();
-        let outcome = evaluate(&self.rules, &docs, &mut self.state);
+        let outcome = evaluate(&self.rules, &docs, self.state.engine_state());
         // Silences are read only when something fired (rare), at wall-clock
         // now: a silence is about when people get told, not about event time.
         let now = Utc::now();
@@ -503,7 +531,7 @@ impl<S: Store + Clone> Pipeline<S> {
 }
 
 /// Evaluates in the order given (already event-time sorted by the caller).
-fn evaluate(rules: &RuleSet, docs: &[&Value], state: &mut CachedState) -> BatchOutcome {
+fn evaluate(rules: &RuleSet, docs: &[&Value], state: &mut dyn RuleState) -> BatchOutcome {
     let mut out = BatchOutcome::default();
     for (index, doc) in docs.iter().enumerate() {
         match rules.evaluate(doc, state) {

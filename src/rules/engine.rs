@@ -241,6 +241,19 @@ impl RuleSet {
         }
     }
 
+    /// The window `(rule id, group key)` pairs `submission` would join, matched
+    /// or not: a daemon that forgot old window members loads these memberships
+    /// before evaluating, so a submission seen again still counts once.
+    pub fn window_keys<'a>(&'a self, submission: &Value) -> Vec<(&'a str, String)> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let w = r.window.as_ref()?;
+                Some((r.id.as_str(), key_of(&w.group_by, submission)?))
+            })
+            .collect()
+    }
+
     /// How each leaf condition of a rule decides on `submission`; the
     /// submission's own `derived` object (if any) serves `derived.*` paths.
     /// `None` for an unknown rule id.

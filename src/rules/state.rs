@@ -1,11 +1,12 @@
 //! What the rule engine remembers between submissions.
 //!
 //! Evaluation is pure: everything it needs from the past comes in through
-//! [`RuleState`], and every change it makes goes out through it. The in-memory
-//! implementation serves `eval` and `test`; the durable pipeline prefetches
-//! what a batch needs from the store into an implementation of this trait,
-//! journals the changes, and writes them in the same transaction as the
-//! alerts, so no I/O ever happens inside an evaluation.
+//! [`RuleState`], and every change it makes goes out through it. There is one
+//! implementation, [`MemoryState`](super::memory::MemoryState): `eval` and
+//! `test` use it over the input alone; the daemon uses the same code over what
+//! it loaded from the store, with its journal on ([`StateChange`]s, written in
+//! the batch's transaction), so no I/O happens inside an evaluation and the
+//! daemon cannot decide differently from `eval` (docs/rules.md).
 
 use chrono::{DateTime, Utc};
 
@@ -69,4 +70,41 @@ pub trait RuleState {
     /// Event time before which the rule must not fire again for this key.
     fn throttled_until(&self, rule_id: &str, key: &str) -> Option<DateTime<Utc>>;
     fn set_throttle(&mut self, rule_id: &str, key: &str, until: DateTime<Utc>);
+}
+
+/// A change the rule engine made to its state, as journaled for the store.
+/// Only effective changes are journaled (a submission already counted in a
+/// window, a rule already fired, an applicant member already known: nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    Result {
+        submission_id: String,
+        kyc_result: Option<String>,
+    },
+    Applicant {
+        applicant_id: String,
+        submission_id: String,
+        email: Option<String>,
+        event_time: DateTime<Utc>,
+    },
+    Fired {
+        rule_id: String,
+        submission_id: String,
+    },
+    WindowAdd {
+        rule_id: String,
+        key: String,
+        submission_id: String,
+        event_time: DateTime<Utc>,
+    },
+    WindowConsume {
+        rule_id: String,
+        key: String,
+        submission_ids: Vec<String>,
+    },
+    Throttle {
+        rule_id: String,
+        key: String,
+        until: DateTime<Utc>,
+    },
 }

@@ -81,40 +81,8 @@ pub struct VersionRow {
     pub raw: String,
 }
 
-/// A change the rule engine made to its state while evaluating a batch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StateChange {
-    Result {
-        submission_id: String,
-        kyc_result: Option<String>,
-    },
-    Applicant {
-        applicant_id: String,
-        submission_id: String,
-        email: Option<String>,
-        event_time: DateTime<Utc>,
-    },
-    Fired {
-        rule_id: String,
-        submission_id: String,
-    },
-    WindowAdd {
-        rule_id: String,
-        key: String,
-        submission_id: String,
-        event_time: DateTime<Utc>,
-    },
-    WindowConsume {
-        rule_id: String,
-        key: String,
-        submission_ids: Vec<String>,
-    },
-    Throttle {
-        rule_id: String,
-        key: String,
-        until: DateTime<Utc>,
-    },
-}
+/// The rule engine's state changes are defined by the engine (one truth).
+pub use crate::rules::state::StateChange;
 
 #[derive(Debug, Clone)]
 pub struct AlertRow {
@@ -287,6 +255,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<OpenWindows>> + Send;
+
+    /// The stored window members among these `(rule_id, group_key,
+    /// submission_id)` triples (consumed ones included).
+    fn window_memberships(
+        &self,
+        members: &[(&str, &str, &str)],
+    ) -> impl Future<Output = Result<Vec<StoredWindowMember>>> + Send;
 
     /// The newest event time in the window state (where a restart resumes).
     fn latest_window_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;

@@ -532,6 +532,37 @@ impl Store for SqliteStore {
         Ok((members, throttles))
     }
 
+    async fn window_memberships(
+        &self,
+        members: &[(&str, &str, &str)],
+    ) -> Result<Vec<StoredWindowMember>> {
+        let mut out = Vec::new();
+        // Three values per triple; a chunk stays under IN_CHUNK values.
+        for chunk in members.chunks(IN_CHUNK / 3) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT rule_id, group_key, submission_id, event_time, consumed FROM window_members \
+                 WHERE (rule_id, group_key, submission_id) IN (VALUES {rows})"
+            );
+            // Only `?` placeholders are interpolated; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (rule, key, id) in chunk {
+                q = q.bind(*rule).bind(*key).bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let t: String = r.get(3);
+                out.push(StoredWindowMember {
+                    rule_id: r.get(0),
+                    key: r.get(1),
+                    submission_id: r.get(2),
+                    event_time: parse_time("window_members.event_time", &t)?,
+                    consumed: r.get::<i64, _>(4) != 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn latest_window_event(&self) -> Result<Option<DateTime<Utc>>> {
         let t: Option<String> = sqlx::query_scalar("SELECT MAX(event_time) FROM window_members")
             .fetch_one(&self.pool)

@@ -56,6 +56,7 @@ pub enum Command {
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["preview", "send_now"])))]
 pub struct DigestArgs {
     /// The configuration file (its `digests:`, store and receivers are used).
+    /// With --preview, variables that are not set (secrets) are not needed.
     #[arg(long, short)]
     pub config: PathBuf,
     /// The digest's name in the config.
@@ -83,9 +84,8 @@ fn parse_time_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 
 #[derive(Debug, Args)]
 pub struct AckArgs {
-    /// The configuration file (its store is used).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub at: StoreLocation,
     /// The alert's fingerprint (from the notification, `alerts list` or `audit`).
     pub fingerprint: String,
     /// Who acknowledges.
@@ -97,8 +97,8 @@ pub struct AckArgs {
 
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub at: StoreLocation,
     pub fingerprint: String,
     #[arg(long)]
     pub by: String,
@@ -119,8 +119,8 @@ pub struct AlertsArgs {
 pub enum AlertsCommand {
     /// Alerts newest first, with their state.
     List {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        at: StoreLocation,
         /// open, acknowledged or resolved.
         #[arg(long)]
         state: Option<String>,
@@ -137,10 +137,12 @@ pub enum AlertsCommand {
 }
 
 /// Where the state store is: from the config, or a file named directly.
+/// Only the store is used, so secrets in the config (`${ARGOS_API_KEY}`)
+/// need not be set.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct StoreLocation {
-    /// The configuration file (its `store.path` is used).
+    /// The configuration file (its `store.path`, and its rules where needed).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// The SQLite state store file.
@@ -156,7 +158,9 @@ pub struct SilenceArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SilenceCommand {
-    /// Silence alerts of a rule and/or matching KEY=VALUE for a while.
+    /// Silence alerts of a rule and/or matching KEY=VALUE for a while. A silence
+    /// that no rule could ever match (an unknown rule, label or value) is refused
+    /// with the known ones listed, unless --force.
     Add {
         #[command(flatten)]
         at: StoreLocation,
@@ -175,6 +179,12 @@ pub enum SilenceCommand {
         /// Who (default: $USER).
         #[arg(long)]
         author: Option<String>,
+        /// Rule folder the silence is checked against (default: the config's).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Keep a silence that matches no rule or label known today.
+        #[arg(long)]
+        force: bool,
     },
     /// List silences in force (with --all, expired ones too).
     List {
@@ -194,9 +204,9 @@ pub enum SilenceCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The configuration file (its store and rules are used).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    /// The store (with --config, its rules are used too).
+    #[command(flatten)]
+    pub at: StoreLocation,
     /// Explain every decision about this submission, and the rules that did not fire.
     #[arg(long, conflicts_with_all = ["alert", "export"])]
     pub submission: Option<String>,

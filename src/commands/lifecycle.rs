@@ -2,30 +2,23 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs};
-use crate::config::Config;
+use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs, StoreLocation};
 use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError};
 
-async fn open(config: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    let cfg = Config::load(config).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        cfg.store.path.exists(),
-        "no state store at {} (has `run` been started with this config?)",
-        cfg.store.path.display()
-    );
-    Ok(SqliteStore::open(&cfg.store.path).await?)
+async fn open(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
+    super::silence::open_existing(at).await
 }
 
 fn change(
-    config: &std::path::Path,
+    at: &StoreLocation,
     fp: &str,
     by: &str,
     action: Action,
 ) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let store = open(config).await?;
+        let store = open(at).await?;
         match store.change_alert(fp, by, action).await {
             Ok(state) => {
                 println!("alert {fp}: {}", state.as_str());
@@ -42,7 +35,7 @@ fn change(
 
 pub fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
     change(
-        &a.config,
+        &a.at,
         &a.fingerprint,
         &a.by,
         Action::Ack { note: a.note },
@@ -51,7 +44,7 @@ pub fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
 
 pub fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
     change(
-        &a.config,
+        &a.at,
         &a.fingerprint,
         &a.by,
         Action::Resolve {
@@ -63,7 +56,7 @@ pub fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
 
 pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
     let AlertsCommand::List {
-        config,
+        at,
         state,
         rule,
         since,
@@ -78,7 +71,7 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let store = open(&config).await?;
+        let store = open(&at).await?;
         let items = store
             .list_alerts(&AlertFilter {
                 state,
@@ -92,14 +85,19 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
             }
         } else {
             println!(
-                "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  fingerprint",
+                "{:<20}  {:<23}  {:<30}  {:<9}  {:<24}  fingerprint",
                 "fired at", "state", "rule", "severity", "submission"
             );
             for i in &items {
+                let state = if i.silenced {
+                    format!("{} (silenced)", i.state.as_str())
+                } else {
+                    i.state.as_str().to_string()
+                };
                 println!(
-                    "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  {}",
+                    "{:<20}  {:<23}  {:<30}  {:<9}  {:<24}  {}",
                     &i.fired_at[..i.fired_at.len().min(19)],
-                    i.state.as_str(),
+                    state,
                     i.rule,
                     i.severity,
                     i.submission_id,

@@ -264,18 +264,21 @@ impl ApiConfig {
     /// the value.
     fn validate(&self) -> Vec<String> {
         use secrecy::ExposeSecret;
-        [("api.token", &self.token), ("api.link_secret", &self.link_secret)]
-            .into_iter()
-            .filter_map(|(key, v)| {
-                let n = v.as_ref()?.expose_secret().chars().count();
-                (n < MIN_SECRET_CHARS).then(|| {
-                    format!(
-                        "{key}: must be at least {MIN_SECRET_CHARS} characters \
+        [
+            ("api.token", &self.token),
+            ("api.link_secret", &self.link_secret),
+        ]
+        .into_iter()
+        .filter_map(|(key, v)| {
+            let n = v.as_ref()?.expose_secret().chars().count();
+            (n < MIN_SECRET_CHARS).then(|| {
+                format!(
+                    "{key}: must be at least {MIN_SECRET_CHARS} characters \
                          (e.g. `openssl rand -hex 32`)"
-                    )
-                })
+                )
             })
-            .collect()
+        })
+        .collect()
     }
 }
 
@@ -461,7 +464,7 @@ pub enum SmtpTls {
 pub struct SmtpConfig {
     pub host: String,
     /// Default: 587 for starttls, 465 for tls, 25 for none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "port_number")]
     pub port: Option<u16>,
     #[serde(default = "d_smtp_tls")]
     pub tls: SmtpTls,
@@ -478,6 +481,24 @@ pub struct SmtpConfig {
     /// Connections kept open in the pool.
     #[serde(default = "d_pool")]
     pub pool_size: u32,
+}
+
+/// A port written as a number or as a string of digits: `port: ${SMTP_PORT}`
+/// is a string (a variable's value always is).
+fn port_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Option::<Port>::deserialize(d)? {
+        None => Ok(None),
+        Some(Port::Number(n)) => Ok(Some(n)),
+        Some(Port::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("port `{t}` is not a number from 0 to 65535"))
+        }),
+    }
 }
 
 fn d_smtp_tls() -> SmtpTls {
@@ -841,13 +862,15 @@ struct Problem {
 
 /// Deserialization stops at the first error. To report every problem in one
 /// run, the entry an error points at is blanked out (its lines kept, so
-/// positions hold) and the text parsed again, until it parses. An error
-/// that only follows from a blanked entry (`missing field`) ends the search.
+/// positions hold) and the text parsed again, until it parses. Errors that
+/// only follow from a blanked entry are not reported: a `missing field` it
+/// held ends the search; a mapping left empty (`poll:` with its only key
+/// blanked) is given `{}` and the search goes on.
 fn deserialize_all(text: &str) -> (Option<Config>, Vec<(u32, u32, String)>) {
     const MAX_ROUNDS: usize = 64;
     let mut text = text.to_string();
     let mut errors = Vec::new();
-    let mut blanked: Vec<String> = Vec::new();
+    let mut blanked: Vec<(String, u32)> = Vec::new();
     for _ in 0..MAX_ROUNDS {
         let err = match serde_saphyr::from_str::<Config>(&text) {
             Ok(cfg) => return (Some(cfg), errors),
@@ -856,24 +879,43 @@ fn deserialize_all(text: &str) -> (Option<Config>, Vec<(u32, u32, String)>) {
         let msg = bare_message(&err.without_snippet().to_string()).to_string();
         if blanked
             .iter()
-            .any(|k| msg == format!("missing field `{k}`"))
+            .any(|(k, _)| msg == format!("missing field `{k}`"))
         {
             break;
         }
         let (line, column) = err
             .location()
             .map_or((1, 1), |l| (l.line() as u32, l.column() as u32));
-        errors.push((line.max(1), column.max(1), msg));
         let Some((start, end)) = locate::Locator::entry_lines(&text, line) else {
             break;
         };
-        let first = text[start..end].lines().next().unwrap_or("").trim_start();
-        if first.starts_with('-') || crate::rules::yaml::parse(&text).is_err() {
+        let first_line = text[start..end].lines().next().unwrap_or("").to_string();
+        let (first, last) = (line, line + text[start..end].matches('\n').count() as u32);
+        if blanked
+            .iter()
+            .any(|&(_, l)| l > first && l < last.max(first + 1))
+        {
+            // An error of our own making: the parent of a blanked entry.
+            if first_line.trim_end().ends_with(':') {
+                text.insert_str(start + first_line.trim_end().len(), " {}");
+                continue;
+            }
+            break;
+        }
+        errors.push((line.max(1), column.max(1), msg));
+        let first_text = first_line.trim_start();
+        if first_text.starts_with('-') || crate::rules::yaml::parse(&text).is_err() {
             // A list item's first line or a syntax error: blanking it
             // would only produce errors of our own making.
             break;
         }
-        blanked.push(first.split(':').next().unwrap_or("").trim().to_string());
+        let key = first_text
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        blanked.push((key, line));
         let blank: String = text[start..end].chars().filter(|&c| c == '\n').collect();
         text.replace_range(start..end, &blank);
     }
@@ -1092,7 +1134,7 @@ mod tests {
         let err = parse("argos:\n  base_url: http://x\n  api_key: ${NOPE}\n").unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml:line 3: environment variable `NOPE` is not set"
+            "conf/sentinel.yaml:3:12: environment variable `NOPE` is not set"
         );
     }
 
@@ -1118,8 +1160,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml: ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it travels in a URL path)\n\
-             conf/sentinel.yaml: ingest.rate_limit_per_sec: must be at least 1"
+            "conf/sentinel.yaml:4:10: ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it travels in a URL path)\n\
+             conf/sentinel.yaml:5:23: ingest.rate_limit_per_sec: must be at least 1"
         );
         let err = parse(&format!(
             "{base}ingest:\n  token: 0123456789abcdef\n  allow_ips: [argos.com]\n"
@@ -1137,15 +1179,15 @@ mod tests {
     fn bad_duration_and_validation_errors() {
         let err =
             parse("argos:\n  base_url: http://x\npoll:\n  interval: 5 minutes\n").unwrap_err();
-        assert!(
-            err.starts_with("conf/sentinel.yaml:4:13: invalid duration `5 minutes`"),
-            "{err}"
+        assert_eq!(
+            err,
+            "conf/sentinel.yaml:4:13: invalid duration `5 minutes`: unknown unit ` minutes` (use s, m, h or d, e.g. `24h`)"
         );
         let err = parse("argos:\n  base_url: ftp://x\n  rate_limit_per_sec: 9000\n").unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml: argos.base_url: `ftp://x` is not an http(s) URL\n\
-             conf/sentinel.yaml: argos.rate_limit_per_sec: must be between 1 and 5000 (Argos's limit)"
+            "conf/sentinel.yaml:2:13: argos.base_url: `ftp://x` is not an http(s) URL\n\
+             conf/sentinel.yaml:3:23: argos.rate_limit_per_sec: must be between 1 and 5000 (Argos's limit)"
         );
     }
 }

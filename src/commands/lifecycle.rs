@@ -10,12 +10,7 @@ async fn open(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
     super::silence::open_existing(at).await
 }
 
-fn change(
-    at: &StoreLocation,
-    fp: &str,
-    by: &str,
-    action: Action,
-) -> anyhow::Result<ExitCode> {
+fn change(at: &StoreLocation, fp: &str, by: &str, action: Action) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store = open(at).await?;
@@ -34,12 +29,7 @@ fn change(
 }
 
 pub fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
-    change(
-        &a.at,
-        &a.fingerprint,
-        &a.by,
-        Action::Ack { note: a.note },
-    )
+    change(&a.at, &a.fingerprint, &a.by, Action::Ack { note: a.note })
 }
 
 pub fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {

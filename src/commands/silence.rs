@@ -52,8 +52,8 @@ fn check_can_match(
     };
     let problems = match &folder {
         Some(f) => {
-            let set = crate::rules::load_path(f, crate::rules::ScriptLimits::default())
-                .map_err(|d| {
+            let set =
+                crate::rules::load_path(f, crate::rules::ScriptLimits::default()).map_err(|d| {
                     anyhow::anyhow!(
                         "{}: the rules have problems (see `kyc-sentinel check --rules {}`)",
                         f.display(),

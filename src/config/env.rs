@@ -289,12 +289,12 @@ impl<F: Fn(&str) -> Option<String>> Scanner<'_, F> {
         let new_start = self.out.text[line_start..].chars().count() as u32 + 1;
         self.out.text.push_str(new);
         let new_end = new_start + new.chars().count() as u32;
-        self.out.columns.edits.entry(self.line_no).or_default().push((
-            new_start,
-            new_end,
-            start as u32 + 1,
-            end as u32 + 1,
-        ));
+        self.out
+            .columns
+            .edits
+            .entry(self.line_no)
+            .or_default()
+            .push((new_start, new_end, start as u32 + 1, end as u32 + 1));
     }
 
     /// `raw` with each `${NAME}` replaced by `write(value)`; `col0` is the
@@ -464,9 +464,8 @@ mod tests {
 
     #[test]
     fn references_inside_scalars() {
-        let (t, e) = run(
-            "u: https://h/${NUM}/x  # c\nd: \"p ${Q}\"\ns: 'p ${Q}'\nk:\n  - x: ${PORT}\n",
-        );
+        let (t, e) =
+            run("u: https://h/${NUM}/x  # c\nd: \"p ${Q}\"\ns: 'p ${Q}'\nk:\n  - x: ${PORT}\n");
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(
             t,
@@ -480,7 +479,10 @@ mod tests {
         assert_eq!(t, "a: |\n  key 123456\n  \nb: \"yes\"\n");
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].line, e[0].column), (3, 3));
-        assert!(e[0].message.starts_with("environment variable `NL` has a line break"));
+        assert!(
+            e[0].message
+                .starts_with("environment variable `NL` has a line break")
+        );
         assert!(!e[0].message.contains("injected"));
     }
 

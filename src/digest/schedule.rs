@@ -27,14 +27,31 @@ struct FieldSpec {
 }
 
 const FIELDS: [FieldSpec; 5] = [
-    FieldSpec { name: "minute", min: 0, max: 59, names: &[] },
-    FieldSpec { name: "hour", min: 0, max: 23, names: &[] },
-    FieldSpec { name: "day of month", min: 1, max: 31, names: &[] },
+    FieldSpec {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    FieldSpec {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    FieldSpec {
+        name: "day of month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
     FieldSpec {
         name: "month",
         min: 1,
         max: 12,
-        names: &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
+        names: &[
+            "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+        ],
     },
     FieldSpec {
         name: "day of week",
@@ -70,7 +87,9 @@ fn check_field(text: &str, spec: &FieldSpec) -> Result<(), String> {
             if spec.names.contains(&upper.as_str()) {
                 continue;
             }
-            let ok = part.parse::<u32>().is_ok_and(|n| (spec.min..=spec.max).contains(&n));
+            let ok = part
+                .parse::<u32>()
+                .is_ok_and(|n| (spec.min..=spec.max).contains(&n));
             // Let croner judge what is not a plain number (`L`, `5#2`).
             if !ok && part.bytes().all(|b| b.is_ascii_digit()) {
                 let names = if spec.names.is_empty() {
@@ -259,7 +278,10 @@ mod tests {
                     "timezone",
                     "`Asia/Soul` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)".to_string()
                 ),
-                ("schedule", "`0 25 * * *`: hour `25` is out of range 0-23".to_string()),
+                (
+                    "schedule",
+                    "`0 25 * * *`: hour `25` is out of range 0-23".to_string()
+                ),
             ]
         );
         assert_eq!(

@@ -72,7 +72,13 @@ pub fn parse_matcher(text: &str) -> Result<(String, String), String> {
 }
 
 /// The keys a matcher may use besides labels (the routing keys).
-pub const ALERT_KEYS: &[&str] = &["rule", "severity", "submission_id", "group_key", "fingerprint"];
+pub const ALERT_KEYS: &[&str] = &[
+    "rule",
+    "severity",
+    "submission_id",
+    "group_key",
+    "fingerprint",
+];
 
 /// What a silence could match: the rules and the labels they set.
 #[derive(Debug, Clone, Default)]
@@ -106,7 +112,9 @@ pub fn never_matches(
     matchers: &BTreeMap<String, String>,
     known: &Known,
 ) -> Vec<String> {
-    let list = |it: &mut dyn Iterator<Item = &String>| it.map(String::as_str).collect::<Vec<_>>().join(", ");
+    let list = |it: &mut dyn Iterator<Item = &String>| {
+        it.map(String::as_str).collect::<Vec<_>>().join(", ")
+    };
     let mut out = Vec::new();
     let mut check_rule = |flag: &str, r: &str| {
         if !known.rules.contains(r) {
@@ -137,7 +145,11 @@ pub fn never_matches(
                 None => out.push(format!(
                     "--match {label}: no rule has a label `{label}` (keys: {}{}{})",
                     ALERT_KEYS.join(", "),
-                    if known.labels.is_empty() { "" } else { ", labels: " },
+                    if known.labels.is_empty() {
+                        ""
+                    } else {
+                        ", labels: "
+                    },
                     list(&mut known.labels.keys())
                 )),
                 Some(values) if !values.contains(v) => out.push(format!(
@@ -219,18 +231,27 @@ mod tests {
     #[test]
     fn silences_that_can_never_match_are_named() {
         let mut known = Known::default();
-        known.rules.extend(["aml-red-flag-high".to_string(), "under-age".to_string()]);
+        known
+            .rules
+            .extend(["aml-red-flag-high".to_string(), "under-age".to_string()]);
         known
             .labels
             .entry("team".into())
             .or_default()
             .extend(["aml".to_string(), "fraud".to_string()]);
         let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect()
         };
         assert!(never_matches(Some("under-age"), &m(&[("team", "aml")]), &known).is_empty());
         assert_eq!(
-            never_matches(Some("no-such-rule"), &m(&[("tema", "aml"), ("team", "amll")]), &known),
+            never_matches(
+                Some("no-such-rule"),
+                &m(&[("tema", "aml"), ("team", "amll")]),
+                &known
+            ),
             vec![
                 "--rule: no rule `no-such-rule` (rules: aml-red-flag-high, under-age)",
                 "--match team: no rule sets team=amll (team: aml, fraud)",

@@ -181,7 +181,11 @@ impl ScriptEngine {
     }
 
     /// [`compile`](Self::compile), remembering where the script is written.
-    pub fn compile_at(&self, source: &str, site: Option<ScriptSite>) -> Result<Script, CompileError> {
+    pub fn compile_at(
+        &self,
+        source: &str,
+        site: Option<ScriptSite>,
+    ) -> Result<Script, CompileError> {
         match self.engine.compile(source) {
             Ok(ast) => Ok(Script(Arc::new(ScriptInner {
                 site,
@@ -348,8 +352,18 @@ pub struct UnknownCall {
 
 /// Keywords the engine handles itself (not in its function list).
 const BUILT_IN_CALLS: &[&str] = &[
-    "Fn", "call", "curry", "is_shared", "is_def_fn", "is_def_var", "type_of", "print", "debug",
-    "eval", "this", "global",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+    "type_of",
+    "print",
+    "debug",
+    "eval",
+    "this",
+    "global",
 ];
 
 fn known_functions(engine: &Engine) -> std::collections::HashSet<String> {
@@ -367,8 +381,10 @@ fn known_functions(engine: &Engine) -> std::collections::HashSet<String> {
 /// call): `let name`, `const name` or a closure parameter `|name|`.
 fn declares_variable(source: &str, name: &str) -> bool {
     let escaped = regex::escape(name);
-    regex::Regex::new(&format!(r"\b(?:let|const)\s+{escaped}\b|\|[^|]*\b{escaped}\b[^|]*\|"))
-        .is_ok_and(|re| re.is_match(source))
+    regex::Regex::new(&format!(
+        r"\b(?:let|const)\s+{escaped}\b|\|[^|]*\b{escaped}\b[^|]*\|"
+    ))
+    .is_ok_and(|re| re.is_match(source))
 }
 
 /// The known name closest to a misspelt one, when it is close.
@@ -424,7 +440,12 @@ fn field_near(source: &str, pos: rhai::Position) -> Option<String> {
         .iter()
         .find(|m| m.end() > byte)
         .or_else(|| chains.last())?;
-    Some(pick.as_str().chars().filter(|c| !c.is_whitespace() && *c != '?').collect())
+    Some(
+        pick.as_str()
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '?')
+            .collect(),
+    )
 }
 
 /// Whether a map's `field` is the string `value` (ignoring case) or a list

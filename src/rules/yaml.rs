@@ -139,10 +139,19 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// two are walked side by side, matching non-blank characters. A position
 /// past the end of the value (Rhai's "incomplete script") lands just after
 /// its last character.
-pub fn scalar_position(text: &str, offset: usize, value: &str, line: u32, column: u32) -> (u32, u32) {
+pub fn scalar_position(
+    text: &str,
+    offset: usize,
+    value: &str,
+    line: u32,
+    column: u32,
+) -> (u32, u32) {
     let target = char_index(value, line, column);
     let src: Vec<(usize, char)> = text.get(offset..).unwrap_or("").char_indices().collect();
-    let quote = src.first().map(|&(_, c)| c).filter(|c| matches!(c, '"' | '\''));
+    let quote = src
+        .first()
+        .map(|&(_, c)| c)
+        .filter(|c| matches!(c, '"' | '\''));
     let mut p = usize::from(quote.is_some());
     let skip_blank = |p: &mut usize| {
         while src.get(*p).is_some_and(|(_, c)| c.is_whitespace()) {
@@ -151,6 +160,11 @@ pub fn scalar_position(text: &str, offset: usize, value: &str, line: u32, column
     };
     for c in value.chars().take(target) {
         if c.is_whitespace() {
+            // Spaces written as spaces move both sides; line breaks and
+            // indentation differ between the value and its source.
+            if matches!(c, ' ' | '\t') && src.get(p).is_some_and(|&(_, f)| f == c) {
+                p += 1;
+            }
             continue;
         }
         skip_blank(&mut p);
@@ -161,10 +175,17 @@ pub fn scalar_position(text: &str, offset: usize, value: &str, line: u32, column
         };
         p += if escaped { 2 } else { 1 };
     }
-    if value.chars().nth(target).is_some_and(|c| !c.is_whitespace()) {
+    if value
+        .chars()
+        .nth(target)
+        .is_some_and(|c| !c.is_whitespace())
+    {
         skip_blank(&mut p);
     }
-    let byte = offset + src.get(p).map_or(text.len() - offset.min(text.len()), |&(b, _)| b);
+    let byte = offset
+        + src
+            .get(p)
+            .map_or(text.len() - offset.min(text.len()), |&(b, _)| b);
     line_col(text, byte.min(text.len()))
 }
 
@@ -303,9 +324,15 @@ mod tests {
         // Literal block: lines and indentation.
         let text = "- when:\n    script: |\n      let n = 1;\n      n >= = 2\n";
         let root = parse(text).unwrap();
-        let NodeValue::Seq(items) = &root.value else { panic!() };
-        let NodeValue::Map(e) = &items[0].value else { panic!() };
-        let NodeValue::Map(w) = &e[0].1.value else { panic!() };
+        let NodeValue::Seq(items) = &root.value else {
+            panic!()
+        };
+        let NodeValue::Map(e) = &items[0].value else {
+            panic!()
+        };
+        let NodeValue::Map(w) = &e[0].1.value else {
+            panic!()
+        };
         let node = &w[0].1;
         let value = node.as_str().unwrap();
         let at = |l, c| scalar_position(text, node.offset.unwrap(), value, l, c);
@@ -316,7 +343,9 @@ mod tests {
         // Folded and quoted scalars join lines; positions still land right.
         let text = "a: >\n  s.kyc.result\n  == oops\nb: \"x \\\" y\n  zz\"\n";
         let root = parse(text).unwrap();
-        let NodeValue::Map(e) = &root.value else { panic!() };
+        let NodeValue::Map(e) = &root.value else {
+            panic!()
+        };
         let (a, b) = (&e[0].1, &e[1].1);
         assert_eq!(a.as_str().unwrap(), "s.kyc.result == oops\n");
         assert_eq!(

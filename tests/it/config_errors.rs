@@ -38,7 +38,9 @@ const NEWLINE: &str = "first line\napi:\n  token: injected";
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
     Config::parse(Path::new("conf/sentinel.yaml"), text, |k| {
-        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
     })
 }
 
@@ -80,7 +82,11 @@ fn short_secrets_are_refused_by_name_never_by_value() {
                 ingest:\n  token: ${INGEST}\n";
     let err = parse(
         text,
-        &[("TOKEN", "a #x"), ("LINK", "s3cr3t"), ("INGEST", "tiny-tok")],
+        &[
+            ("TOKEN", "a #x"),
+            ("LINK", "s3cr3t"),
+            ("INGEST", "tiny-tok"),
+        ],
     )
     .unwrap_err();
     assert_eq!(
@@ -218,7 +224,12 @@ fn check_and_notify_test_work_with_an_smtp_receiver() {
     // Before: lettre's "there is no reactor running", exit 134.
     let (code, out, err) = run(&["check", "--config", &cfg], dir.path(), &env);
     assert_eq!(code, 0, "{err}");
-    assert!(out.ends_with(&format!("{cfg}: configuration OK (1 receivers, every alert to every receiver, 11 templates)\n")), "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "{cfg}: configuration OK (1 receivers, every alert to every receiver, 11 templates)\n"
+        )),
+        "{out}"
+    );
     let (code, out, err) = run(
         &["notify-test", "--config", &cfg, "--receiver", "nobody"],
         dir.path(),
@@ -248,12 +259,18 @@ fn the_shipped_argos_example_checks_with_real_looking_values() {
         &[
             ("ARGOS_API_KEY", "live-3f9a0c2e5b7d41e8"),
             ("SMTP_PASSWORD", "app password with spaces # and hash"),
-            ("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/XXXXXXXX"),
+            (
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+            ),
             ("HOME", dir.path().to_str().unwrap()),
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("examples/sentinel.argos.yaml: configuration OK"), "{out}");
+    assert!(
+        out.contains("examples/sentinel.argos.yaml: configuration OK"),
+        "{out}"
+    );
 }
 
 /// A store with one alert in it, silenced when it fired; returns (store
@@ -326,21 +343,52 @@ fn store_commands_need_no_secrets() {
     }
     // Silenced alerts are marked as such.
     let (_, out, _) = run(&["alerts", "list", "--store", s], dir.path(), &none);
-    assert!(out.lines().nth(1).unwrap().contains("open (silenced)"), "{out}");
-    let (_, out, _) = run(&["alerts", "list", "--store", s, "--json"], dir.path(), &none);
-    assert!(out.contains("\"silenced\":true"), "{out}");
-    let (code, out, err) = run(&["ack", &fp, "--by", "kim", "--store", s], dir.path(), &none);
-    assert_eq!((code, out.as_str()), (0, format!("alert {fp}: acknowledged\n").as_str()), "{err}");
-    let (code, out, err) = run(
-        &["resolve", &fp, "--by", "kim", "--outcome", "false_positive", "--config", c],
+    assert!(
+        out.lines().nth(1).unwrap().contains("open (silenced)"),
+        "{out}"
+    );
+    let (_, out, _) = run(
+        &["alerts", "list", "--store", s, "--json"],
         dir.path(),
         &none,
     );
-    assert_eq!((code, out.as_str()), (0, format!("alert {fp}: resolved\n").as_str()), "{err}");
+    assert!(out.contains("\"silenced\":true"), "{out}");
+    let (code, out, err) = run(
+        &["ack", &fp, "--by", "kim", "--store", s],
+        dir.path(),
+        &none,
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("alert {fp}: acknowledged\n").as_str()),
+        "{err}"
+    );
+    let (code, out, err) = run(
+        &[
+            "resolve",
+            &fp,
+            "--by",
+            "kim",
+            "--outcome",
+            "false_positive",
+            "--config",
+            c,
+        ],
+        dir.path(),
+        &none,
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("alert {fp}: resolved\n").as_str()),
+        "{err}"
+    );
     // `run` still needs them all.
     let (code, _, err) = run(&["run", "--config", c], dir.path(), &none);
     assert_ne!(code, 0);
-    assert!(err.contains("environment variable `ARGOS_API_KEY` is not set"), "{err}");
+    assert!(
+        err.contains("environment variable `ARGOS_API_KEY` is not set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -360,13 +408,20 @@ fn silences_that_can_never_match_are_refused_unless_forced() {
     let c = cfg.to_str().unwrap();
     let none: [(&str, &str); 0] = [];
     let add = |extra: &[&str]| {
-        let mut args = vec!["silence", "add", "--config", c, "--for", "1h", "--reason", "noise"];
+        let mut args = vec![
+            "silence", "add", "--config", c, "--for", "1h", "--reason", "noise",
+        ];
         args.extend_from_slice(extra);
         run(&args, dir.path(), &none)
     };
     let (code, _, err) = add(&["--rule", "no-such-rule"]);
     assert_eq!(code, 1);
-    assert!(err.starts_with("error: this silence would never match:\n  --rule: no rule `no-such-rule` (rules: "), "{err}");
+    assert!(
+        err.starts_with(
+            "error: this silence would never match:\n  --rule: no rule `no-such-rule` (rules: "
+        ),
+        "{err}"
+    );
     assert!(err.contains("aml-red-flag-high"), "{err}");
     let (code, _, err) = add(&["--match", "tema=aml"]);
     assert_eq!(code, 1);
@@ -375,7 +430,10 @@ fn silences_that_can_never_match_are_refused_unless_forced() {
     let (code, out, err) = add(&["--match", "tema=aml", "--force"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("silence 1 added"), "{out}");
-    assert!(err.starts_with("warning: --match tema: no rule has a label `tema`"), "{err}");
+    assert!(
+        err.starts_with("warning: --match tema: no rule has a label `tema`"),
+        "{err}"
+    );
     let (code, out, err) = add(&["--match", "team=aml", "--rule", "aml-red-flag-high"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("silence 2 added"), "{out}");

@@ -37,7 +37,7 @@ async fn ack_resolve_over_cli_and_http() {
     let cfg_path = write_config(
         dir.path(),
         &sim.base_url(),
-        "api:\n  token: t0ken\n  link_secret: l1nk\n",
+        "api:\n  token: t0ken-0123456789abcdef\n  link_secret: l1nk-0123456789abcdef\n",
     );
     let text = std::fs::read_to_string(&cfg_path)
         .unwrap()
@@ -67,7 +67,7 @@ async fn ack_resolve_over_cli_and_http() {
     for _ in 0..100 {
         open = http
             .get(format!("{base}?state=open"))
-            .bearer_auth("t0ken")
+            .bearer_auth("t0ken-0123456789abcdef")
             .send()
             .await
             .unwrap()
@@ -120,7 +120,7 @@ async fn ack_resolve_over_cli_and_http() {
     // HTTP: resolve A; resolving again conflicts; a bad body says what is expected.
     let r = http
         .post(format!("{base}/{fp_a}/resolve"))
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .json(&json!({"by": "mlro.kim", "outcome": "false_positive"}))
         .send()
         .await
@@ -129,7 +129,7 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.json::<Value>().await.unwrap()["state"], "resolved");
     let r = http
         .post(format!("{base}/{fp_a}/resolve"))
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .json(&json!({"by": "x", "outcome": "reported"}))
         .send()
         .await
@@ -137,7 +137,7 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.status(), 409);
     let r = http
         .post(format!("{base}/{fp_b}/ack"))
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .body("{}")
         .send()
         .await
@@ -146,7 +146,7 @@ async fn ack_resolve_over_cli_and_http() {
     assert!(r.text().await.unwrap().contains("missing field `by`"));
     assert_eq!(
         http.post(format!("{base}/nope/ack"))
-            .bearer_auth("t0ken")
+            .bearer_auth("t0ken-0123456789abcdef")
             .json(&json!({"by": "x"}))
             .send()
             .await
@@ -159,7 +159,7 @@ async fn ack_resolve_over_cli_and_http() {
     let exp = Utc::now().timestamp() + 600;
     let link = kyc_sentinel::api::ack_link(
         &format!("http://127.0.0.1:{port}"),
-        "l1nk",
+        "l1nk-0123456789abcdef",
         &fp_b,
         "analyst.lee",
         exp,
@@ -177,7 +177,7 @@ async fn ack_resolve_over_cli_and_http() {
     );
     let expired = kyc_sentinel::api::ack_link(
         &format!("http://127.0.0.1:{port}"),
-        "l1nk",
+        "l1nk-0123456789abcdef",
         &fp_b,
         "analyst.lee",
         exp - 7200,
@@ -187,7 +187,7 @@ async fn ack_resolve_over_cli_and_http() {
 
     let all: Vec<Value> = http
         .get(&base)
-        .bearer_auth("t0ken")
+        .bearer_auth("t0ken-0123456789abcdef")
         .send()
         .await
         .unwrap()

@@ -168,11 +168,10 @@ pub fn scalar_position(
             continue;
         }
         skip_blank(&mut p);
-        let escaped = match (quote, src.get(p).map(|x| x.1), src.get(p + 1).map(|x| x.1)) {
-            (Some('"'), Some('\\'), Some(_)) => true,
-            (Some('\''), Some('\''), Some('\'')) => true,
-            _ => false,
-        };
+        let escaped = matches!(
+            (quote, src.get(p).map(|x| x.1), src.get(p + 1).map(|x| x.1)),
+            (Some('"'), Some('\\'), Some(_)) | (Some('\''), Some('\''), Some('\''))
+        );
         p += if escaped { 2 } else { 1 };
     }
     if value

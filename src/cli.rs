@@ -179,7 +179,8 @@ pub enum SilenceCommand {
         /// Who (default: $USER).
         #[arg(long)]
         author: Option<String>,
-        /// Rule folder the silence is checked against (default: the config's).
+        /// Rule folder the silence is checked against (default: the config's, or
+        /// `rules` here with --store).
         #[arg(long)]
         rules: Option<PathBuf>,
         /// Keep a silence that matches no rule or label known today.

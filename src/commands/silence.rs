@@ -45,10 +45,11 @@ fn check_can_match(
     matchers: &BTreeMap<String, String>,
     force: bool,
 ) -> anyhow::Result<()> {
+    // As `check`: without a config or --rules, the `rules` folder here.
     let folder = match (rules, &at.config) {
         (Some(r), _) => Some(r.to_path_buf()),
         (None, Some(c)) => Some(store_only_config(c)?.rules),
-        (None, None) => None,
+        (None, None) => Some(PathBuf::from("rules")).filter(|p| p.is_dir()),
     };
     let problems = match &folder {
         Some(f) => {
@@ -64,7 +65,8 @@ fn check_can_match(
             never_matches(rule, matchers, &Known::from_rules(set.rules()))
         }
         None => vec![
-            "cannot check that the silence can match: give --config or --rules DIR".to_string(),
+            "cannot check that the silence can match (no `rules` folder here): give --config or --rules DIR"
+                .to_string(),
         ],
     };
     if problems.is_empty() {

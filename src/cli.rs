@@ -57,6 +57,7 @@ pub enum Command {
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["preview", "send_now"])))]
 pub struct DigestArgs {
     /// The configuration file (its `digests:`, store and receivers are used).
+    /// With --preview, variables that are not set (secrets) are not needed.
     #[arg(long, short)]
     pub config: PathBuf,
     /// The digest's name in the config.
@@ -84,9 +85,8 @@ fn parse_time_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 
 #[derive(Debug, Args)]
 pub struct AckArgs {
-    /// The configuration file (its store is used).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub at: StoreLocation,
     /// The alert's fingerprint (from the notification, `alerts list` or `audit`).
     pub fingerprint: String,
     /// Who acknowledges.
@@ -98,8 +98,8 @@ pub struct AckArgs {
 
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub at: StoreLocation,
     pub fingerprint: String,
     #[arg(long)]
     pub by: String,
@@ -120,8 +120,8 @@ pub struct AlertsArgs {
 pub enum AlertsCommand {
     /// Alerts newest first, with their state.
     List {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        at: StoreLocation,
         /// open, acknowledged or resolved.
         #[arg(long)]
         state: Option<String>,
@@ -138,10 +138,12 @@ pub enum AlertsCommand {
 }
 
 /// Where the state store is: from the config, or a file named directly.
+/// Only the store is used, so secrets in the config (`${ARGOS_API_KEY}`)
+/// need not be set.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct StoreLocation {
-    /// The configuration file (its `store.path` is used).
+    /// The configuration file (its `store.path`, and its rules where needed).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// The SQLite state store file.
@@ -157,7 +159,9 @@ pub struct SilenceArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SilenceCommand {
-    /// Silence alerts of a rule and/or matching KEY=VALUE for a while.
+    /// Silence alerts of a rule and/or matching KEY=VALUE for a while. A silence
+    /// that no rule could ever match (an unknown rule, label or value) is refused
+    /// with the known ones listed, unless --force.
     Add {
         #[command(flatten)]
         at: StoreLocation,
@@ -176,6 +180,13 @@ pub enum SilenceCommand {
         /// Who (default: $USER).
         #[arg(long)]
         author: Option<String>,
+        /// Rule folder the silence is checked against (default: the config's, or
+        /// `rules` here with --store).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Keep a silence that matches no rule or label known today.
+        #[arg(long)]
+        force: bool,
     },
     /// List silences in force (with --all, expired ones too).
     List {
@@ -195,9 +206,9 @@ pub enum SilenceCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The configuration file (its store and rules are used).
-    #[arg(long, short)]
-    pub config: PathBuf,
+    /// The store (with --config, its rules are used too).
+    #[command(flatten)]
+    pub at: StoreLocation,
     /// Explain every decision about this submission, and the rules that did not fire.
     #[arg(long, conflicts_with_all = ["alert", "export"])]
     pub submission: Option<String>,

@@ -14,6 +14,18 @@ use serde::Deserialize;
 
 use crate::util::parse_duration;
 
+pub mod env;
+mod locate;
+
+/// A YAML syntax error on a line with a flow list (`[a, b]`) holding a
+/// bracketed path gets a hint: `[kyc.attempts[0].x]` is read as nested lists.
+fn with_hint(text: &str, line: u32, msg: String) -> String {
+    match crate::rules::yaml::flow_bracket_hint(text, line) {
+        Some(hint) => format!("{msg} ({hint})"),
+        None => msg,
+    }
+}
+
 /// A duration written as `30s`, `15m`, `24h`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -260,6 +272,32 @@ pub struct ApiConfig {
     pub public_url: Option<String>,
 }
 
+/// Shortest token or link secret accepted: a guessable secret is no secret.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+impl ApiConfig {
+    /// Secrets long enough to resist guessing. Pure; names the key, never
+    /// the value.
+    fn validate(&self) -> Vec<String> {
+        use secrecy::ExposeSecret;
+        [
+            ("api.token", &self.token),
+            ("api.link_secret", &self.link_secret),
+        ]
+        .into_iter()
+        .filter_map(|(key, v)| {
+            let n = v.as_ref()?.expose_secret().chars().count();
+            (n < MIN_SECRET_CHARS).then(|| {
+                format!(
+                    "{key}: must be at least {MIN_SECRET_CHARS} characters \
+                         (e.g. `openssl rand -hex 32`)"
+                )
+            })
+        })
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
@@ -442,7 +480,7 @@ pub enum SmtpTls {
 pub struct SmtpConfig {
     pub host: String,
     /// Default: 587 for starttls, 465 for tls, 25 for none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "port_number")]
     pub port: Option<u16>,
     #[serde(default = "d_smtp_tls")]
     pub tls: SmtpTls,
@@ -459,6 +497,24 @@ pub struct SmtpConfig {
     /// Connections kept open in the pool.
     #[serde(default = "d_pool")]
     pub pool_size: u32,
+}
+
+/// A port written as a number or as a string of digits: `port: ${SMTP_PORT}`
+/// is a string (a variable's value always is).
+fn port_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Option::<Port>::deserialize(d)? {
+        None => Ok(None),
+        Some(Port::Number(n)) => Ok(Some(n)),
+        Some(Port::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("port `{t}` is not a number from 0 to 65535"))
+        }),
+    }
 }
 
 fn d_smtp_tls() -> SmtpTls {
@@ -708,8 +764,8 @@ fn validate_digests(digests: &[DigestConfig], receivers: &[&str]) -> Vec<String>
         if !names.insert(d.name.as_str()) {
             errs.push(format!("digests: the name `{}` is used twice", d.name));
         }
-        if let Err(e) = crate::digest::Schedule::parse(&d.schedule, &d.timezone) {
-            errs.push(format!("{at}: {e}"));
+        for (field, e) in crate::digest::Schedule::problems(&d.schedule, &d.timezone) {
+            errs.push(format!("{at}.{field}: {e}"));
         }
         if d.receivers.is_empty() {
             errs.push(format!("{at}.receivers: at least one receiver is needed"));
@@ -792,44 +848,6 @@ fn validate_receiver(r: &ReceiverConfig) -> Vec<String> {
     errs
 }
 
-/// Replaces `${NAME}` with the environment variable NAME. A missing variable is
-/// an error naming the line, so a secret never silently becomes empty.
-pub fn interpolate_env(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut errors = Vec::new();
-    for (n, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else {
-                errors.push(format!("line {}: `${{` without a closing `}}`", n + 1));
-                out.push_str(&rest[start..]);
-                rest = "";
-                break;
-            };
-            let name = &after[..end];
-            match lookup(name) {
-                Some(v) => out.push_str(&v),
-                None => errors.push(format!(
-                    "line {}: environment variable `{name}` is not set",
-                    n + 1
-                )),
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors.join("\n"))
-    }
-}
-
 /// Strips serde-saphyr's trailing " at line L, column C" (we print the
 /// position in front, as `path:line:column:`).
 fn bare_message(msg: &str) -> &str {
@@ -839,13 +857,99 @@ fn bare_message(msg: &str) -> &str {
     }
 }
 
+/// How strictly a config file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Everything: the daemon, `check`, commands that deliver.
+    Strict,
+    /// For commands that only read or change the store (`alerts`, `ack`,
+    /// `audit`, `silence`, `digest --preview`): variables that are not set
+    /// read as empty and the semantic checks are skipped, so a secret those
+    /// commands never use (`ARGOS_API_KEY`) need not be in the environment.
+    StoreOnly,
+}
+
+/// One problem, at a position of the file.
+struct Problem {
+    line: u32,
+    column: u32,
+    message: String,
+}
+
+/// Deserialization stops at the first error. To report every problem in one
+/// run, the entry an error points at is blanked out (its lines kept, so
+/// positions hold) and the text parsed again, until it parses. Errors that
+/// only follow from a blanked entry are not reported: a `missing field` it
+/// held ends the search; a mapping left empty (`poll:` with its only key
+/// blanked) is given `{}` and the search goes on.
+fn deserialize_all(text: &str) -> (Option<Config>, Vec<(u32, u32, String)>) {
+    const MAX_ROUNDS: usize = 64;
+    let mut text = text.to_string();
+    let mut errors = Vec::new();
+    let mut blanked: Vec<(String, u32)> = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let err = match serde_saphyr::from_str::<Config>(&text) {
+            Ok(cfg) => return (Some(cfg), errors),
+            Err(e) => e,
+        };
+        let msg = bare_message(&err.without_snippet().to_string()).to_string();
+        if blanked
+            .iter()
+            .any(|(k, _)| msg == format!("missing field `{k}`"))
+        {
+            break;
+        }
+        let (line, column) = err
+            .location()
+            .map_or((1, 1), |l| (l.line() as u32, l.column() as u32));
+        let Some((start, end)) = locate::Locator::entry_lines(&text, line) else {
+            break;
+        };
+        let first_line = text[start..end].lines().next().unwrap_or("").to_string();
+        let (first, last) = (line, line + text[start..end].matches('\n').count() as u32);
+        if blanked
+            .iter()
+            .any(|&(_, l)| l > first && l < last.max(first + 1))
+        {
+            // An error of our own making: the parent of a blanked entry.
+            if first_line.trim_end().ends_with(':') {
+                text.insert_str(start + first_line.trim_end().len(), " {}");
+                continue;
+            }
+            break;
+        }
+        errors.push((line.max(1), column.max(1), msg));
+        let first_text = first_line.trim_start();
+        if first_text.starts_with('-') || crate::rules::yaml::parse(&text).is_err() {
+            // A list item's first line or a syntax error: blanking it
+            // would only produce errors of our own making.
+            break;
+        }
+        let key = first_text
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        blanked.push((key, line));
+        let blank: String = text[start..end].chars().filter(|&c| c == '\n').collect();
+        text.replace_range(start..end, &blank);
+    }
+    (None, errors)
+}
+
 impl Config {
     /// Reads, interpolates and parses the file; relative paths in it become
     /// relative to its folder.
     pub fn load(path: &Path) -> Result<Config, String> {
+        Self::load_with(path, LoadMode::Strict)
+    }
+
+    /// [`load`](Self::load) for commands that need only some of the file.
+    pub fn load_with(path: &Path, mode: LoadMode) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::parse(path, &text, |k| std::env::var(k).ok())
+        Self::parse_with(path, &text, |k| std::env::var(k).ok(), mode)
     }
 
     pub fn parse(
@@ -853,29 +957,70 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, String> {
-        let text = interpolate_env(text, env).map_err(|e| {
-            e.lines()
-                .map(|l| format!("{}:{l}", path.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        let mut cfg: Config = serde_saphyr::from_str(&text).map_err(|e| {
-            let msg = e.without_snippet().to_string();
-            match e.location() {
-                Some(l) => format!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    l.line(),
-                    l.column(),
-                    bare_message(&msg)
-                ),
-                None => format!("{}: {}", path.display(), bare_message(&msg)),
+        Self::parse_with(path, text, env, LoadMode::Strict)
+    }
+
+    /// Every problem of the file in one error, one `path:line:col: message`
+    /// per line, in the order of the file.
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        mode: LoadMode,
+    ) -> Result<Config, String> {
+        let (interp, env_errs) = env::interpolate(text, env);
+        let mut problems: Vec<Problem> = env_errs
+            .into_iter()
+            .filter(|e| mode == LoadMode::Strict || !e.message.ends_with("is not set"))
+            .map(|e| Problem {
+                line: e.line,
+                column: e.column,
+                message: e.message,
+            })
+            .collect();
+        let (cfg, errs) = deserialize_all(&interp.text);
+        for (line, col, msg) in errs {
+            problems.push(Problem {
+                line,
+                column: interp.columns.to_file(line, col),
+                message: with_hint(text, line, msg),
+            });
+        }
+        let cfg = cfg.map(|mut cfg| {
+            cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            cfg
+        });
+        if let (Some(cfg), LoadMode::Strict) = (&cfg, mode)
+            && let Err(errs) = cfg.validate()
+        {
+            let loc = locate::Locator::new(&interp.text);
+            for message in errs {
+                let (line, col) = loc.position_of_message(&message);
+                problems.push(Problem {
+                    line,
+                    column: interp.columns.to_file(line, col),
+                    message,
+                });
             }
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.rules = base.join(&cfg.rules);
-        cfg.store.path = base.join(&cfg.store.path);
-        for r in &mut cfg.receivers {
+        }
+        match cfg {
+            Some(cfg) if problems.is_empty() => Ok(cfg),
+            _ => {
+                problems.sort_by_key(|p| (p.line, p.column));
+                Err(problems
+                    .iter()
+                    .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.message))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+        }
+    }
+
+    /// Relative paths in the file are relative to its folder.
+    fn resolve_paths(&mut self, base: &Path) {
+        self.rules = base.join(&self.rules);
+        self.store.path = base.join(&self.store.path);
+        for r in &mut self.receivers {
             match r {
                 ReceiverConfig::File { path, .. } => *path = base.join(&*path),
                 ReceiverConfig::Email(e) => {
@@ -887,16 +1032,9 @@ impl Config {
                 _ => {}
             }
         }
-        if let Some(dir) = cfg.templates.dir.as_mut() {
+        if let Some(dir) = self.templates.dir.as_mut() {
             *dir = base.join(&*dir);
         }
-        cfg.validate().map_err(|errs| {
-            errs.iter()
-                .map(|e| format!("{}: {e}", path.display()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-        Ok(cfg)
     }
 
     /// Checks what the types cannot say. Pure; collects every problem.
@@ -927,10 +1065,11 @@ impl Config {
         if self.poll.interval.0 < Duration::from_secs(1) {
             errs.push("poll.interval: must be at least 1s".into());
         }
+        errs.extend(self.api.validate());
         if let Some(i) = &self.ingest {
             use secrecy::ExposeSecret;
             let t = i.token.expose_secret();
-            if t.len() < 16
+            if t.len() < MIN_SECRET_CHARS
                 || !t
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
@@ -1017,7 +1156,7 @@ mod tests {
         let err = parse("argos:\n  base_url: http://x\n  api_key: ${NOPE}\n").unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml:line 3: environment variable `NOPE` is not set"
+            "conf/sentinel.yaml:3:12: environment variable `NOPE` is not set"
         );
     }
 
@@ -1043,8 +1182,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml: ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it travels in a URL path)\n\
-             conf/sentinel.yaml: ingest.rate_limit_per_sec: must be at least 1"
+            "conf/sentinel.yaml:4:10: ingest.token: must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it travels in a URL path)\n\
+             conf/sentinel.yaml:5:23: ingest.rate_limit_per_sec: must be at least 1"
         );
         let err = parse(&format!(
             "{base}ingest:\n  token: 0123456789abcdef\n  allow_ips: [argos.com]\n"
@@ -1062,15 +1201,15 @@ mod tests {
     fn bad_duration_and_validation_errors() {
         let err =
             parse("argos:\n  base_url: http://x\npoll:\n  interval: 5 minutes\n").unwrap_err();
-        assert!(
-            err.starts_with("conf/sentinel.yaml:4:13: invalid duration `5 minutes`"),
-            "{err}"
+        assert_eq!(
+            err,
+            "conf/sentinel.yaml:4:13: invalid duration `5 minutes`: unknown unit ` minutes` (use s, m, h or d, e.g. `24h`)"
         );
         let err = parse("argos:\n  base_url: ftp://x\n  rate_limit_per_sec: 9000\n").unwrap_err();
         assert_eq!(
             err,
-            "conf/sentinel.yaml: argos.base_url: `ftp://x` is not an http(s) URL\n\
-             conf/sentinel.yaml: argos.rate_limit_per_sec: must be between 1 and 5000 (Argos's limit)"
+            "conf/sentinel.yaml:2:13: argos.base_url: `ftp://x` is not an http(s) URL\n\
+             conf/sentinel.yaml:3:23: argos.rate_limit_per_sec: must be between 1 and 5000 (Argos's limit)"
         );
     }
 }

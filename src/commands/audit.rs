@@ -6,19 +6,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::AuditArgs;
-use crate::config::Config;
-use crate::store::SqliteStore;
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    // The rules explain `--submission`; only a config names them.
+    let cfg = match &args.at.config {
+        Some(c) => Some(super::silence::store_only_config(c)?),
+        None => None,
+    };
+    let store_path = super::silence::store_path(&args.at)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        anyhow::ensure!(
-            cfg.store.path.exists(),
-            "no state store at {} (has `run` or `backfill` been started with this config?)",
-            cfg.store.path.display()
-        );
-        let store = SqliteStore::open(&cfg.store.path).await?;
+        let store = super::silence::open_existing(&args.at).await?;
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         if let Some(prefix) = &args.alert {
@@ -27,11 +25,11 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             let rec = store
                 .alert(fp)
                 .await?
-                .with_context(|| format!("no alert with fingerprint {fp} in {}", cfg.store.path.display()))?;
+                .with_context(|| format!("no alert with fingerprint {fp} in {}", store_path.display()))?;
             let audit = store.audit_for_alert(fp).await?;
             write!(out, "{}", crate::audit::render_alert(&rec, &audit))?;
         } else if let Some(id) = &args.submission {
-            let rules = crate::daemon::load_rules(&cfg).ok();
+            let rules = cfg.as_ref().and_then(|c| crate::daemon::load_rules(c).ok());
             let text = crate::audit::render_submission(
                 id,
                 store.submission(id).await?,

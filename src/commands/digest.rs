@@ -5,13 +5,20 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::DigestArgs;
-use crate::config::Config;
+use crate::config::{Config, LoadMode};
 use crate::digest::Digester;
 use crate::notify::outbox::Outbox;
 use crate::store::{DeliveryOutcome, SqliteStore};
 
 pub fn run(args: DigestArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    // A preview reads the store and renders: the secrets of receivers and
+    // of Argos are not needed. Sending needs everything.
+    let mode = if args.preview {
+        LoadMode::StoreOnly
+    } else {
+        LoadMode::Strict
+    };
+    let cfg = Config::load_with(&args.config, mode).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -2,31 +2,19 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs};
-use crate::config::Config;
+use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs, StoreLocation};
 use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError};
 use crate::store::lookup::short;
 
-async fn open(config: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    let cfg = Config::load(config).map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        cfg.store.path.exists(),
-        "no state store at {} (has `run` been started with this config?)",
-        cfg.store.path.display()
-    );
-    Ok(SqliteStore::open(&cfg.store.path).await?)
+async fn open(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
+    super::silence::open_existing(at).await
 }
 
-fn change(
-    config: &std::path::Path,
-    fp: &str,
-    by: &str,
-    action: Action,
-) -> anyhow::Result<ExitCode> {
+fn change(at: &StoreLocation, fp: &str, by: &str, action: Action) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let store = open(config).await?;
+        let store = open(at).await?;
         // Messages show 12 characters: any unique prefix of 8 or more works.
         let fp = match store.resolve_fingerprint(fp).await? {
             Ok(full) => full,
@@ -50,17 +38,12 @@ fn change(
 }
 
 pub fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
-    change(
-        &a.config,
-        &a.fingerprint,
-        &a.by,
-        Action::Ack { note: a.note },
-    )
+    change(&a.at, &a.fingerprint, &a.by, Action::Ack { note: a.note })
 }
 
 pub fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
     change(
-        &a.config,
+        &a.at,
         &a.fingerprint,
         &a.by,
         Action::Resolve {
@@ -72,7 +55,7 @@ pub fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
 
 pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
     let AlertsCommand::List {
-        config,
+        at,
         state,
         rule,
         since,
@@ -87,7 +70,7 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let store = open(&config).await?;
+        let store = open(&at).await?;
         let items = store
             .list_alerts(&AlertFilter {
                 state,
@@ -101,17 +84,22 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
             }
         } else {
             println!(
-                "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  fingerprint (12 of 64; any unique 8+ prefix works)",
+                "{:<20}  {:<23}  {:<30}  {:<9}  {:<24}  fingerprint (12 of 64; any unique 8+ prefix works)",
                 "fired at", "state", "rule", "severity", "submission"
             );
             // Values from Argos (the submission id above all) are shown
             // escaped: a CR/LF or an ANSI escape cannot forge a row.
             use crate::util::display_safe as safe;
             for i in &items {
+                let state = if i.silenced {
+                    format!("{} (silenced)", i.state.as_str())
+                } else {
+                    i.state.as_str().to_string()
+                };
                 println!(
-                    "{:<20}  {:<13}  {:<30}  {:<9}  {:<24}  {}",
+                    "{:<20}  {:<23}  {:<30}  {:<9}  {:<24}  {}",
                     safe(&i.fired_at[..i.fired_at.len().min(19)]),
-                    i.state.as_str(),
+                    state,
                     safe(&i.rule),
                     safe(&i.severity),
                     safe(&i.submission_id),

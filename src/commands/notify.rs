@@ -24,27 +24,37 @@ fn alert_file(path: Option<&std::path::Path>, receiver: &str) -> anyhow::Result<
 
 pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
-    let receivers = crate::daemon::build_receivers(&cfg)?;
-    let Some(r) = receivers.iter().find(|r| r.name == args.receiver) else {
-        let names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
+    // The name first: building receivers needs templates and connections.
+    if !cfg.receivers.iter().any(|r| r.name() == args.receiver) {
+        let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name()).collect();
         anyhow::bail!(
             "{}: no receiver named `{}` (receivers: {})",
             args.config.display(),
             args.receiver,
             names.join(", ")
         );
-    };
+    }
     let n = alert_file(args.alert.as_deref(), &args.receiver)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(r.deliver(&n)) {
+    // Built (and dropped) inside the runtime: the SMTP pool spawns tasks.
+    let result = rt.block_on(async {
+        let receivers = crate::daemon::build_receivers(&cfg)?;
+        let r = receivers
+            .iter()
+            .find(|r| r.name == args.receiver)
+            .expect("checked above");
+        anyhow::Ok((r.name.clone(), r.deliver(&n).await))
+    })?;
+    let (name, outcome) = result;
+    match outcome {
         Ok(()) => {
-            println!("sent to `{}` (idempotency key {})", r.name, n.key);
+            println!("sent to `{name}` (idempotency key {})", n.key);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("receiver `{}` failed: {e}", r.name);
+            eprintln!("receiver `{name}` failed: {e}");
             Ok(ExitCode::from(1))
         }
     }

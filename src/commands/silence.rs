@@ -1,22 +1,87 @@
 //! `kyc-sentinel silence add|list|expire`: silences in the state store.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::Utc;
 
 use crate::cli::{SilenceArgs, SilenceCommand, StoreLocation};
-use crate::config::Config;
-use crate::notify::silence::{NewSilence, parse_matcher};
+use crate::config::{Config, LoadMode};
+use crate::notify::silence::{Known, NewSilence, never_matches, parse_matcher};
 use crate::store::{SqliteStore, Store, fmt_time};
 
-fn store_path(at: &StoreLocation) -> anyhow::Result<PathBuf> {
+/// The store file named by `--store`, or the config's `store.path` (read
+/// without needing its secrets).
+pub(super) fn store_path(at: &StoreLocation) -> anyhow::Result<PathBuf> {
     match (&at.config, &at.store) {
         (_, Some(p)) => Ok(p.clone()),
-        (Some(c), None) => Ok(Config::load(c).map_err(anyhow::Error::msg)?.store.path),
+        (Some(c), None) => Ok(store_only_config(c)?.store.path),
         (None, None) => anyhow::bail!("give --config FILE or --store FILE"),
     }
+}
+
+pub(super) fn store_only_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load_with(path, LoadMode::StoreOnly).map_err(anyhow::Error::msg)
+}
+
+/// The store, which must exist already (these commands never create one).
+pub(super) async fn open_existing(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
+    let path = store_path(at)?;
+    anyhow::ensure!(
+        path.exists(),
+        "no state store at {} (has `run` or `backfill` been started with this config?)",
+        path.display()
+    );
+    Ok(SqliteStore::open(&path).await?)
+}
+
+/// Refuses a silence no rule could match, listing what would; `--force`
+/// turns the refusal into a warning.
+fn check_can_match(
+    at: &StoreLocation,
+    rules: Option<&Path>,
+    rule: Option<&str>,
+    matchers: &BTreeMap<String, String>,
+    force: bool,
+) -> anyhow::Result<()> {
+    // As `check`: without a config or --rules, the `rules` folder here.
+    let folder = match (rules, &at.config) {
+        (Some(r), _) => Some(r.to_path_buf()),
+        (None, Some(c)) => Some(store_only_config(c)?.rules),
+        (None, None) => Some(PathBuf::from("rules")).filter(|p| p.is_dir()),
+    };
+    let problems = match &folder {
+        Some(f) => {
+            let set =
+                crate::rules::load_path(f, crate::rules::ScriptLimits::default()).map_err(|d| {
+                    anyhow::anyhow!(
+                        "{}: the rules have problems (see `kyc-sentinel check --rules {}`)",
+                        f.display(),
+                        f.display()
+                    )
+                    .context(d.first().map(ToString::to_string).unwrap_or_default())
+                })?;
+            never_matches(rule, matchers, &Known::from_rules(set.rules()))
+        }
+        None => vec![
+            "cannot check that the silence can match (no `rules` folder here): give --config or --rules DIR"
+                .to_string(),
+        ],
+    };
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if force {
+        for p in &problems {
+            eprintln!("warning: {p} (kept: --force)");
+        }
+        return Ok(());
+    }
+    anyhow::bail!(
+        "this silence would never match:\n  {}\n(--force keeps it anyway)",
+        problems.join("\n  ")
+    )
 }
 
 pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
@@ -32,6 +97,8 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                 duration,
                 reason,
                 author,
+                rules,
+                force,
             } => {
                 let mut m = BTreeMap::new();
                 for text in &matchers {
@@ -45,6 +112,7 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                 anyhow::ensure!(!reason.trim().is_empty(), "--reason must say why");
                 let d = crate::util::parse_duration(&duration)
                     .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+                check_can_match(&at, rules.as_deref(), rule.as_deref(), &m, force)?;
                 let author = author
                     .or_else(|| std::env::var("USER").ok())
                     .unwrap_or_else(|| "unknown".into());

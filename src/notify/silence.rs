@@ -71,6 +71,98 @@ pub fn parse_matcher(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The keys a matcher may use besides labels (the routing keys).
+pub const ALERT_KEYS: &[&str] = &[
+    "rule",
+    "severity",
+    "submission_id",
+    "group_key",
+    "fingerprint",
+];
+
+/// What a silence could match: the rules and the labels they set.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub rules: std::collections::BTreeSet<String>,
+    /// Label name -> the values rules give it.
+    pub labels: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl Known {
+    pub fn from_rules(rules: &[crate::rules::Rule]) -> Known {
+        let mut k = Known::default();
+        for r in rules {
+            k.rules.insert(r.id.clone());
+            for (name, v) in &r.labels {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                k.labels.entry(name.clone()).or_default().insert(v);
+            }
+        }
+        k
+    }
+}
+
+/// Why a silence can never match any alert of these rules (empty: it can).
+/// Pure; each message lists what would be valid.
+pub fn never_matches(
+    rule: Option<&str>,
+    matchers: &BTreeMap<String, String>,
+    known: &Known,
+) -> Vec<String> {
+    let list = |it: &mut dyn Iterator<Item = &String>| {
+        it.map(String::as_str).collect::<Vec<_>>().join(", ")
+    };
+    let mut out = Vec::new();
+    let mut check_rule = |flag: &str, r: &str| {
+        if !known.rules.contains(r) {
+            out.push(format!(
+                "{flag}: no rule `{r}` (rules: {})",
+                list(&mut known.rules.iter())
+            ));
+        }
+    };
+    if let Some(r) = rule {
+        check_rule("--rule", r);
+    }
+    if let Some(r) = matchers.get("rule") {
+        check_rule("--match rule", r);
+    }
+    for (k, v) in matchers {
+        match k.as_str() {
+            "rule" | "submission_id" | "group_key" | "fingerprint" => {}
+            "severity" => {
+                if crate::rules::Severity::parse(v).is_none() {
+                    out.push(format!(
+                        "--match severity: `{v}` is not a severity ({})",
+                        crate::rules::Severity::NAMES
+                    ));
+                }
+            }
+            label => match known.labels.get(label) {
+                None => out.push(format!(
+                    "--match {label}: no rule has a label `{label}` (keys: {}{}{})",
+                    ALERT_KEYS.join(", "),
+                    if known.labels.is_empty() {
+                        ""
+                    } else {
+                        ", labels: "
+                    },
+                    list(&mut known.labels.keys())
+                )),
+                Some(values) if !values.contains(v) => out.push(format!(
+                    "--match {label}: no rule sets {label}={v} ({label}: {})",
+                    list(&mut values.iter())
+                )),
+                Some(_) => {}
+            },
+        }
+    }
+    out
+}
+
 /// The first active silence covering the alert.
 pub fn silenced_by<'a>(
     silences: &'a [Silence],
@@ -134,6 +226,45 @@ mod tests {
         let s = silence(None, &[("team", "fraud")]);
         assert!(silenced_by(std::slice::from_ref(&s), &a, Utc::now()).is_some());
         assert!(silenced_by(&[s], &a, Utc::now() + chrono::Duration::hours(2)).is_none());
+    }
+
+    #[test]
+    fn silences_that_can_never_match_are_named() {
+        let mut known = Known::default();
+        known
+            .rules
+            .extend(["aml-red-flag-high".to_string(), "under-age".to_string()]);
+        known
+            .labels
+            .entry("team".into())
+            .or_default()
+            .extend(["aml".to_string(), "fraud".to_string()]);
+        let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect()
+        };
+        assert!(never_matches(Some("under-age"), &m(&[("team", "aml")]), &known).is_empty());
+        assert_eq!(
+            never_matches(
+                Some("no-such-rule"),
+                &m(&[("tema", "aml"), ("team", "amll")]),
+                &known
+            ),
+            vec![
+                "--rule: no rule `no-such-rule` (rules: aml-red-flag-high, under-age)",
+                "--match team: no rule sets team=amll (team: aml, fraud)",
+                "--match tema: no rule has a label `tema` (keys: rule, severity, submission_id, group_key, fingerprint, labels: team)",
+            ]
+        );
+        assert_eq!(
+            never_matches(None, &m(&[("severity", "urgent"), ("rule", "x")]), &known),
+            vec![
+                "--match rule: no rule `x` (rules: aml-red-flag-high, under-age)",
+                "--match severity: `urgent` is not a severity (info, low, medium, high, critical)",
+            ]
+        );
     }
 
     #[test]

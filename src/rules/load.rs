@@ -18,7 +18,7 @@ use super::condition::{Condition, FieldTest, Literal, Needle, Op};
 use super::engine::RuleSet;
 use super::path::FieldPath;
 use super::rule::{Origin, Rule, Severity, Window};
-use super::script::{ScriptEngine, ScriptLimits};
+use super::script::{ScriptEngine, ScriptLimits, ScriptSite};
 use super::yaml::{self, Node, NodeValue};
 use crate::util::{parse_duration, sha256_hex};
 
@@ -122,21 +122,25 @@ pub fn load_sources(
         engine: &engine,
         diags: Vec::new(),
         file: String::new(),
-        text: "",
+        text: Arc::from(""),
     };
     let mut rules: Vec<Rule> = Vec::new();
     let mut ids: HashMap<String, Origin> = HashMap::new();
     for (file, text) in sources {
         loader.file = file.clone();
-        loader.text = text;
+        loader.text = Arc::from(text.as_str());
         let root = match yaml::parse(text) {
             Ok(root) => root,
             Err(e) => {
+                let mut message = strip_position(&e.message);
+                if let Some(hint) = yaml::flow_bracket_hint(text, e.line) {
+                    message = format!("{message} ({hint})");
+                }
                 loader.diags.push(Diagnostic {
                     file: file.clone(),
                     line: e.line,
                     column: e.column,
-                    message: strip_position(&e.message),
+                    message,
                 });
                 continue;
             }
@@ -190,7 +194,8 @@ struct Loader<'a> {
     engine: &'a ScriptEngine,
     diags: Vec<Diagnostic>,
     file: String,
-    text: &'a str,
+    /// The file being read, kept by its scripts to place their errors.
+    text: Arc<str>,
 }
 
 /// The entries of a mapping node, or `None` after reporting it is not one.
@@ -605,31 +610,34 @@ impl<'a> Loader<'a> {
 
     fn script(&mut self, node: &Node) -> Option<Condition> {
         let source = self.string(node, "`script`")?;
-        match self.engine.compile(&source) {
-            Ok(s) => Some(Condition::Script(s)),
+        let site = ScriptSite {
+            file: self.file.clone(),
+            text: self.text.clone(),
+            offset: node.offset.unwrap_or(0),
+        };
+        let script = match self.engine.compile_at(&source, Some(site.clone())) {
+            Ok(s) => s,
             Err(e) => {
-                let (line, column) = self.script_position(node, e.line, e.column);
+                let (line, column) = site.position(&source, e.line, e.column);
                 self.error_at(line, column, format!("script error: {}", e.message));
-                None
+                return None;
             }
+        };
+        let unknown = self.engine.unknown_calls(&script);
+        for u in &unknown {
+            let (line, column) = site.position(&source, u.line, u.column);
+            let hint = u
+                .suggestion
+                .as_ref()
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            self.error_at(
+                line,
+                column,
+                format!("script calls unknown function `{}`{hint}", u.name),
+            );
         }
-    }
-
-    /// Maps a position inside a script to the YAML file. Block scalars
-    /// (`|`) start on their own line at the content's indentation; a quoted
-    /// scalar starts one column after its quote.
-    fn script_position(&self, node: &Node, line: u32, column: u32) -> (u32, u32) {
-        let first = node
-            .offset
-            .and_then(|o| self.text.as_bytes().get(o))
-            .copied();
-        let shift = u32::from(matches!(first, Some(b'"' | b'\'')));
-        if line <= 1 {
-            (node.line, node.column + shift + column - 1)
-        } else {
-            // Later lines of a block scalar share the first line's indent.
-            (node.line + line - 1, node.column + column - 1)
-        }
+        unknown.is_empty().then_some(Condition::Script(script))
     }
 
     fn field_condition(&mut self, node: &Node, entries: Entries<'_>) -> Option<Condition> {

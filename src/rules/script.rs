@@ -51,6 +51,8 @@ const CLOCK_EVERY_OPS: u64 = 256;
 pub struct ScriptEngine {
     engine: Engine,
     limits: ScriptLimits,
+    /// Names a script may call: registered, standard and built-in.
+    known_fns: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for ScriptEngine {
@@ -123,7 +125,50 @@ impl ScriptEngine {
             engine.register_fn(name, |_: &str, _: ()| Dynamic::UNIT);
             engine.register_fn(name, |_: (), _: ()| Dynamic::UNIT);
         }
-        ScriptEngine { engine, limits }
+        let known_fns = known_functions(&engine);
+        ScriptEngine {
+            engine,
+            limits,
+            known_fns,
+        }
+    }
+
+    /// Calls of functions that exist nowhere (`count_whith`): such a script
+    /// fails on every submission, so the loader refuses it. Calls of the
+    /// script's own `fn`s and of variables (function pointers) are fine.
+    pub fn unknown_calls(&self, script: &Script) -> Vec<UnknownCall> {
+        let ast = &script.0.ast;
+        let own: std::collections::HashSet<String> =
+            ast.iter_functions().map(|f| f.name.to_string()).collect();
+        let mut out = Vec::new();
+        ast.walk(&mut |path: &[rhai::ASTNode]| {
+            let Some(rhai::ASTNode::Expr(e)) = path.last() else {
+                return true;
+            };
+            let (call, pos) = match e {
+                rhai::Expr::FnCall(c, pos) | rhai::Expr::MethodCall(c, pos) => (c, pos),
+                _ => return true,
+            };
+            let name = call.name.as_str();
+            let ident = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_');
+            if ident
+                && !self.known_fns.contains(name)
+                && !own.contains(name)
+                && !declares_variable(&script.0.source, name)
+            {
+                out.push(UnknownCall {
+                    name: name.to_string(),
+                    line: pos.line().unwrap_or(1) as u32,
+                    column: pos.position().unwrap_or(1) as u32,
+                    suggestion: closest(name, self.known_fns.iter().chain(&own)),
+                });
+            }
+            true
+        });
+        out
     }
 
     pub fn limits(&self) -> ScriptLimits {
@@ -132,8 +177,18 @@ impl ScriptEngine {
 
     /// Compiles a script once; the result is run for every submission.
     pub fn compile(&self, source: &str) -> Result<Script, CompileError> {
+        self.compile_at(source, None)
+    }
+
+    /// [`compile`](Self::compile), remembering where the script is written.
+    pub fn compile_at(
+        &self,
+        source: &str,
+        site: Option<ScriptSite>,
+    ) -> Result<Script, CompileError> {
         match self.engine.compile(source) {
             Ok(ast) => Ok(Script(Arc::new(ScriptInner {
+                site,
                 source: source.to_string(),
                 paths: read_paths(source),
                 ast,
@@ -180,6 +235,12 @@ impl ScriptEngine {
     }
 
     fn run(&self, script: &Script, s: &Dynamic) -> Result<bool, String> {
+        self.run_checked(script, s).map_err(|e| e.to_string())
+    }
+
+    /// [`run_bound`](Self::run_bound) telling a non-boolean result apart
+    /// from a failure (for `check`).
+    pub fn run_checked(&self, script: &Script, s: &Dynamic) -> Result<bool, RunError> {
         let mut scope = Scope::new();
         scope.push_constant_dynamic("s", s.clone());
         DEADLINE.with(|d| d.set(Some(Instant::now() + self.limits.deadline)));
@@ -190,12 +251,28 @@ impl ScriptEngine {
         match result {
             Ok(v) => v
                 .as_bool()
-                .map_err(|type_name| format!("script returned {type_name}, not a boolean")),
-            Err(err) => Err(self.describe(*err)),
+                .map_err(|type_name| RunError::NotBoolean(type_name.to_string())),
+            Err(err) => Err(RunError::Failed(self.describe(*err, &script.0.source))),
         }
     }
 
-    fn describe(&self, err: EvalAltResult) -> String {
+    /// What went wrong, where, and which field the script read there, but
+    /// never a value: Rhai's own texts quote them (`Error parsing integer
+    /// number '900101-1234567'`, a thrown value, a missing index), and these
+    /// messages go to the log, the audit log and the digest.
+    fn describe(&self, err: EvalAltResult, source: &str) -> String {
+        let pos = err.position();
+        let mut text = self.describe_kind(err);
+        if !pos.is_none() {
+            text.push_str(&format!(" ({pos})"));
+            if let Some(field) = field_near(source, pos) {
+                text.push_str(&format!(" reading `{field}`"));
+            }
+        }
+        text
+    }
+
+    fn describe_kind(&self, err: EvalAltResult) -> String {
         match err {
             EvalAltResult::ErrorTerminated(_, pos) => format!(
                 "script ran past its deadline of {:?} ({pos})",
@@ -209,9 +286,166 @@ impl ScriptEngine {
                 "script exceeded the maximum call depth of {} ({pos})",
                 self.limits.max_call_levels
             ),
-            other => other.to_string(),
+            EvalAltResult::ErrorInFunctionCall(name, _, inner, _) => {
+                format!("in `{name}`: {}", self.describe_kind(*inner))
+            }
+            EvalAltResult::ErrorArithmetic(msg, _) => {
+                format!("arithmetic error: {}", without_values(&msg))
+            }
+            // Function signatures, type and variable names come from the
+            // script and the engine, not from the submission.
+            e @ (EvalAltResult::ErrorFunctionNotFound(..)
+            | EvalAltResult::ErrorMismatchDataType(..)
+            | EvalAltResult::ErrorMismatchOutputType(..)
+            | EvalAltResult::ErrorIndexingType(..)
+            | EvalAltResult::ErrorVariableNotFound(..)
+            | EvalAltResult::ErrorPropertyNotFound(..)
+            | EvalAltResult::ErrorAssignmentToConstant(..)
+            | EvalAltResult::ErrorNonPureMethodCallOnConstant(..)
+            | EvalAltResult::ErrorDataTooLarge(..)
+            | EvalAltResult::ErrorFor(..)
+            | EvalAltResult::ErrorUnboundThis(..)
+            | EvalAltResult::ErrorTooManyVariables(..)) => {
+                let mut e = e;
+                e.clear_position();
+                e.to_string()
+            }
+            EvalAltResult::ErrorArrayBounds(..) => "array index out of bounds".into(),
+            EvalAltResult::ErrorStringBounds(..) => "string index out of bounds".into(),
+            EvalAltResult::ErrorBitFieldBounds(..) => "bit-field index out of bounds".into(),
+            EvalAltResult::ErrorIndexNotFound(..) => "index not found".into(),
+            EvalAltResult::ErrorRuntime(..) => "the script threw an error".into(),
+            EvalAltResult::Exit(..) => "the script called exit".into(),
+            EvalAltResult::ErrorDotExpr(..) => "malformed dot expression".into(),
+            EvalAltResult::ErrorParsing(kind, _) => format!("syntax error: {kind}"),
+            _ => "script failed".into(),
         }
     }
+}
+
+/// Why a script gave no answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunError {
+    /// It ran, and returned this type instead of a boolean.
+    NotBoolean(String),
+    /// It failed (the message has no submission values).
+    Failed(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::NotBoolean(t) => write!(f, "script returned {t}, not a boolean"),
+            RunError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A call of a function that does not exist, at a position of the script.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownCall {
+    pub name: String,
+    pub line: u32,
+    pub column: u32,
+    pub suggestion: Option<String>,
+}
+
+/// Keywords the engine handles itself (not in its function list).
+const BUILT_IN_CALLS: &[&str] = &[
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_fn",
+    "is_def_var",
+    "type_of",
+    "print",
+    "debug",
+    "eval",
+    "this",
+    "global",
+];
+
+fn known_functions(engine: &Engine) -> std::collections::HashSet<String> {
+    let mut names: std::collections::HashSet<String> = engine
+        .gen_fn_signatures(true)
+        .iter()
+        .filter_map(|sig| sig.split('(').next())
+        .map(|name| name.trim().to_string())
+        .collect();
+    names.extend(BUILT_IN_CALLS.iter().map(|s| s.to_string()));
+    names
+}
+
+/// Whether the script names a variable `name` (a function pointer it may
+/// call): `let name`, `const name` or a closure parameter `|name|`.
+fn declares_variable(source: &str, name: &str) -> bool {
+    let escaped = regex::escape(name);
+    regex::Regex::new(&format!(
+        r"\b(?:let|const)\s+{escaped}\b|\|[^|]*\b{escaped}\b[^|]*\|"
+    ))
+    .is_ok_and(|re| re.is_match(source))
+}
+
+/// The known name closest to a misspelt one, when it is close.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a String>) -> Option<String> {
+    known
+        .filter(|k| k.chars().next().is_some_and(|c| c.is_alphabetic()))
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k.clone())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// A message with any quoted or numeric part cut off: `Error parsing
+/// integer number '900101-1234567'` -> `Error parsing integer number`.
+fn without_values(msg: &str) -> String {
+    let cut = msg
+        .find(|c: char| matches!(c, '\'' | '"' | ':' | '`') || c.is_ascii_digit())
+        .unwrap_or(msg.len());
+    let kept = msg[..cut].trim().trim_end_matches(['(', ',']).trim();
+    if kept.is_empty() {
+        "(details withheld)".into()
+    } else {
+        kept.to_string()
+    }
+}
+
+/// The submission path (`s.data.identityNumber`) the script reads at or
+/// just after an error position, so the report says which field was bad.
+fn field_near(source: &str, pos: rhai::Position) -> Option<String> {
+    static CHAIN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\bs(?:\s*\??\.\s*[A-Za-z_][A-Za-z0-9_]*)+").expect("valid regex")
+    });
+    let line = source.lines().nth(pos.line()?.checked_sub(1)?)?;
+    let col = pos.position().unwrap_or(1).saturating_sub(1);
+    let byte = line.char_indices().nth(col).map_or(line.len(), |(b, _)| b);
+    let chains: Vec<regex::Match> = CHAIN.find_iter(line).collect();
+    let pick = chains
+        .iter()
+        .find(|m| m.end() > byte)
+        .or_else(|| chains.last())?;
+    Some(
+        pick.as_str()
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '?')
+            .collect(),
+    )
 }
 
 /// Whether a map's `field` is the string `value` (ignoring case) or a list
@@ -388,7 +622,26 @@ fn bind_path(map: &mut rhai::Map, fields: &serde_json::Map<String, Value>, path:
     }
 }
 
+/// Where a script is written: its rule file and the scalar's start, so a
+/// position inside the script can be reported as a position of the file.
+#[derive(Debug, Clone)]
+pub struct ScriptSite {
+    pub file: String,
+    /// The whole rule file (shared by the scripts of that file).
+    pub text: Arc<str>,
+    /// Byte offset of the scalar (its quote or first content character).
+    pub offset: usize,
+}
+
+impl ScriptSite {
+    /// The file's line and column of a (1-based) position in the script.
+    pub fn position(&self, source: &str, line: u32, column: u32) -> (u32, u32) {
+        super::yaml::scalar_position(&self.text, self.offset, source, line, column)
+    }
+}
+
 struct ScriptInner {
+    site: Option<ScriptSite>,
     source: String,
     /// Paths of `s` the script reads; `None`: any.
     paths: Option<Vec<Vec<String>>>,
@@ -414,6 +667,19 @@ impl Script {
     /// "retryCode"]`), or none when that cannot be told from its text.
     pub fn paths(&self) -> Option<&[Vec<String>]> {
         self.0.paths.as_deref()
+    }
+
+    /// Where the script is written, when it came from a rule file.
+    pub fn site(&self) -> Option<&ScriptSite> {
+        self.0.site.as_ref()
+    }
+
+    /// `file:line:column` of a position inside the script (`None` when the
+    /// script came from no file).
+    pub fn file_position(&self, line: u32, column: u32) -> Option<(String, u32, u32)> {
+        let site = self.site()?;
+        let (l, c) = site.position(&self.0.source, line, column);
+        Some((site.file.clone(), l, c))
     }
 }
 

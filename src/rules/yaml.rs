@@ -131,6 +131,99 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     })
 }
 
+/// The file's (line, column) of a 1-based (line, column) inside a scalar's
+/// value, the scalar starting at byte `offset` of `text`.
+///
+/// The value and its source differ by indentation (block scalars), folded
+/// line breaks (`>`, quoted scalars over several lines) and escapes, so the
+/// two are walked side by side, matching non-blank characters. A position
+/// past the end of the value (Rhai's "incomplete script") lands just after
+/// its last character.
+pub fn scalar_position(
+    text: &str,
+    offset: usize,
+    value: &str,
+    line: u32,
+    column: u32,
+) -> (u32, u32) {
+    let target = char_index(value, line, column);
+    let src: Vec<(usize, char)> = text.get(offset..).unwrap_or("").char_indices().collect();
+    let quote = src
+        .first()
+        .map(|&(_, c)| c)
+        .filter(|c| matches!(c, '"' | '\''));
+    let mut p = usize::from(quote.is_some());
+    let skip_blank = |p: &mut usize| {
+        while src.get(*p).is_some_and(|(_, c)| c.is_whitespace()) {
+            *p += 1;
+        }
+    };
+    for c in value.chars().take(target) {
+        if c.is_whitespace() {
+            // Spaces written as spaces move both sides; line breaks and
+            // indentation differ between the value and its source.
+            if matches!(c, ' ' | '\t') && src.get(p).is_some_and(|&(_, f)| f == c) {
+                p += 1;
+            }
+            continue;
+        }
+        skip_blank(&mut p);
+        let escaped = matches!(
+            (quote, src.get(p).map(|x| x.1), src.get(p + 1).map(|x| x.1)),
+            (Some('"'), Some('\\'), Some(_)) | (Some('\''), Some('\''), Some('\''))
+        );
+        p += if escaped { 2 } else { 1 };
+    }
+    if value
+        .chars()
+        .nth(target)
+        .is_some_and(|c| !c.is_whitespace())
+    {
+        skip_blank(&mut p);
+    }
+    let byte = offset
+        + src
+            .get(p)
+            .map_or(text.len() - offset.min(text.len()), |&(b, _)| b);
+    line_col(text, byte.min(text.len()))
+}
+
+/// The 0-based character index of a 1-based (line, column) in `value`,
+/// clamped to its length.
+fn char_index(value: &str, line: u32, column: u32) -> usize {
+    let mut index = 0;
+    for (n, l) in value.split('\n').enumerate() {
+        let len = l.chars().count();
+        if n + 1 == line.max(1) as usize {
+            return (index + (column.max(1) as usize - 1).min(len)).min(value.chars().count());
+        }
+        index += len + 1;
+    }
+    value.chars().count()
+}
+
+/// The 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, byte: usize) -> (u32, u32) {
+    let before = &text[..byte];
+    let line = before.matches('\n').count() as u32 + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[start..].chars().count() as u32 + 1)
+}
+
+/// A hint for a syntax error on `line` when that line has a flow list
+/// holding an unquoted path with brackets (`[kyc.attempts[0].x]`), which YAML
+/// reads as nested lists.
+pub fn flow_bracket_hint(text: &str, line: u32) -> Option<&'static str> {
+    static PATH_IN_FLOW: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"\[[^\]"'#]*[A-Za-z0-9_*)]\["#).expect("valid regex")
+    });
+    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
+    PATH_IN_FLOW.is_match(l).then_some(
+        "a path with brackets inside a flow list must be quoted, e.g. `['kyc.attempts[0].score']`, \
+         or write the list one `- item` per line",
+    )
+}
+
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<NodeValue>::deserialize(deserializer)?;
@@ -223,6 +316,54 @@ mod tests {
         assert_eq!((entries[0].0.line, entries[0].0.column), (1, 3));
         assert_eq!((entries[0].1.line, entries[0].1.column), (1, 7));
         assert_eq!((entries[1].0.line, entries[1].0.column), (2, 3));
+    }
+
+    #[test]
+    fn positions_inside_scalars_map_to_the_file() {
+        // Literal block: lines and indentation.
+        let text = "- when:\n    script: |\n      let n = 1;\n      n >= = 2\n";
+        let root = parse(text).unwrap();
+        let NodeValue::Seq(items) = &root.value else {
+            panic!()
+        };
+        let NodeValue::Map(e) = &items[0].value else {
+            panic!()
+        };
+        let NodeValue::Map(w) = &e[0].1.value else {
+            panic!()
+        };
+        let node = &w[0].1;
+        let value = node.as_str().unwrap();
+        let at = |l, c| scalar_position(text, node.offset.unwrap(), value, l, c);
+        assert_eq!(at(1, 5), (3, 11));
+        assert_eq!(at(2, 6), (4, 12));
+        // Past the end (an incomplete script): after the last character.
+        assert_eq!(at(3, 1), (4, 15));
+        // Folded and quoted scalars join lines; positions still land right.
+        let text = "a: >\n  s.kyc.result\n  == oops\nb: \"x \\\" y\n  zz\"\n";
+        let root = parse(text).unwrap();
+        let NodeValue::Map(e) = &root.value else {
+            panic!()
+        };
+        let (a, b) = (&e[0].1, &e[1].1);
+        assert_eq!(a.as_str().unwrap(), "s.kyc.result == oops\n");
+        assert_eq!(
+            scalar_position(text, a.offset.unwrap(), a.as_str().unwrap(), 1, 17),
+            (3, 6)
+        );
+        assert_eq!(b.as_str().unwrap(), "x \" y zz");
+        assert_eq!(
+            scalar_position(text, b.offset.unwrap(), b.as_str().unwrap(), 1, 7),
+            (5, 3)
+        );
+    }
+
+    #[test]
+    fn hint_for_bracketed_paths_in_flow_lists() {
+        let text = "a:\n  group_by: [kyc.attempts[0].x]\n  b: [\"x[0]\", y]\n";
+        assert!(flow_bracket_hint(text, 2).is_some());
+        assert!(flow_bracket_hint(text, 3).is_none());
+        assert!(flow_bracket_hint(text, 9).is_none());
     }
 
     #[test]

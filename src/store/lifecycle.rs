@@ -95,6 +95,8 @@ pub struct AlertListItem {
     pub state: AlertState,
     pub changed_by: Option<String>,
     pub outcome: Option<String>,
+    /// A silence held when it fired: recorded, not sent.
+    pub silenced: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -211,7 +213,8 @@ impl SqliteStore {
     pub async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertListItem>> {
         let rows = sqlx::query(
             "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.fired_at, \
-             COALESCE(s.state, 'open'), s.changed_by, s.outcome \
+             COALESCE(s.state, 'open'), s.changed_by, s.outcome, \
+             EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint) \
              FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
              WHERE (?1 IS NULL OR COALESCE(s.state, 'open') = ?1) AND (?2 IS NULL OR a.rule_id = ?2) \
              AND (?3 IS NULL OR a.fired_at >= ?3) ORDER BY a.fired_at DESC, a.fingerprint",
@@ -232,6 +235,7 @@ impl SqliteStore {
                 state: AlertState::parse(&r.get::<String, _>(5)).unwrap_or(AlertState::Open),
                 changed_by: r.get(6),
                 outcome: r.get(7),
+                silenced: r.get::<i64, _>(8) != 0,
             })
             .collect())
     }

@@ -465,8 +465,9 @@ async fn config_errors_name_the_digest() {
     assert_eq!(
         err,
         format!(
-            "{p}: digests.daily: timezone: `Asia/Soul` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)\n\
-             {p}: digests.daily.receivers: no receiver named `nobody` (receivers: archive)"
+            "{p}:9:15: digests.daily.schedule: `0 0 8 * * *` has 6 fields; a crontab has 5 (minute hour day month weekday), e.g. `0 8 * * *`\n\
+             {p}:10:15: digests.daily.timezone: `Asia/Soul` is not an IANA time zone (e.g. `Asia/Seoul`, `UTC`)\n\
+             {p}:11:5: digests.daily.receivers: no receiver named `nobody` (receivers: archive)"
         )
     );
 }

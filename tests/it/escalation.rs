@@ -321,9 +321,9 @@ escalation_policies:\n  - name: aml-escalation\n    steps:\n      - { after: 1h,
     let err = Config::parse(Path::new("conf/sentinel.yaml"), text, |_| None).unwrap_err();
     assert_eq!(
         err,
-        "conf/sentinel.yaml: escalation_policies[0].steps[1].after: 15m comes before the previous step's 1h; steps go in order\n\
-         conf/sentinel.yaml: escalation_policies[0].steps[1].receivers: no receiver is named `pager` (receivers: mail)\n\
-         conf/sentinel.yaml: route.routes[0].escalation: no escalation policy is named `aml-escalatoin` (escalation_policies: aml-escalation)"
+        "conf/sentinel.yaml:9:19: route.routes[0].escalation: no escalation policy is named `aml-escalatoin` (escalation_policies: aml-escalation)\n\
+         conf/sentinel.yaml:14:18: escalation_policies[0].steps[1].after: 15m comes before the previous step's 1h; steps go in order\n\
+         conf/sentinel.yaml:14:23: escalation_policies[0].steps[1].receivers: no receiver is named `pager` (receivers: mail)"
     );
     let err = Config::parse(
         Path::new("conf/sentinel.yaml"),

@@ -9,6 +9,7 @@ mod argos_client;
 mod argos_crypto;
 mod argos_model;
 mod audit;
+mod config_errors;
 mod differential;
 mod digest;
 mod escalation;

@@ -88,7 +88,7 @@ fn check_config_reports_broken_templates_and_routes() {
     assert_eq!(
         err,
         format!(
-            "{cfg}: route.receiver: no receiver is named `nobody` (receivers: file, pd)\n\
+            "{cfg}:17:13: route.receiver: no receiver is named `nobody` (receivers: file, pd)\n\
              {cfg}: configuration refused\n"
         )
     );

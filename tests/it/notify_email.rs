@@ -274,6 +274,6 @@ fn tls_none_is_refused_for_a_remote_host() {
     let err = kyc_sentinel::config::Config::parse(Path::new("s.yaml"), text, |_| None).unwrap_err();
     assert_eq!(
         err,
-        "s.yaml: receivers.mail.smtp.tls: `none` sends mail and password in clear text; it is allowed only for a loopback host (localhost, 127.0.0.1, ::1), not `smtp.example.com`; use starttls or tls"
+        "s.yaml:10:12: receivers.mail.smtp.tls: `none` sends mail and password in clear text; it is allowed only for a loopback host (localhost, 127.0.0.1, ::1), not `smtp.example.com`; use starttls or tls"
     );
 }

@@ -71,3 +71,68 @@ fn missing_folder_is_reported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn scripts_are_resolved_and_run_on_samples() {
+    let (code, stdout, stderr) = check("tests/fixtures/rules/check_scripts");
+    assert_eq!(code, 2, "{stdout}");
+    let d = "tests/fixtures/rules/check_scripts";
+    // A folded script: the error is on the file's last line, just past its
+    // end (it was placed on a line the file does not have).
+    let expected = [
+        format!("{d}/folded.yaml:6:37: script error: Script is incomplete"),
+        format!(
+            "{d}/typo.yaml:4:28: script calls unknown function `count_whith` (did you mean `count_with`?)"
+        ),
+        format!("{d}: 2 problems found"),
+    ];
+    assert_eq!(stderr, expected.join("\n") + "\n");
+    // Rules that load are run on sample submissions.
+    let (code, stdout, stderr) = check("tests/fixtures/rules/check_not_boolean");
+    assert_eq!(code, 2, "{stdout}");
+    let d = "tests/fixtures/rules/check_not_boolean";
+    assert_eq!(
+        stderr,
+        format!(
+            "{d}/not_boolean.yaml:7:17: rule `result-string`: script returned string, not a boolean, on a sample submission (a condition must be true or false)\n\
+             {d}: 1 problem found\n"
+        )
+    );
+}
+
+/// Rhai's own error texts quote values (`Error parsing integer number
+/// '900101-1234567'`); the engine's report keeps the kind, the rule, the
+/// position and the field path only.
+#[test]
+fn script_errors_never_carry_field_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "- id: id-number-check\n  severity: low\n  when:\n    script: parse_int(s.data.identityNumber) > 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        r#"{"submission_id":"s1","created_at":"2026-01-01-00-00-00-000","data":{"identityNumber":"900101-1234567"},"kyc":{"result":"approved"}}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+        .current_dir(dir.path())
+        .args(["eval", "--rules", "r.yaml", "--input", "in.jsonl"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("900101"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rule `id-number-check` failed on submission `s1`: in `parse_int`: arithmetic error: Error parsing integer number"
+        ) || stderr.contains(
+            "rule `id-number-check` failed on submission `s1`: arithmetic error: Error parsing integer number"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reading `s.data.identityNumber`"),
+        "{stderr}"
+    );
+}

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::rules::{ConditionTrace, RuleSet};
-use crate::store::{AlertRecord, AuditEntry};
+use crate::store::{AlertRecord, AuditEntry, WindowMembership};
 
 fn traces(detail: &Value) -> Vec<ConditionTrace> {
     detail
@@ -72,7 +72,10 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
             let _ = writeln!(out, "  derived: {d}");
         }
     }
-    let history: Vec<&AuditEntry> = audit.iter().filter(|e| e.kind != "decision").collect();
+    let history: Vec<&AuditEntry> = audit
+        .iter()
+        .filter(|e| e.kind != "decision" && e.kind != "delivery")
+        .collect();
     if !history.is_empty() {
         // State changes (who, when, from, to), escalation steps, silences, dead letters.
         let _ = writeln!(out, "  history:");
@@ -91,16 +94,13 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
         }
         out.push('\n');
     }
-    for (receiver, at, ok, detail) in &rec.attempts {
-        let _ = write!(
-            out,
-            "    {at} {receiver} {}",
-            if *ok { "ok" } else { "failed" }
-        );
-        if let Some(d) = detail {
-            let _ = write!(out, ": {d}");
+    let deliveries: Vec<&AuditEntry> = audit.iter().filter(|e| e.kind == "delivery").collect();
+    if !deliveries.is_empty() {
+        // Who was told what, when: every attempt of every notification that carried it.
+        let _ = writeln!(out, "  delivery attempts:");
+        for e in deliveries {
+            let _ = writeln!(out, "    {}", delivery_line(e));
         }
-        out.push('\n');
     }
     out
 }
@@ -111,6 +111,7 @@ pub fn render_submission(
     id: &str,
     version: Option<(String, Option<String>, Option<String>)>,
     audit: &[AuditEntry],
+    windows: &[WindowMembership],
     alerts: &[String],
     rules: Option<&RuleSet>,
 ) -> String {
@@ -127,10 +128,14 @@ pub fn render_submission(
         result.as_deref().unwrap_or("-")
     );
     let _ = writeln!(out, "  decisions:");
-    if audit.is_empty() {
+    if audit.is_empty() && windows.is_empty() {
         let _ = writeln!(out, "    (none recorded)");
     }
-    let mut fired = Vec::new();
+    // A window member has no decision of its own: it counted towards one.
+    let mut fired: Vec<String> = windows.iter().map(|w| w.rule_id.clone()).collect();
+    for w in windows {
+        let _ = writeln!(out, "    {}", window_line(id, w, rules));
+    }
     for e in audit {
         let rule = e.rule_id.as_deref().unwrap_or("-");
         match e.kind.as_str() {
@@ -187,4 +192,69 @@ pub fn render_submission(
         }
     }
     out
+}
+
+/// "counted in window `KEY` of rule R (2 of 3), consumed by alert FP", or
+/// where the window stands when nothing consumed it yet.
+fn window_line(id: &str, w: &WindowMembership, rules: Option<&RuleSet>) -> String {
+    let head = format!("counted in window `{}` of rule {}", w.group_key, w.rule_id);
+    if let Some((fp, ids)) = &w.consumed_by {
+        let pos = ids
+            .iter()
+            .position(|i| i == id)
+            .map_or(ids.len(), |p| p + 1);
+        return format!("{head} ({pos} of {}), consumed by alert {fp}", ids.len());
+    }
+    if w.consumed {
+        return format!("{head}, consumed by an alert no longer stored");
+    }
+    let window = rules
+        .and_then(|r| r.rule(&w.rule_id))
+        .and_then(|r| r.window.as_ref());
+    let at = crate::store::parse_time("window_members.event_time", &w.event_time).ok();
+    let (Some(window), Some(at)) = (window, at) else {
+        let n = w
+            .open_members
+            .iter()
+            .filter(|t| **t <= w.event_time)
+            .count();
+        return format!("{head} ({n} so far), still open in the window");
+    };
+    let within = chrono::Duration::from_std(window.within).unwrap_or(chrono::Duration::MAX);
+    let from = crate::store::fmt_time(at.checked_sub_signed(within).unwrap_or(at));
+    let n = w
+        .open_members
+        .iter()
+        .filter(|t| **t > from && **t <= w.event_time)
+        .count();
+    let closes = crate::store::fmt_time(at.checked_add_signed(within).unwrap_or(at));
+    let place = format!("{n} of {}", window.threshold);
+    if w.newest_event
+        .as_deref()
+        .is_some_and(|t| t > closes.as_str())
+    {
+        format!("{head} ({place}), its window closed at {closes} without firing")
+    } else {
+        format!("{head} ({place}), still open in the window (until {closes})")
+    }
+}
+
+/// "T receiver attempt N: outcome (grouped notification of 3 alerts, key K)".
+fn delivery_line(e: &AuditEntry) -> String {
+    let d = &e.detail;
+    let s = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+    let mut line = format!(
+        "{} {} attempt {}: {} ({} notification of {} alert(s), idempotency key {})",
+        e.at,
+        s("receiver"),
+        d["attempt"],
+        s("outcome"),
+        s("notification"),
+        d["alerts_carried"],
+        short(&s("idempotency_key"))
+    );
+    if let Some(err) = d["error"].as_str() {
+        let _ = write!(line, "; error: {err}");
+    }
+    line
 }

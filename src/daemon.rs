@@ -162,6 +162,8 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Before anything else touches the store: a second daemon is refused.
+    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "run")?;
     let Engine {
         store,
         client,
@@ -504,6 +506,9 @@ pub struct BackfillOptions {
     pub to: NaiveDate,
     pub concurrency: usize,
     pub progress: bool,
+    /// Notify as a live run would (`--notify`). Without it the history is
+    /// judged quietly: alerts are recorded as `historical`, nobody is told.
+    pub notify: bool,
 }
 
 /// Versions per transaction in `backfill` (see [`Pipeline::commit_every`]).
@@ -526,6 +531,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         opts.from,
         opts.to
     );
+    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "backfill")?;
     let Engine {
         client,
         pipeline,
@@ -534,11 +540,17 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         ..
     } = Engine::build(&cfg).await?;
     let mut pipeline = pipeline.commit_every(BACKFILL_COMMIT_EVERY);
+    if !opts.notify {
+        pipeline = pipeline.quiet();
+    }
     // Deliveries run beside evaluation (the pipeline wakes the task when a
     // batch has alerts): waiting for them between days made every fsync of a
-    // file receiver part of the backfill's critical path.
+    // file receiver part of the backfill's critical path. A quiet backfill
+    // delivers nothing, not even what an earlier `run` left in the outbox.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
-    let mut delivering = AbortOnDrop(tokio::spawn(outbox.clone().run(wake, outbox_stop_rx)));
+    let mut delivering = opts
+        .notify
+        .then(|| AbortOnDrop(tokio::spawn(outbox.clone().run(wake, outbox_stop_rx))));
     let days: Vec<NaiveDate> = opts
         .from
         .iter_days()
@@ -602,6 +614,9 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
             total.alerts += r.alerts;
             total.rule_errors += r.rule_errors;
             total.unreadable += r.unreadable;
+            for (rule, n) in r.would_notify {
+                *total.would_notify.entry(rule).or_default() += n;
+            }
         }
         bar.set_message(format!(
             "{} submissions, {} alerts",
@@ -613,6 +628,8 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     bar.finish();
     // The task flushes what is due within `outbox.flush_deadline`, then ends.
     let _ = outbox_stop.send(true);
-    let _ = (&mut delivering.0).await;
+    if let Some(d) = &mut delivering {
+        let _ = (&mut d.0).await;
+    }
     Ok(total)
 }

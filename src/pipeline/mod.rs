@@ -32,6 +32,9 @@ pub struct BatchReport {
     pub alerts: usize,
     pub rule_errors: usize,
     pub unreadable: usize,
+    /// Quiet mode only: per rule, the alerts that a receiver would have been
+    /// told about (routed, not silenced) had they been live.
+    pub would_notify: std::collections::BTreeMap<String, usize>,
 }
 
 pub struct Pipeline<S> {
@@ -48,6 +51,8 @@ pub struct Pipeline<S> {
     /// Batches evaluated but not committed yet (see [`Pipeline::commit_every`]).
     pending: Pending,
     commit_every: usize,
+    /// Record alerts as `historical` and route none of them (quiet backfill).
+    quiet: bool,
 }
 
 /// Evaluated batches waiting for their shared transaction. Their versions
@@ -138,6 +143,7 @@ impl<S: Store + Clone> Pipeline<S> {
             applicant_lookup: None,
             pending: Pending::default(),
             commit_every: 0,
+            quiet: false,
         })
     }
 
@@ -149,6 +155,15 @@ impl<S: Store + Clone> Pipeline<S> {
     /// versions. 0 (the default) commits every batch.
     pub fn commit_every(mut self, n: usize) -> Self {
         self.commit_every = n;
+        self
+    }
+
+    /// Judges quietly: decisions, alerts, audit rows and rule state are
+    /// recorded as usual, but alerts are stored as `historical` and never
+    /// routed, so no notification, escalation or digest treats them as new.
+    /// For a first backfill of history nobody needs to be paged for.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
         self
     }
 
@@ -415,6 +430,7 @@ impl<S: Store + Clone> Pipeline<S> {
                         "group_key": alert.group_key,
                         "derived": sub.derived,
                         "conditions": trace,
+                        "historical": self.quiet,
                     }),
                 });
                 if let Some(s) = silenced_by(&silences, alert, now) {
@@ -432,6 +448,10 @@ impl<S: Store + Clone> Pipeline<S> {
                             "ends_at": crate::store::fmt_time(s.ends_at),
                         }),
                     });
+                } else if self.quiet {
+                    if !self.router.route(alert).is_empty() {
+                        *report.would_notify.entry(alert.rule.clone()).or_default() += 1;
+                    }
                 } else {
                     for m in self.router.route(alert) {
                         commit.notify.push(GroupInsert {
@@ -480,6 +500,7 @@ impl<S: Store + Clone> Pipeline<S> {
         //    batches gathered so far); the journal is taken at commit time.
         let p = &mut self.pending;
         p.commit.source = commit.source;
+        p.commit.historical = self.quiet;
         p.commit.versions.append(&mut commit.versions);
         p.commit.alerts.append(&mut commit.alerts);
         p.commit.notify.append(&mut commit.notify);

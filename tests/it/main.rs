@@ -9,6 +9,7 @@ mod argos_client;
 mod argos_crypto;
 mod argos_model;
 mod audit;
+mod dayone_backfill;
 mod digest;
 mod escalation;
 mod ingest_daemon;

@@ -10,6 +10,7 @@ mod argos_crypto;
 mod argos_model;
 mod audit;
 mod dayone_backfill;
+mod dayone_evidence;
 mod digest;
 mod escalation;
 mod ingest_daemon;

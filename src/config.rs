@@ -27,7 +27,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub argos: ArgosConfig,
@@ -65,6 +65,9 @@ pub struct Config {
     /// Scheduled summaries for compliance leads (see `digest`).
     #[serde(default)]
     pub digests: Vec<DigestConfig>,
+    /// The file it was read from (what a reload re-reads); not a setting.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_rules() -> PathBuf {
@@ -75,7 +78,7 @@ fn default_receivers() -> Vec<ReceiverConfig> {
     vec![ReceiverConfig::Log { name: "log".into() }]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgosConfig {
     /// `https://rest-api.argosidentity.com`, or the simulator's address.
@@ -161,7 +164,7 @@ impl Default for PollConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// SQLite file (created if missing).
@@ -829,7 +832,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::parse(path, &text, |k| std::env::var(k).ok())
+        let mut cfg = Self::parse(path, &text, |k| std::env::var(k).ok())?;
+        cfg.source = Some(path.to_owned());
+        Ok(cfg)
     }
 
     pub fn parse(

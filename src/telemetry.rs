@@ -160,6 +160,13 @@ pub mod emit {
         }
     }
 
+    /// A configuration load at start (`true`) or a reload's outcome.
+    pub fn config_reload(ok: bool) {
+        gauge!("kyc_sentinel_config_reload_success").set(if ok { 1.0 } else { 0.0 });
+        gauge!("kyc_sentinel_config_last_reload_timestamp_seconds")
+            .set(chrono::Utc::now().timestamp() as f64);
+    }
+
     pub fn batch(received: usize, changed: usize, unreadable: usize) {
         counter!("kyc_sentinel_submissions_seen_total").increment(received as u64);
         counter!("kyc_sentinel_versions_changed_total").increment(changed as u64);
@@ -231,6 +238,8 @@ pub struct Health {
     last_ok: Arc<AtomicI64>,
     started: i64,
     interval: Duration,
+    /// Why the last configuration reload was refused (cleared by a good one).
+    reload: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Health {
@@ -239,12 +248,29 @@ impl Health {
             last_ok: Arc::new(AtomicI64::new(0)),
             started: chrono::Utc::now().timestamp(),
             interval,
+            reload: Arc::default(),
         }
     }
 
     pub fn poll_succeeded(&self) {
         self.last_ok
             .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Records a refused reload (`Some(why)`) or a good one (`None`).
+    pub fn reload_refused(&self, why: Option<String>) {
+        *self.reload.lock().expect("health lock") = why;
+    }
+
+    /// `degraded: reload refused at T: reason` while the running
+    /// configuration is not the file's: the daemon works, but the next
+    /// restart would refuse to start.
+    pub fn degraded(&self) -> Option<String> {
+        self.reload
+            .lock()
+            .expect("health lock")
+            .as_ref()
+            .map(|w| format!("degraded: {w}"))
     }
 
     /// Healthy while the last poll succeeded within three intervals (and, just
@@ -278,9 +304,15 @@ async fn metrics_route() -> String {
 }
 
 async fn health_route(State(h): State<Health>) -> (StatusCode, String) {
+    // Degraded stays 200: a probe that restarts the process on it would
+    // meet the same broken file at start and take a working daemon down.
+    let degraded = h.degraded().map(|d| d + "\n").unwrap_or_default();
     match h.check(chrono::Utc::now().timestamp()) {
-        Ok(msg) => (StatusCode::OK, msg + "\n"),
-        Err(msg) => (StatusCode::SERVICE_UNAVAILABLE, msg + "\n"),
+        Ok(msg) => (StatusCode::OK, format!("{degraded}{msg}\n")),
+        Err(msg) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{degraded}{msg}\n"),
+        ),
     }
 }
 

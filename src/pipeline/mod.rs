@@ -222,6 +222,11 @@ impl<S: Store + Clone> Pipeline<S> {
         self.rules = rules;
     }
 
+    /// Swaps the routing tree (hot reload); alerts already routed stay put.
+    pub fn set_router(&mut self, router: Arc<Router>) {
+        self.router = router;
+    }
+
     pub fn store(&self) -> &S {
         &self.store
     }

@@ -11,6 +11,7 @@ mod argos_model;
 mod audit;
 mod dayone_backfill;
 mod dayone_evidence;
+mod dayone_reload;
 mod digest;
 mod escalation;
 mod ingest_daemon;

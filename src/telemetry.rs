@@ -121,6 +121,14 @@ fn describe() {
         "Unix time of the last poll that succeeded"
     );
     describe_gauge!(
+        "kyc_sentinel_config_reload_success",
+        "1 when the last configuration load or reload was applied, 0 when it was refused"
+    );
+    describe_gauge!(
+        "kyc_sentinel_config_last_reload_timestamp_seconds",
+        "Unix time of the last configuration load or reload attempt"
+    );
+    describe_gauge!(
         "kyc_sentinel_window_members",
         "Window members held in memory"
     );

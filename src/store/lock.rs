@@ -8,8 +8,9 @@
 //! over (and said so). The file's text names the holder (pid, host, command,
 //! start time), so a refused start can say who is in the way.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Held while the engine runs; released when dropped (or when the process dies).
@@ -53,6 +54,22 @@ fn describe(text: &str) -> String {
     )
 }
 
+/// `flock(LOCK_EX | LOCK_NB)`: false when another open file holds it.
+/// (`File::try_lock` does the same from Rust 1.89, above this crate's MSRV.)
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    // SAFETY: flock on a descriptor this `File` owns and keeps open.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 impl InstanceLock {
     /// Takes the lock of the store at `store` for `command` (`run`,
     /// `backfill`), or says which process holds it.
@@ -70,18 +87,16 @@ impl InstanceLock {
             .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
         let mut previous = String::new();
         let _ = file.read_to_string(&mut previous);
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => anyhow::bail!(
+        match try_flock(&file) {
+            Ok(true) => {}
+            Ok(false) => anyhow::bail!(
                 "another kyc-sentinel is using the store {} ({}); stop it first, or give this one \
                  its own store.path (lock file {})",
                 store.display(),
                 describe(&previous),
                 path.display()
             ),
-            Err(TryLockError::Error(e)) => {
-                anyhow::bail!("cannot lock {}: {e}", path.display())
-            }
+            Err(e) => anyhow::bail!("cannot lock {}: {e}", path.display()),
         }
         if !previous.trim().is_empty() {
             // Its process ended without releasing (a crash, a kill -9): the OS

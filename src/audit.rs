@@ -258,3 +258,40 @@ fn delivery_line(e: &AuditEntry) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_window_member_says_where_its_window_stands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let rules = crate::rules::load_path(&dir, crate::rules::ScriptLimits::default()).unwrap();
+        let open = WindowMembership {
+            rule_id: "repeated-too-many-retry".into(),
+            group_key: "u-1".into(),
+            event_time: "2026-11-26T10:00:00.000Z".into(),
+            consumed: false,
+            consumed_by: None,
+            open_members: vec![
+                "2026-11-26T09:00:00.000Z".into(),
+                "2026-11-26T10:00:00.000Z".into(),
+            ],
+            newest_event: Some("2026-11-26T10:00:00.000Z".into()),
+        };
+        assert_eq!(
+            window_line("s-2", &open, Some(&rules)),
+            "counted in window `u-1` of rule repeated-too-many-retry (2 of 3), \
+             still open in the window (until 2026-11-27T10:00:00.000Z)"
+        );
+        let closed = WindowMembership {
+            newest_event: Some("2026-11-29T00:00:00.000Z".into()),
+            ..open
+        };
+        assert_eq!(
+            window_line("s-2", &closed, Some(&rules)),
+            "counted in window `u-1` of rule repeated-too-many-retry (2 of 3), \
+             its window closed at 2026-11-27T10:00:00.000Z without firing"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::rules::{ConditionTrace, RuleSet};
-use crate::store::{AlertRecord, AuditEntry};
+use crate::store::{AlertRecord, AuditEntry, WindowMembership};
 
 /// Writes one line of output with everything in it escaped (see
 /// [`crate::util::display_safe`]): a submission id, a note or a receiver's
@@ -82,7 +82,10 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
             line!(out, "  derived: {d}");
         }
     }
-    let history: Vec<&AuditEntry> = audit.iter().filter(|e| e.kind != "decision").collect();
+    let history: Vec<&AuditEntry> = audit
+        .iter()
+        .filter(|e| e.kind != "decision" && e.kind != "delivery")
+        .collect();
     if !history.is_empty() {
         // State changes (who, when, from, to), escalation steps, silences, dead letters.
         line!(out, "  history:");
@@ -102,14 +105,13 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
             last.unwrap_or_default()
         );
     }
-    for (receiver, at, ok, detail) in &rec.attempts {
-        let outcome = if *ok { "ok" } else { "failed" };
-        let detail = detail.as_ref().map(|d| format!(": {d}"));
-        line!(
-            out,
-            "    {at} {receiver} {outcome}{}",
-            detail.unwrap_or_default()
-        );
+    let deliveries: Vec<&AuditEntry> = audit.iter().filter(|e| e.kind == "delivery").collect();
+    if !deliveries.is_empty() {
+        // Who was told what, when: every attempt of every notification that carried it.
+        line!(out, "  delivery attempts:");
+        for e in deliveries {
+            line!(out, "    {}", delivery_line(e));
+        }
     }
     out
 }
@@ -120,6 +122,7 @@ pub fn render_submission(
     id: &str,
     version: Option<(String, Option<String>, Option<String>)>,
     audit: &[AuditEntry],
+    windows: &[WindowMembership],
     alerts: &[String],
     rules: Option<&RuleSet>,
 ) -> String {
@@ -136,10 +139,14 @@ pub fn render_submission(
         result.as_deref().unwrap_or("-")
     );
     line!(out, "  decisions:");
-    if audit.is_empty() {
+    if audit.is_empty() && windows.is_empty() {
         line!(out, "    (none recorded)");
     }
-    let mut fired = Vec::new();
+    // A window member has no decision of its own: it counted towards one.
+    let mut fired: Vec<String> = windows.iter().map(|w| w.rule_id.clone()).collect();
+    for w in windows {
+        line!(out, "    {}", window_line(id, w, rules));
+    }
     for e in audit {
         let rule = e.rule_id.as_deref().unwrap_or("-");
         match e.kind.as_str() {
@@ -197,4 +204,106 @@ pub fn render_submission(
         }
     }
     out
+}
+
+/// "counted in window `KEY` of rule R (2 of 3), consumed by alert FP", or
+/// where the window stands when nothing consumed it yet.
+fn window_line(id: &str, w: &WindowMembership, rules: Option<&RuleSet>) -> String {
+    let head = format!("counted in window `{}` of rule {}", w.group_key, w.rule_id);
+    if let Some((fp, ids)) = &w.consumed_by {
+        let pos = ids
+            .iter()
+            .position(|i| i == id)
+            .map_or(ids.len(), |p| p + 1);
+        return format!("{head} ({pos} of {}), consumed by alert {fp}", ids.len());
+    }
+    if w.consumed {
+        return format!("{head}, consumed by an alert no longer stored");
+    }
+    let window = rules
+        .and_then(|r| r.rule(&w.rule_id))
+        .and_then(|r| r.window.as_ref());
+    let at = crate::store::parse_time("window_members.event_time", &w.event_time).ok();
+    let (Some(window), Some(at)) = (window, at) else {
+        let n = w
+            .open_members
+            .iter()
+            .filter(|t| **t <= w.event_time)
+            .count();
+        return format!("{head} ({n} so far), still open in the window");
+    };
+    let within = chrono::Duration::from_std(window.within).unwrap_or(chrono::Duration::MAX);
+    let from = crate::store::fmt_time(at.checked_sub_signed(within).unwrap_or(at));
+    let n = w
+        .open_members
+        .iter()
+        .filter(|t| **t > from && **t <= w.event_time)
+        .count();
+    let closes = crate::store::fmt_time(at.checked_add_signed(within).unwrap_or(at));
+    let place = format!("{n} of {}", window.threshold);
+    if w.newest_event
+        .as_deref()
+        .is_some_and(|t| t > closes.as_str())
+    {
+        format!("{head} ({place}), its window closed at {closes} without firing")
+    } else {
+        format!("{head} ({place}), still open in the window (until {closes})")
+    }
+}
+
+/// "T receiver attempt N: outcome (grouped notification of 3 alerts, key K)".
+fn delivery_line(e: &AuditEntry) -> String {
+    let d = &e.detail;
+    let s = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+    let mut line = format!(
+        "{} {} attempt {}: {} ({} notification of {} alert(s), idempotency key {})",
+        e.at,
+        s("receiver"),
+        d["attempt"],
+        s("outcome"),
+        s("notification"),
+        d["alerts_carried"],
+        short(&s("idempotency_key"))
+    );
+    if let Some(err) = d["error"].as_str() {
+        let _ = write!(line, "; error: {err}");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_window_member_says_where_its_window_stands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let rules = crate::rules::load_path(&dir, crate::rules::ScriptLimits::default()).unwrap();
+        let open = WindowMembership {
+            rule_id: "repeated-too-many-retry".into(),
+            group_key: "u-1".into(),
+            event_time: "2026-11-26T10:00:00.000Z".into(),
+            consumed: false,
+            consumed_by: None,
+            open_members: vec![
+                "2026-11-26T09:00:00.000Z".into(),
+                "2026-11-26T10:00:00.000Z".into(),
+            ],
+            newest_event: Some("2026-11-26T10:00:00.000Z".into()),
+        };
+        assert_eq!(
+            window_line("s-2", &open, Some(&rules)),
+            "counted in window `u-1` of rule repeated-too-many-retry (2 of 3), \
+             still open in the window (until 2026-11-27T10:00:00.000Z)"
+        );
+        let closed = WindowMembership {
+            newest_event: Some("2026-11-29T00:00:00.000Z".into()),
+            ..open
+        };
+        assert_eq!(
+            window_line("s-2", &closed, Some(&rules)),
+            "counted in window `u-1` of rule repeated-too-many-retry (2 of 3), \
+             its window closed at 2026-11-27T10:00:00.000Z without firing"
+        );
+    }
 }

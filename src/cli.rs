@@ -287,6 +287,10 @@ pub struct BackfillArgs {
     /// Days fetched at the same time (they are still evaluated in date order).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Notify as `run` would. Without it the history is judged quietly: alerts
+    /// are recorded (state `historical`), audited and counted, nobody is told.
+    #[arg(long)]
+    pub notify: bool,
     /// Log format; `RUST_LOG` sets the level (default `info`).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -39,7 +39,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub argos: ArgosConfig,
@@ -77,6 +77,9 @@ pub struct Config {
     /// Scheduled summaries for compliance leads (see `digest`).
     #[serde(default)]
     pub digests: Vec<DigestConfig>,
+    /// The file it was read from (what a reload re-reads); not a setting.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_rules() -> PathBuf {
@@ -87,7 +90,7 @@ fn default_receivers() -> Vec<ReceiverConfig> {
     vec![ReceiverConfig::Log { name: "log".into() }]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgosConfig {
     /// `https://rest-api.argosidentity.com`, or the simulator's address.
@@ -189,7 +192,7 @@ impl Default for PollConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// SQLite file (created if missing).
@@ -949,7 +952,9 @@ impl Config {
     pub fn load_with(path: &Path, mode: LoadMode) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::parse_with(path, &text, |k| std::env::var(k).ok(), mode)
+        let mut cfg = Self::parse_with(path, &text, |k| std::env::var(k).ok(), mode)?;
+        cfg.source = Some(path.to_owned());
+        Ok(cfg)
     }
 
     pub fn parse(

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::argos::client::{ArgosClient, ArgosError, ClientConfig, ListQuery};
 use crate::argos::crypto::{AesEcb, Cipher};
 use crate::config::Config;
-use crate::escalation::{Clock, Escalator, SystemClock};
+use crate::escalation::{Clock, SystemClock};
 use crate::ingest::{Hint, IngestServer};
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
@@ -166,6 +166,8 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Before anything else touches the store: a second daemon is refused.
+    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "run")?;
     let Engine {
         store,
         client,
@@ -203,24 +205,22 @@ pub async fn run_with_clock(
     // The outbox stops on its own signal, sent after the main loop ends, so it
     // flushes whether we stop on a signal or on a fatal error.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
-    // Escalation runs beside the outbox and stops with it (its sender dropped
-    // with this function stops it too).
-    let escalation_task = (!cfg.escalation_policies.is_empty()).then(|| {
-        let e = Escalator::new(store.clone(), &cfg.escalation_policies, clock, wake.clone());
-        tokio::spawn(e.run(outbox_stop_rx.clone()))
-    });
-    // Digests: their own task and stop signal, stopped before the outbox so
-    // a digest written at the last moment is still flushed.
-    let (digest_stop, digest_stop_rx) = watch::channel(false);
-    let digest_task = crate::digest::spawn(&cfg, store.clone(), wake.clone(), digest_stop_rx)?;
+    // Escalation runs beside the outbox and stops with it; digests are
+    // stopped before the outbox so a digest written at the last moment is
+    // still flushed. Both are restarted by a reload (see `reload::Live`).
+    let mut live = crate::reload::Live::start(&cfg, store.clone(), wake.clone(), clock)?;
     let outbox_task = tokio::spawn(outbox.clone().run(wake, outbox_stop_rx));
     let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
     let interval = cfg.poll.interval.0;
     let health = crate::telemetry::Health::new(interval).with_budget(client.budget().clone());
     let _telemetry = match cfg.telemetry.listen {
         // A daemon that cannot serve metrics still delivers alerts: log, go on.
-        Some(addr) => match crate::telemetry::serve(addr, health.clone(), api_router(&cfg, &store))
-            .await
+        Some(addr) => match crate::telemetry::serve(
+            addr,
+            health.clone(),
+            Some(crate::reload::api_service(live.api.clone())),
+        )
+        .await
         {
             Ok((bound, task)) => {
                 tracing::info!(
@@ -239,6 +239,7 @@ pub async fn run_with_clock(
     let mut reloads = crate::reload::watch(
         std::iter::once(cfg.rules.clone())
             .chain(cfg.templates.dir.clone())
+            .chain(cfg.source.clone())
             .collect(),
         cfg.reload.watch.then_some(cfg.reload.check_every.0),
         true,
@@ -290,7 +291,7 @@ pub async fn run_with_clock(
                     Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
                 }
             }
-            Some(reason) = reloads.recv() => reload_rules(&cfg, &mut pipeline, &outbox, reason),
+            Some(reason) = reloads.recv() => live.reload(reason, &mut pipeline, &outbox, &health).await,
             Some(first) = hint_rx.recv(), if hints_on => {
                 // Drain what is waiting: a burst of hints makes one batch.
                 let mut hints = vec![first];
@@ -320,14 +321,9 @@ pub async fn run_with_clock(
     if let Some(i) = ingest {
         i.stopped().await;
     }
-    let _ = digest_stop.send(true);
-    if let Some(t) = digest_task {
-        let _ = t.await;
-    }
+    live.stop_digests().await;
     let _ = outbox_stop.send(true);
-    if let Some(t) = escalation_task {
-        let _ = t.await;
-    }
+    live.stop_escalation().await;
     let _ = outbox_task.await;
     if let Some(e) = fatal {
         return Err(e).context("stopping: the Argos API cannot be used with this configuration");
@@ -420,44 +416,8 @@ async fn process_hints(
     Ok(report)
 }
 
-/// Swaps in the re-read rules, or keeps the running ones when the new set is
-/// broken. Window state is keyed by rule id, so an edited rule keeps its windows.
-fn reload_rules(
-    cfg: &Config,
-    pipeline: &mut Pipeline<SqliteStore>,
-    outbox: &Outbox<SqliteStore>,
-    reason: crate::reload::ReloadReason,
-) {
-    // Templates (and the receivers built on them): all or nothing, like the rules.
-    match build_receivers(cfg) {
-        Ok(receivers) => {
-            outbox.set_receivers(receivers);
-            tracing::debug!("{reason}: templates and receivers re-read");
-        }
-        Err(e) => tracing::error!(
-            "{reason}: the new templates were refused, the running ones stay in force: {e:#}"
-        ),
-    }
-    match load_rules(cfg) {
-        Ok(rules) if rules.version() == pipeline.rules().version() => {
-            tracing::debug!("{reason}: rules unchanged ({})", rules.version());
-        }
-        Ok(rules) => {
-            tracing::info!(
-                old = %pipeline.rules().version(), new = %rules.version(), rules = rules.rules().len(),
-                "{reason}: rules reloaded"
-            );
-            pipeline.set_rules(Arc::new(rules));
-        }
-        Err(e) => tracing::error!(
-            running = %pipeline.rules().version(),
-            "{reason}: the new rules were refused, the running rules stay in force: {e:#}"
-        ),
-    }
-}
-
 /// The alert API, when a token is configured.
-fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
+pub fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
     let token = cfg.api.token.clone()?;
     Some(crate::api::router(crate::api::ApiState {
         store: store.clone(),
@@ -521,6 +481,9 @@ pub struct BackfillOptions {
     pub to: NaiveDate,
     pub concurrency: usize,
     pub progress: bool,
+    /// Notify as a live run would (`--notify`). Without it the history is
+    /// judged quietly: alerts are recorded as `historical`, nobody is told.
+    pub notify: bool,
 }
 
 /// Versions per transaction in `backfill` (see [`Pipeline::commit_every`]).
@@ -543,6 +506,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         opts.from,
         opts.to
     );
+    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "backfill")?;
     let Engine {
         client,
         pipeline,
@@ -551,11 +515,17 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         ..
     } = Engine::build(&cfg).await?;
     let mut pipeline = pipeline.commit_every(BACKFILL_COMMIT_EVERY);
+    if !opts.notify {
+        pipeline = pipeline.quiet();
+    }
     // Deliveries run beside evaluation (the pipeline wakes the task when a
     // batch has alerts): waiting for them between days made every fsync of a
-    // file receiver part of the backfill's critical path.
+    // file receiver part of the backfill's critical path. A quiet backfill
+    // delivers nothing, not even what an earlier `run` left in the outbox.
     let (outbox_stop, outbox_stop_rx) = watch::channel(false);
-    let mut delivering = AbortOnDrop(tokio::spawn(outbox.clone().run(wake, outbox_stop_rx)));
+    let mut delivering = opts
+        .notify
+        .then(|| AbortOnDrop(tokio::spawn(outbox.clone().run(wake, outbox_stop_rx))));
     let days: Vec<NaiveDate> = opts
         .from
         .iter_days()
@@ -631,6 +601,9 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
             total.alerts += r.alerts;
             total.rule_errors += r.rule_errors;
             total.unreadable += r.unreadable;
+            for (rule, n) in r.would_notify {
+                *total.would_notify.entry(rule).or_default() += n;
+            }
         }
         bar.set_message(format!(
             "{} submissions, {} alerts",
@@ -642,6 +615,8 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     bar.finish();
     // The task flushes what is due within `outbox.flush_deadline`, then ends.
     let _ = outbox_stop.send(true);
-    let _ = (&mut delivering.0).await;
+    if let Some(d) = &mut delivering {
+        let _ = (&mut d.0).await;
+    }
     Ok(total)
 }

@@ -1,15 +1,28 @@
-//! Hot reload: the rules are re-read on SIGHUP and when their files change.
+//! Hot reload: the whole configuration is re-read on SIGHUP and when the
+//! config file, a rule file or a template changes.
 //!
-//! A change is acted on once the folder has stayed the same for one more
+//! A change is acted on once the files have stayed the same for one more
 //! check (debounce), so an editor's save-as-rename or `git checkout` of many
 //! files yields one reload. The reload itself is done by the daemon loop,
-//! between polls: a broken set is refused with its errors and the running set
-//! stays in force.
+//! between polls, all or nothing: the file, rules, templates, receivers,
+//! routes, escalation policies, digests and API settings are all built and
+//! checked first; one problem refuses the lot, the running set stays in force
+//! and the refusal shows in `/healthz` and the metrics until a reload succeeds.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::Config;
+use crate::escalation::{Clock, Escalator};
+use crate::notify::Receiver;
+use crate::notify::routing::Router;
+use crate::rules::RuleSet;
+use crate::store::SqliteStore;
 
 /// Why a reload was asked for (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +35,21 @@ impl std::fmt::Display for ReloadReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ReloadReason::Signal => "SIGHUP",
-            ReloadReason::FilesChanged => "rule or template files changed",
+            ReloadReason::FilesChanged => "config, rule or template files changed",
         })
     }
 }
 
-/// What identifies the folders' content cheaply: names, sizes, mtimes.
+/// What identifies the folders' (or files') content cheaply: names, sizes, mtimes.
 fn snapshot(dirs: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     let mut out = Vec::new();
     for dir in dirs {
+        if let Ok(m) = std::fs::metadata(dir)
+            && m.is_file()
+        {
+            out.push((dir.clone(), m.len(), m.modified().ok()));
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
@@ -94,4 +113,275 @@ pub fn watch(
         }
     });
     rx
+}
+
+/// Sections whose change needs a restart: they shape connections and tasks
+/// built once at start (the store, listeners, the Argos client, the poller,
+/// the outbox's retry policy).
+const RESTART_ONLY: &[&str] = &["argos", "poll", "store", "outbox", "telemetry", "ingest"];
+
+/// The file's top-level sections as written, before `${VAR}` substitution:
+/// enough to say which changed, without reading or logging a secret.
+fn sections(path: &Path) -> BTreeMap<String, Value> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_saphyr::from_str::<BTreeMap<String, Value>>(&t).ok())
+        .unwrap_or_default()
+}
+
+/// A digest of the template folder's files (names and contents).
+fn templates_digest(cfg: &Config) -> String {
+    let Some(dir) = &cfg.templates.dir else {
+        return String::new();
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|es| es.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let mut text = Vec::new();
+    for f in files {
+        text.extend(f.to_string_lossy().as_bytes());
+        text.extend(std::fs::read(&f).unwrap_or_default());
+    }
+    crate::util::sha256_hex(&text)
+}
+
+/// A whole configuration, built and checked, not applied yet.
+pub struct Prepared {
+    pub cfg: Config,
+    pub rules: Arc<RuleSet>,
+    pub receivers: Vec<Receiver>,
+    pub router: Arc<Router>,
+    sections: BTreeMap<String, Value>,
+    templates: String,
+}
+
+/// Reads and builds everything a reload swaps in; the first problem refuses it.
+pub fn prepare(path: &Path, store: &SqliteStore) -> anyhow::Result<Prepared> {
+    let cfg = Config::load(path).map_err(anyhow::Error::msg)?;
+    let rules = Arc::new(crate::daemon::load_rules(&cfg)?);
+    let receivers = crate::daemon::build_receivers(&cfg)?;
+    let router = Arc::new(crate::daemon::build_router(&cfg)?);
+    // Digests compile their templates when built: built here to be checked.
+    crate::digest::Digester::from_config(&cfg, store.clone())?;
+    Ok(Prepared {
+        sections: sections(path),
+        templates: templates_digest(&cfg),
+        cfg,
+        rules,
+        receivers,
+        router,
+    })
+}
+
+/// The API's routes as configured now; swapped on reload.
+pub type ApiSlot = Arc<RwLock<Option<axum::Router>>>;
+
+/// An axum router that serves whatever the slot holds (404 while it holds
+/// nothing), so a reload can change the token or turn the API on or off.
+pub fn api_service(slot: ApiSlot) -> axum::Router {
+    axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let current = slot.read().expect("api slot").clone();
+        async move {
+            use axum::response::IntoResponse;
+            use tower::ServiceExt;
+            match current {
+                Some(r) => r.oneshot(req).await.into_response(),
+                None => axum::http::StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    })
+}
+
+/// A task with its own stop signal.
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Task {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+/// The reloadable parts of a running daemon that are not the pipeline's or
+/// the outbox's: escalation and digest tasks, the API, and what the running
+/// configuration was, to report what a reload changes.
+pub struct Live {
+    path: Option<PathBuf>,
+    cfg: Config,
+    sections: BTreeMap<String, Value>,
+    templates: String,
+    store: SqliteStore,
+    wake: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+    escalation: Option<Task>,
+    digests: Option<Task>,
+    pub api: ApiSlot,
+}
+
+impl Live {
+    /// Starts the escalation and digest tasks of `cfg`.
+    pub fn start(
+        cfg: &Config,
+        store: SqliteStore,
+        wake: Arc<Notify>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Live> {
+        let path = cfg.source.clone();
+        let mut live = Live {
+            sections: path.as_deref().map(sections).unwrap_or_default(),
+            templates: templates_digest(cfg),
+            path,
+            cfg: cfg.clone(),
+            api: Arc::new(RwLock::new(crate::daemon::api_router(cfg, &store))),
+            store,
+            wake,
+            clock,
+            escalation: None,
+            digests: None,
+        };
+        live.escalation = live.spawn_escalation();
+        live.digests = live.spawn_digests()?;
+        crate::telemetry::emit::config_reload(true);
+        Ok(live)
+    }
+
+    fn spawn_escalation(&self) -> Option<Task> {
+        let policies = &self.cfg.escalation_policies;
+        (!policies.is_empty()).then(|| {
+            let (stop, rx) = watch::channel(false);
+            let e = Escalator::new(
+                self.store.clone(),
+                policies,
+                self.clock.clone(),
+                self.wake.clone(),
+            );
+            Task {
+                stop,
+                handle: tokio::spawn(e.run(rx)),
+            }
+        })
+    }
+
+    fn spawn_digests(&self) -> anyhow::Result<Option<Task>> {
+        let (stop, rx) = watch::channel(false);
+        Ok(
+            crate::digest::spawn(&self.cfg, self.store.clone(), self.wake.clone(), rx)?
+                .map(|handle| Task { stop, handle }),
+        )
+    }
+
+    /// Stops the digests (before the outbox's last flush).
+    pub async fn stop_digests(&mut self) {
+        if let Some(t) = self.digests.take() {
+            t.stop().await;
+        }
+    }
+
+    /// Stops escalation (with the outbox).
+    pub async fn stop_escalation(&mut self) {
+        if let Some(t) = self.escalation.take() {
+            t.stop().await;
+        }
+    }
+
+    /// Re-reads the whole configuration and applies it, or refuses it whole.
+    pub async fn reload(
+        &mut self,
+        reason: ReloadReason,
+        pipeline: &mut crate::pipeline::Pipeline<SqliteStore>,
+        outbox: &crate::notify::outbox::Outbox<SqliteStore>,
+        health: &crate::telemetry::Health,
+    ) {
+        let Some(path) = self.path.clone() else {
+            tracing::warn!(
+                "{reason}: this configuration was not read from a file; nothing to reload"
+            );
+            return;
+        };
+        let new = match prepare(&path, &self.store) {
+            Ok(new) => new,
+            Err(e) => {
+                let at = crate::store::fmt_time(chrono::Utc::now());
+                tracing::error!(
+                    "{reason}: configuration reload refused, the running configuration stays in force: {e:#}"
+                );
+                // The first line says enough for /healthz; the log has all.
+                let first = format!("{e:#}").lines().next().unwrap_or("").to_owned();
+                health.reload_refused(Some(format!("reload refused at {at}: {first}")));
+                crate::telemetry::emit::config_reload(false);
+                return;
+            }
+        };
+        let line = self.describe(pipeline.rules(), &new);
+        pipeline.set_rules(new.rules.clone());
+        pipeline.set_router(new.router.clone());
+        outbox.set_receivers(new.receivers);
+        *self.api.write().expect("api slot") = crate::daemon::api_router(&new.cfg, &self.store);
+        self.cfg = new.cfg;
+        self.sections = new.sections;
+        self.templates = new.templates;
+        // Restarted from the store's state: nothing sent twice, nothing skipped.
+        if let Some(t) = self.escalation.take() {
+            t.stop().await;
+        }
+        self.escalation = self.spawn_escalation();
+        self.stop_digests().await;
+        match self.spawn_digests() {
+            Ok(d) => self.digests = d,
+            Err(e) => tracing::error!("{reason}: digests not restarted: {e:#}"),
+        }
+        health.reload_refused(None);
+        crate::telemetry::emit::config_reload(true);
+        tracing::info!("{reason}: configuration reloaded: {line}");
+    }
+
+    /// One line: which sections changed, the rules' versions, and what only
+    /// a restart applies. Names only, never values.
+    fn describe(&self, running: &RuleSet, new: &Prepared) -> String {
+        let mut changed: Vec<String> = Vec::new();
+        let mut restart: Vec<String> = Vec::new();
+        let keys: std::collections::BTreeSet<&String> =
+            self.sections.keys().chain(new.sections.keys()).collect();
+        for k in keys {
+            if self.sections.get(k) == new.sections.get(k) || k == "rules" {
+                continue;
+            }
+            if RESTART_ONLY.contains(&k.as_str()) {
+                restart.push(k.clone());
+            } else {
+                changed.push(k.clone());
+            }
+        }
+        if running.version() != new.rules.version() {
+            changed.push(format!(
+                "rules {} -> {} ({} rules)",
+                short(running.version()),
+                short(new.rules.version()),
+                new.rules.rules().len()
+            ));
+        }
+        if self.templates != new.templates && !changed.iter().any(|c| c == "templates") {
+            changed.push("template files".into());
+        }
+        let mut line = if changed.is_empty() {
+            "nothing changed".to_owned()
+        } else {
+            format!("changed {}", changed.join(", "))
+        };
+        if !restart.is_empty() {
+            line += &format!(
+                "; {} changed but apply at the next restart",
+                restart.join(", ")
+            );
+        }
+        line
+    }
+}
+
+fn short(v: &str) -> &str {
+    &v[..v.len().min(12)]
 }

@@ -121,6 +121,14 @@ fn describe() {
         "Unix time of the last poll that succeeded"
     );
     describe_gauge!(
+        "kyc_sentinel_config_reload_success",
+        "1 when the last configuration load or reload was applied, 0 when it was refused"
+    );
+    describe_gauge!(
+        "kyc_sentinel_config_last_reload_timestamp_seconds",
+        "Unix time of the last configuration load or reload attempt"
+    );
+    describe_gauge!(
         "kyc_sentinel_window_members",
         "Window members held in memory"
     );
@@ -186,6 +194,13 @@ pub mod emit {
 
     pub fn unreadable_items(n: usize) {
         counter!("kyc_sentinel_unreadable_items_total").increment(n as u64);
+    }
+
+    /// A configuration load at start (`true`) or a reload's outcome.
+    pub fn config_reload(ok: bool) {
+        gauge!("kyc_sentinel_config_reload_success").set(if ok { 1.0 } else { 0.0 });
+        gauge!("kyc_sentinel_config_last_reload_timestamp_seconds")
+            .set(chrono::Utc::now().timestamp() as f64);
     }
 
     pub fn batch(received: usize, changed: usize, unreadable: usize) {
@@ -261,6 +276,8 @@ pub struct Health {
     interval: Duration,
     /// The Argos call budget: a spent budget is reported first.
     budget: Option<Arc<crate::argos::CallBudget>>,
+    /// Why the last configuration reload was refused (cleared by a good one).
+    reload: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Health {
@@ -270,6 +287,7 @@ impl Health {
             started: chrono::Utc::now().timestamp(),
             interval,
             budget: None,
+            reload: Arc::default(),
         }
     }
 
@@ -282,6 +300,22 @@ impl Health {
     pub fn poll_succeeded(&self) {
         self.last_ok
             .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Records a refused reload (`Some(why)`) or a good one (`None`).
+    pub fn reload_refused(&self, why: Option<String>) {
+        *self.reload.lock().expect("health lock") = why;
+    }
+
+    /// `degraded: reload refused at T: reason` while the running
+    /// configuration is not the file's: the daemon works, but the next
+    /// restart would refuse to start.
+    pub fn degraded(&self) -> Option<String> {
+        self.reload
+            .lock()
+            .expect("health lock")
+            .as_ref()
+            .map(|w| format!("degraded: {w}"))
     }
 
     /// Healthy while the last poll succeeded within three intervals (and, just
@@ -322,9 +356,15 @@ async fn metrics_route() -> String {
 }
 
 async fn health_route(State(h): State<Health>) -> (StatusCode, String) {
+    // Degraded stays 200: a probe that restarts the process on it would
+    // meet the same broken file at start and take a working daemon down.
+    let degraded = h.degraded().map(|d| d + "\n").unwrap_or_default();
     match h.check(chrono::Utc::now().timestamp()) {
-        Ok(msg) => (StatusCode::OK, msg + "\n"),
-        Err(msg) => (StatusCode::SERVICE_UNAVAILABLE, msg + "\n"),
+        Ok(msg) => (StatusCode::OK, format!("{degraded}{msg}\n")),
+        Err(msg) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{degraded}{msg}\n"),
+        ),
     }
 }
 

@@ -15,18 +15,32 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         to: args.to,
         concurrency: args.concurrency,
         progress: std::io::stderr().is_terminal(),
+        notify: args.notify,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(backfill(cfg, opts))?;
-    println!(
-        "backfill {}..{}: {} submissions received, {} new or changed versions, {} alerts, {} rule errors, {} unreadable",
-        args.from,
-        args.to,
-        report.received,
-        report.changed,
-        report.alerts,
-        report.rule_errors,
-        report.unreadable
-    );
+    print!("{}", summary(&args, &report));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the backfill did; when quiet, what it would have sent, per rule.
+fn summary(args: &BackfillArgs, r: &crate::pipeline::BatchReport) -> String {
+    let mut out = format!(
+        "backfill {}..{}: {} submissions received, {} new or changed versions, {} alerts, {} rule errors, {} unreadable\n",
+        args.from, args.to, r.received, r.changed, r.alerts, r.rule_errors, r.unreadable
+    );
+    if args.notify {
+        return out;
+    }
+    let sent: usize = r.would_notify.values().sum();
+    out += &format!(
+        "quiet: the {} alerts are recorded as historical; nothing was sent (--notify sends them)\n\
+         would have been sent: {sent} alert(s)",
+        r.alerts
+    );
+    out += if sent == 0 { "\n" } else { ", by rule:\n" };
+    for (rule, n) in &r.would_notify {
+        out += &format!("  {rule}: {n}\n");
+    }
+    out
 }

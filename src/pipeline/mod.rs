@@ -33,6 +33,9 @@ pub struct BatchReport {
     pub alerts: usize,
     pub rule_errors: usize,
     pub unreadable: usize,
+    /// Quiet mode only: per rule, the alerts that a receiver would have been
+    /// told about (routed, not silenced) had they been live.
+    pub would_notify: std::collections::BTreeMap<String, usize>,
 }
 
 pub struct Pipeline<S> {
@@ -49,6 +52,8 @@ pub struct Pipeline<S> {
     /// Batches evaluated but not committed yet (see [`Pipeline::commit_every`]).
     pending: Pending,
     commit_every: usize,
+    /// Record alerts as `historical` and route none of them (quiet backfill).
+    quiet: bool,
 }
 
 /// Evaluated batches waiting for their shared transaction. Their versions
@@ -141,6 +146,7 @@ impl<S: Store + Clone> Pipeline<S> {
             applicant_lookup: None,
             pending: Pending::default(),
             commit_every: 0,
+            quiet: false,
         })
     }
 
@@ -152,6 +158,15 @@ impl<S: Store + Clone> Pipeline<S> {
     /// versions. 0 (the default) commits every batch.
     pub fn commit_every(mut self, n: usize) -> Self {
         self.commit_every = n;
+        self
+    }
+
+    /// Judges quietly: decisions, alerts, audit rows and rule state are
+    /// recorded as usual, but alerts are stored as `historical` and never
+    /// routed, so no notification, escalation or digest treats them as new.
+    /// For a first backfill of history nobody needs to be paged for.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
         self
     }
 
@@ -234,6 +249,11 @@ impl<S: Store + Clone> Pipeline<S> {
     /// Swaps the rule set (hot reload). Window state is kept per rule id.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.rules = rules;
+    }
+
+    /// Swaps the routing tree (hot reload); alerts already routed stay put.
+    pub fn set_router(&mut self, router: Arc<Router>) {
+        self.router = router;
     }
 
     pub fn store(&self) -> &S {
@@ -445,6 +465,7 @@ impl<S: Store + Clone> Pipeline<S> {
                         "group_key": alert.group_key,
                         "derived": sub.derived,
                         "conditions": trace,
+                        "historical": self.quiet,
                     }),
                 });
                 if let Some(s) = silenced_by(&silences, alert, now) {
@@ -462,6 +483,10 @@ impl<S: Store + Clone> Pipeline<S> {
                             "ends_at": crate::store::fmt_time(s.ends_at),
                         }),
                     });
+                } else if self.quiet {
+                    if !self.router.route(alert).is_empty() {
+                        *report.would_notify.entry(alert.rule.clone()).or_default() += 1;
+                    }
                 } else {
                     for m in self.router.route(alert) {
                         commit.notify.push(GroupInsert {
@@ -510,6 +535,7 @@ impl<S: Store + Clone> Pipeline<S> {
         //    batches gathered so far); the journal is taken at commit time.
         let p = &mut self.pending;
         p.commit.source = commit.source;
+        p.commit.historical = self.quiet;
         p.commit.versions.append(&mut commit.versions);
         p.commit.alerts.append(&mut commit.alerts);
         p.commit.notify.append(&mut commit.notify);

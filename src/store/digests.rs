@@ -222,14 +222,15 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Alerts fired in `[start, end)`, oldest first.
+    /// Alerts fired in `[start, end)`, oldest first; not those a quiet
+    /// backfill recorded (history is not news).
     pub async fn alerts_fired_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<DigestAlert>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= ? AND a.fired_at < ? \
+            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= ? AND a.fired_at < ? AND a.historical = 0 \
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))

@@ -1,5 +1,9 @@
 //! Alert lifecycle in the store: acknowledge, resolve, list.
 //!
+//! States: `open` (no row), `acknowledged`, `resolved`, and `historical` for
+//! alerts a quiet backfill recorded (nobody was told; they can still be
+//! acknowledged or resolved during a review).
+//!
 //! The transition rules are pure ([`transition`]); the store applies a
 //! transition and records it (state row, change row, audit row) in one
 //! transaction, so the audit log always says who moved an alert, when, from
@@ -17,6 +21,8 @@ pub enum AlertState {
     Open,
     Acknowledged,
     Resolved,
+    /// Recorded by a quiet backfill: never notified, escalated or counted as new.
+    Historical,
 }
 
 impl AlertState {
@@ -25,6 +31,7 @@ impl AlertState {
             AlertState::Open => "open",
             AlertState::Acknowledged => "acknowledged",
             AlertState::Resolved => "resolved",
+            AlertState::Historical => "historical",
         }
     }
 
@@ -33,6 +40,7 @@ impl AlertState {
             "open" => Some(AlertState::Open),
             "acknowledged" => Some(AlertState::Acknowledged),
             "resolved" => Some(AlertState::Resolved),
+            "historical" => Some(AlertState::Historical),
             _ => None,
         }
     }
@@ -77,7 +85,9 @@ pub fn transition(
     action: &Action,
 ) -> std::result::Result<AlertState, &'static str> {
     match (current, action) {
-        (AlertState::Open, Action::Ack { .. }) => Ok(AlertState::Acknowledged),
+        (AlertState::Open | AlertState::Historical, Action::Ack { .. }) => {
+            Ok(AlertState::Acknowledged)
+        }
         (AlertState::Acknowledged, Action::Ack { .. }) => Err("acknowledged"),
         (AlertState::Resolved, _) => Err("resolved"),
         (_, Action::Resolve { .. }) => Ok(AlertState::Resolved),
@@ -267,5 +277,14 @@ mod tests {
         );
         assert_eq!(transition(AlertState::Resolved, &ack), Err("resolved"));
         assert_eq!(transition(AlertState::Resolved, &res), Err("resolved"));
+        // A reviewer may close history too.
+        assert_eq!(
+            transition(AlertState::Historical, &ack),
+            Ok(AlertState::Acknowledged)
+        );
+        assert_eq!(
+            transition(AlertState::Historical, &res),
+            Ok(AlertState::Resolved)
+        );
     }
 }

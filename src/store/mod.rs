@@ -14,6 +14,7 @@
 mod digests;
 pub mod escalation;
 pub mod lifecycle;
+pub mod lock;
 pub mod lookup;
 mod sqlite;
 
@@ -23,7 +24,7 @@ use std::future::Future;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use digests::{DeadLetter, DigestAlert, DigestRecord, RuleErrorRow};
-pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary};
+pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary, WindowMembership};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -167,6 +168,8 @@ pub struct BatchCommit {
     pub notify: Vec<GroupInsert>,
     pub audit: Vec<AuditRow>,
     pub meta: Vec<(String, String)>,
+    /// A quiet backfill's batch: its alerts are stored in state `historical`.
+    pub historical: bool,
 }
 
 /// The submissions of one applicant: (submission_id, email, first event time).

@@ -131,7 +131,8 @@ pub struct AlertRecord {
     pub rule_version: String,
     /// The alert as `eval` prints it.
     pub alert: serde_json::Value,
-    /// (receiver, state, attempts, last_error)
+    /// Every notification that carried it (alone, grouped, an escalation
+    /// step, a digest): (receiver, state, attempts, last_error)
     pub notifications: Vec<(String, String, i64, Option<String>)>,
     /// (receiver, at, ok, detail)
     pub attempts: Vec<(String, String, bool, Option<String>)>,
@@ -223,6 +224,62 @@ impl SqliteStore {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
+    /// Where a submission was counted in windows: each (rule, group key)
+    /// with the alert that consumed it, or the window's open members.
+    pub async fn window_memberships(&self, id: &str) -> Result<Vec<WindowMembership>> {
+        // No index by submission: a scan, for an auditor's one-off question,
+        // rather than an index every batch would have to write.
+        let rows = sqlx::query(
+            "SELECT rule_id, group_key, event_time, consumed FROM window_members \
+             WHERE submission_id = ? ORDER BY rule_id, group_key",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let newest = self.latest_window_event().await?.map(fmt_time);
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let (rule_id, group_key): (String, String) = (r.get(0), r.get(1));
+            let consumed_by = if r.get::<i64, _>(3) != 0 {
+                sqlx::query(
+                    "SELECT fingerprint, json_extract(body, '$.submission_ids') FROM alerts \
+                     WHERE rule_id = ? AND group_key = ? AND EXISTS \
+                     (SELECT 1 FROM json_each(json_extract(body, '$.submission_ids')) WHERE value = ?)",
+                )
+                .bind(&rule_id)
+                .bind(&group_key)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|a| {
+                    let ids: Vec<String> =
+                        serde_json::from_str(&a.get::<String, _>(1)).unwrap_or_default();
+                    (a.get(0), ids)
+                })
+            } else {
+                None
+            };
+            let open_members = sqlx::query_scalar(
+                "SELECT event_time FROM window_members \
+                 WHERE rule_id = ? AND group_key = ? AND consumed = 0 ORDER BY event_time",
+            )
+            .bind(&rule_id)
+            .bind(&group_key)
+            .fetch_all(&self.pool)
+            .await?;
+            out.push(WindowMembership {
+                rule_id,
+                group_key,
+                event_time: r.get(2),
+                consumed: r.get::<i64, _>(3) != 0,
+                consumed_by,
+                open_members,
+                newest_event: newest.clone(),
+            });
+        }
+        Ok(out)
+    }
+
     pub async fn alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
         let Some(row) =
             sqlx::query("SELECT fired_at, rule_version, body FROM alerts WHERE fingerprint = ?")
@@ -234,7 +291,9 @@ impl SqliteStore {
         };
         let body: String = row.get(2);
         let notifications = sqlx::query(
-            "SELECT receiver, state, attempts, last_error FROM outbox WHERE fingerprint = ? ORDER BY receiver",
+            "SELECT receiver, state, attempts, last_error FROM outbox \
+             WHERE fingerprint = ?1 OR id IN (SELECT outbox_id FROM outbox_alerts WHERE fingerprint = ?1) \
+             ORDER BY receiver, id",
         )
         .bind(fingerprint)
         .fetch_all(&self.pool)
@@ -244,7 +303,8 @@ impl SqliteStore {
         .collect();
         let attempts = sqlx::query(
             "SELECT o.receiver, d.at, d.ok, d.detail FROM delivery_attempts d JOIN outbox o ON o.id = d.outbox_id \
-             WHERE o.fingerprint = ? ORDER BY d.id",
+             WHERE o.fingerprint = ?1 OR o.id IN (SELECT outbox_id FROM outbox_alerts WHERE fingerprint = ?1) \
+             ORDER BY d.id",
         )
         .bind(fingerprint)
         .fetch_all(&self.pool)
@@ -278,6 +338,22 @@ impl SqliteStore {
     }
 }
 
+/// A submission counted in a rule's window (see [`SqliteStore::window_memberships`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowMembership {
+    pub rule_id: String,
+    pub group_key: String,
+    /// The member's event time.
+    pub event_time: String,
+    pub consumed: bool,
+    /// The alert that consumed it, with that alert's members in order.
+    pub consumed_by: Option<(String, Vec<String>)>,
+    /// Event times of the window's members not consumed yet (this one included when open).
+    pub open_members: Vec<String>,
+    /// The newest event time in the engine's window state (how far time has moved on).
+    pub newest_event: Option<String>,
+}
+
 /// See [`SqliteStore::summary`].
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -306,7 +382,7 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 
 /// Rows per multi-row INSERT. Every statement is a round trip to the
 /// connection's worker thread; one per row was the largest cost of a batch
-/// (README, Benchmarks). 100 rows of at most 9 columns stay far below SQLite's
+/// (README, Benchmarks). 100 rows of at most 10 columns stay far below SQLite's
 /// host-parameter limit.
 const ROWS_PER_INSERT: usize = 100;
 
@@ -725,8 +801,8 @@ impl Store for SqliteStore {
         insert_many(
             &mut tx,
             "INSERT OR IGNORE INTO alerts (fingerprint, rule_id, rule_version, severity, submission_id, \
-             group_key, event_time, fired_at, body)",
-            9,
+             group_key, event_time, fired_at, body, historical)",
+            10,
             "",
             &batch.alerts,
             |q, a| {
@@ -739,9 +815,27 @@ impl Store for SqliteStore {
                     .bind(fmt_time(a.event_time))
                     .bind(&now)
                     .bind(&a.body)
+                    .bind(batch.historical as i64)
             },
         )
         .await?;
+        if batch.historical {
+            // Judged quietly: nobody was told, so nobody has to act on them.
+            insert_many(
+                &mut tx,
+                "INSERT OR IGNORE INTO alert_states (fingerprint, state, changed_at, changed_by)",
+                4,
+                "",
+                &batch.alerts,
+                |q, a| {
+                    q.bind(&a.fingerprint)
+                        .bind("historical")
+                        .bind(&now)
+                        .bind("backfill")
+                },
+            )
+            .await?;
+        }
         // OR IGNORE: the same alert re-decided after a crash keeps its row.
         insert_many(
             &mut tx,

@@ -84,10 +84,24 @@ async fn audit_explains_aml_window_and_script_alerts() {
         "retry-1",
         store.submission("retry-1").await.unwrap(),
         &store.audit_for_submission("retry-1").await.unwrap(),
+        &store.window_memberships("retry-1").await.unwrap(),
         &store.alerts_of_submission("retry-1").await.unwrap(),
         Some(&rules),
     );
     assert!(text.contains(&fingerprints[1]), "{text}");
+    // Issue 15 item 7: a member says where it counted, not "did not fire".
+    assert!(
+        text.contains(&format!(
+            "    counted in window `probe-7` of rule repeated-too-many-retry (1 of 3), consumed by alert {}\n",
+            fingerprints[1]
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("(none recorded)"), "{text}");
+    assert!(
+        !text.contains("    repeated-too-many-retry:\n"),
+        "listed under did not fire: {text}"
+    );
     assert!(text.contains("    low-liveness:\n      kyc.attempts[*].livenessScore = (missing) lt 50 (every) -> false"), "{text}");
 
     // The CLI export: one JSON object per audit row of the day.

@@ -4,12 +4,14 @@
 
 mod common;
 mod notify_common;
-
 mod argos_client;
 mod argos_crypto;
 mod argos_model;
 mod audit;
 mod config_errors;
+mod dayone_backfill;
+mod dayone_evidence;
+mod dayone_reload;
 mod differential;
 mod digest;
 mod escalation;

@@ -115,7 +115,8 @@ async fn a_400_goes_to_the_dead_letter_without_retry() {
         !error.contains(&url),
         "the URL (a secret) is not in the error: {error}"
     );
-    assert_eq!(h.audit_kinds().await, ["dead_letter"]);
+    // The attempt itself is audited too (issue 15 item 6).
+    assert_eq!(h.audit_kinds().await, ["dead_letter", "delivery"]);
 }
 
 #[tokio::test]

@@ -173,6 +173,8 @@ async fn backfill_twice_alerts_once() {
         to: end.date_naive(),
         concurrency: 3,
         progress: false,
+        // These compare deliveries with eval; the quiet default sends none.
+        notify: true,
     };
     let first = daemon::backfill(Config::load(&cfg_path).unwrap(), opts.clone())
         .await
@@ -223,6 +225,8 @@ async fn backfill_of_big_days_alerts_as_eval_does() {
         to: end.date_naive(),
         concurrency: 2,
         progress: false,
+        // These compare deliveries with eval; the quiet default sends none.
+        notify: true,
     };
     let report = daemon::backfill(Config::load(&cfg_path).unwrap(), opts)
         .await

@@ -124,11 +124,11 @@ async fn changed_rules_apply_and_broken_rules_are_refused() {
         "s-alpha-2 must not fire after the edit"
     );
     assert!(
-        stderr.contains("rule or template files changed: rules reloaded"),
+        stderr.contains("files changed: configuration reloaded: changed rules "),
         "{stderr}"
     );
     assert!(
-        stderr.contains("the new rules were refused, the running rules stay in force")
+        stderr.contains("configuration reload refused, the running configuration stays in force")
             && stderr.contains("broken.yaml:1:"),
         "{stderr}"
     );

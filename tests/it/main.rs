@@ -11,6 +11,7 @@ mod argos_model;
 mod audit;
 mod digest;
 mod escalation;
+mod hardening_delivery;
 mod ingest_daemon;
 mod ingest_endpoint;
 mod lifecycle;

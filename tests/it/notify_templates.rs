@@ -23,6 +23,7 @@ fn templates() -> Templates {
         dashboard_url: Some(
             "https://dashboard.argosidentity.com/submissions/{submission_id}".into(),
         ),
+        ..TemplatesConfig::default()
     })
     .unwrap()
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 
@@ -222,9 +223,10 @@ impl<S: Store + Clone> Outbox<S> {
         rows: &[OutboxRow],
         mut cut: Option<watch::Receiver<bool>>,
     ) -> crate::store::Result<()> {
-        let mut inflight = futures::stream::iter(rows)
-            .map(|row| async move { (row.clone(), self.outcome(row).await) })
-            .buffer_unordered(self.cfg.concurrency_per_receiver.max(1));
+        let limit = self.cfg.concurrency_per_receiver.max(1);
+        let mut waiting = rows.iter();
+        let mut inflight = FuturesUnordered::new();
+        inflight.extend(waiting.by_ref().take(limit).map(|r| self.delivery(r)));
         loop {
             let first = tokio::select! {
                 biased;
@@ -242,8 +244,14 @@ impl<S: Store + Clone> Outbox<S> {
             while let Some(Some(more)) = inflight.next().now_or_never() {
                 done.push(more);
             }
+            inflight.extend(waiting.by_ref().take(done.len()).map(|r| self.delivery(r)));
             self.record(&done).await?;
         }
+    }
+
+    /// One delivery and its outcome, with its row (for [`FuturesUnordered`]).
+    async fn delivery(&self, row: &OutboxRow) -> (OutboxRow, DeliveryOutcome) {
+        (row.clone(), self.outcome(row).await)
     }
 
     /// Reports and records a set of outcomes (one transaction).
@@ -376,10 +384,13 @@ const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Resolves when `cut` flips to true; never without one.
 async fn cut_signal(cut: &mut Option<watch::Receiver<bool>>) {
-    match cut {
-        Some(c) if c.wait_for(|v| *v).await.is_ok() => {}
-        _ => std::future::pending().await,
+    if let Some(c) = cut
+        && c.wait_for(|v| *v).await.is_ok()
+    {
+        return;
     }
+    std::future::pending().await
+
 }
 
 /// The worker task of each receiver that has one.

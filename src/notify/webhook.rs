@@ -168,7 +168,7 @@ impl WebhookReceiver {
                 "{at}: HTTP {status}: redirects are not followed; configure the final URL"
             )));
         }
-        let text = resp.text().await.unwrap_or_default();
+        let text = answer_start(resp).await;
         let msg = format!("{at}: HTTP {status}: {}", self.scrub.excerpt(&text));
         if status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
@@ -209,6 +209,23 @@ impl WebhookReceiver {
             format!("{what}: {detail}")
         }
     }
+}
+
+/// Bytes of an error answer read at most: enough for the excerpt; a receiver
+/// cannot make us buffer a large body.
+const ANSWER_READ: usize = 4096;
+
+/// The start of an error answer (lossy UTF-8), read up to [`ANSWER_READ`] bytes.
+async fn answer_start(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < ANSWER_READ {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    buf.truncate(ANSWER_READ);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[cfg(test)]

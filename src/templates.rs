@@ -227,7 +227,10 @@ impl Templates {
 impl Templates {
     /// The environment whose fuel fits a context of `units` alerts.
     fn env_for(&self, units: usize) -> Arc<Environment<'static>> {
-        let class = units.max(1).checked_next_power_of_two().unwrap_or(usize::MAX);
+        let class = units
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
         let mut cache = self.fueled.lock().expect("template cache lock");
         cache
             .entry(class)
@@ -245,7 +248,10 @@ impl Templates {
             return describe(&format!("template `{name}`"), e);
         }
         let units = work_units(ctx);
-        let class = units.max(1).checked_next_power_of_two().unwrap_or(usize::MAX);
+        let class = units
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
         format!(
             "template `{name}`: rendering stopped: it needs more than its budget of {} fuel \
              for {units} alert(s) (templates.render_fuel + render_fuel_per_alert x {class}); \
@@ -270,9 +276,12 @@ impl Templates {
             })
             .collect();
         let params = sample_params();
+        let one = Notification::sample("check");
         self.names
             .iter()
             .filter(|name| !is_digest_template(name))
+            // A template that fails with one alert is reported by `check_all`.
+            .filter(|name| self.render_with(name, &one, &params).is_ok())
             .filter_map(|name| {
                 self.render_with(name, &n, &params)
                     .err()
@@ -288,14 +297,9 @@ fn work_units(ctx: &Value) -> usize {
     if let Some(a) = ctx.get("alerts").and_then(Value::as_array) {
         return a.len();
     }
-    ctx.get("report")
-        .and_then(Value::as_object)
-        .map_or(0, |r| {
-            r.values()
-                .filter_map(Value::as_array)
-                .map(Vec::len)
-                .sum()
-        })
+    ctx.get("report").and_then(Value::as_object).map_or(0, |r| {
+        r.values().filter_map(Value::as_array).map(Vec::len).sum()
+    })
 }
 
 /// Digest templates read a report, not alerts (by convention, their names start with `digest`).

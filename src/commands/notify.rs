@@ -34,7 +34,10 @@ pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         );
     };
-    let n = fresh_key(alert_file(args.alert.as_deref(), &args.receiver)?, args.alert.is_none());
+    let n = fresh_key(
+        alert_file(args.alert.as_deref(), &args.receiver)?,
+        args.alert.is_none(),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -218,15 +218,33 @@ impl<S: Store + Clone> Outbox<S> {
 
     /// Other receivers: up to `concurrency_per_receiver` requests at once;
     /// what completes together is recorded in one transaction.
+    ///
+    /// Every notification of the round is read from the store before the
+    /// first request: a delivery in flight must not hold a pool connection
+    /// while this task records (that deadlocked the pool).
     async fn concurrent_round(
         &self,
         rows: &[OutboxRow],
         mut cut: Option<watch::Receiver<bool>>,
     ) -> crate::store::Result<()> {
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        let receivers = self.receivers.read().expect("receivers lock").clone();
+        let r = receivers.get(&first.receiver);
+        let mut prepared = Vec::with_capacity(rows.len());
+        for row in rows {
+            prepared.push((row, self.prepare(row, r).await));
+        }
         let limit = self.cfg.concurrency_per_receiver.max(1);
-        let mut waiting = rows.iter();
+        let mut waiting = prepared.into_iter();
         let mut inflight = FuturesUnordered::new();
-        inflight.extend(waiting.by_ref().take(limit).map(|r| self.delivery(r)));
+        inflight.extend(
+            waiting
+                .by_ref()
+                .take(limit)
+                .map(|(row, n)| self.delivery(row, r, n)),
+        );
         loop {
             let first = tokio::select! {
                 biased;
@@ -244,14 +262,47 @@ impl<S: Store + Clone> Outbox<S> {
             while let Some(Some(more)) = inflight.next().now_or_never() {
                 done.push(more);
             }
-            inflight.extend(waiting.by_ref().take(done.len()).map(|r| self.delivery(r)));
+            inflight.extend(
+                waiting
+                    .by_ref()
+                    .take(done.len())
+                    .map(|(row, n)| self.delivery(row, r, n)),
+            );
             self.record(&done).await?;
         }
     }
 
-    /// One delivery and its outcome, with its row (for [`FuturesUnordered`]).
-    async fn delivery(&self, row: &OutboxRow) -> (OutboxRow, DeliveryOutcome) {
-        (row.clone(), self.outcome(row).await)
+    /// A row's notification, or why it cannot be sent.
+    async fn prepare(
+        &self,
+        row: &OutboxRow,
+        r: Option<&Receiver>,
+    ) -> Result<Notification, DeliveryError> {
+        match r {
+            Some(r) => self.notification(row, r).await,
+            None => Err(DeliveryError::Permanent(format!(
+                "receiver `{}` is no longer configured",
+                row.receiver
+            ))),
+        }
+    }
+
+    /// One delivery of a prepared notification, with its row and outcome.
+    async fn delivery(
+        &self,
+        row: &OutboxRow,
+        r: Option<&Receiver>,
+        n: Result<Notification, DeliveryError>,
+    ) -> (OutboxRow, DeliveryOutcome) {
+        let result = match (r, n) {
+            (Some(r), Ok(n)) => r.deliver(&n).await,
+            (_, Err(e)) => Err(e),
+            (None, Ok(_)) => Err(DeliveryError::Permanent(format!(
+                "receiver `{}` is no longer configured",
+                row.receiver
+            ))),
+        };
+        (row.clone(), self.classify(row, result))
     }
 
     /// Reports and records a set of outcomes (one transaction).
@@ -328,7 +379,11 @@ impl<S: Store + Clone> Outbox<S> {
 
     /// Moves due groups to the outbox and starts a worker for every receiver
     /// with rows due that has none; true when rows were due.
-    async fn dispatch(self: &Arc<Self>, workers: &mut Workers, cut: &watch::Receiver<bool>) -> bool {
+    async fn dispatch(
+        self: &Arc<Self>,
+        workers: &mut Workers,
+        cut: &watch::Receiver<bool>,
+    ) -> bool {
         workers.reap();
         if let Err(e) = self.store.flush_groups(Utc::now()).await {
             tracing::error!("outbox: {e}");
@@ -344,7 +399,10 @@ impl<S: Store + Clone> Outbox<S> {
             if !workers.running(name) {
                 let me = self.clone();
                 let (name2, cut) = (name.clone(), cut.clone());
-                workers.start(name, tokio::spawn(async move { me.drain(&name2, cut).await }));
+                workers.start(
+                    name,
+                    tokio::spawn(async move { me.drain(&name2, cut).await }),
+                );
             }
         }
         if let Err(e) = self.refresh_stats(false).await {
@@ -390,7 +448,6 @@ async fn cut_signal(cut: &mut Option<watch::Receiver<bool>>) {
         return;
     }
     std::future::pending().await
-
 }
 
 /// The worker task of each receiver that has one.

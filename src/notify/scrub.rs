@@ -118,17 +118,15 @@ mod tests {
         let echo = "404 for POST /services/T0001/B0002/XyZsecretToken?sig=abcdef123 \
                     auth=Bearer tok-7f3e9a1b team=compliance \"path\":\"\\/services\\/T0001\\/XyZsecretToken\"";
         let out = s.excerpt(echo);
-        for secret in [
-            "XyZsecretToken",
-            "tok-7f3e9a1b",
-            "compliance",
-            "abcdef123",
-        ] {
+        for secret in ["XyZsecretToken", "tok-7f3e9a1b", "compliance", "abcdef123"] {
             assert!(!out.contains(secret), "{secret} left in {out}");
         }
         assert!(out.starts_with("404 for POST [redacted]"), "{out}");
         let long = s.excerpt(&"x".repeat(1000));
         assert_eq!(long.chars().count(), MAX_EXCERPT);
-        assert_eq!(s.excerpt("a\r\nX-Evil: yes\u{1b}[31m"), "a X-Evil: yes [31m");
+        assert_eq!(
+            s.excerpt("a\r\nX-Evil: yes\u{1b}[31m"),
+            "a X-Evil: yes [31m"
+        );
     }
 }

@@ -156,7 +156,12 @@ impl WebhookReceiver {
         }
         let resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return Err(DeliveryError::Transient(format!("{at}: {}", self.cause(&e)))),
+            Err(e) => {
+                return Err(DeliveryError::Transient(format!(
+                    "{at}: {}",
+                    self.cause(&e)
+                )));
+            }
         };
         let status = resp.status();
         if status.is_success() {

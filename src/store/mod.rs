@@ -307,7 +307,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
 
     /// The receivers with rows due at `now`.
-    fn due_receivers(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn due_receivers(&self, now: DateTime<Utc>)
+    -> impl Future<Output = Result<Vec<String>>> + Send;
 
     fn record_delivery(
         &self,

@@ -25,6 +25,7 @@ fn config(dir: &Path, name: &str, base_url: &str, hook_url: &str) -> std::path::
          poll:\n  interval: 1s\n  midnight_overlap: 24h\n\
          rules: {rules}\n\
          store:\n  path: state.db\n\
+         telemetry:\n  listen: 127.0.0.1:0\n\
          outbox:\n  retry_base: 50ms\n  flush_deadline: 2s\n\
          receivers:\n  - name: file\n    type: file\n    path: alerts.jsonl\n  \
          - name: hook\n    type: webhook\n    url: {hook_url}\n    timeout: 60s\n",
@@ -39,9 +40,11 @@ fn spawn_run(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("HD_LOG").unwrap_or("warn".into()))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(config.with_extension("log")).unwrap(),
+        ))
         .spawn()
         .expect("start kyc-sentinel run")
 }
@@ -109,7 +112,7 @@ async fn black_hole() -> (String, Keys) {
 async fn answering() -> (String, Keys) {
     let keys: Keys = Arc::default();
     let k = keys.clone();
-    let app = axum::Router::new().fallback(move |h: axum::http::HeaderMap| {
+    let app = axum::Router::new().fallback(move |h: axum::http::HeaderMap, _body: String| {
         let k = k.clone();
         async move {
             if let Some(v) = h.get("idempotency-key") {
@@ -150,9 +153,11 @@ async fn a_black_hole_webhook_neither_stalls_the_file_receiver_nor_shutdown() {
     let mut child = spawn_run(&cfg);
 
     // The black hole holds its first requests; the file still gets every alert.
-    wait_for("a request at the black hole", Duration::from_secs(30), || {
-        !cut_keys.lock().unwrap().is_empty()
-    })
+    wait_for(
+        "a request at the black hole",
+        Duration::from_secs(30),
+        || !cut_keys.lock().unwrap().is_empty(),
+    )
     .await;
     let archive = dir.path().join("alerts.jsonl");
     wait_for("every alert in the file", Duration::from_secs(2), || {
@@ -164,8 +169,11 @@ async fn a_black_hole_webhook_neither_stalls_the_file_receiver_nor_shutdown() {
     // SIGTERM: the round in flight is cut at the flush deadline.
     sigterm(&child);
     let (status, took) = wait_exit(&mut child, FLUSH_DEADLINE + Duration::from_secs(5));
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
-    assert!(status.success(), "exit status {status:?}; stderr:\n{stderr}");
+    let stderr = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{stderr}"
+    );
     assert!(
         took <= FLUSH_DEADLINE + Duration::from_secs(2),
         "SIGTERM took {took:?}; stderr:\n{stderr}"
@@ -178,20 +186,29 @@ async fn a_black_hole_webhook_neither_stalls_the_file_receiver_nor_shutdown() {
     let (live_url, live_keys) = answering().await;
     let cfg = config(dir.path(), "live.yaml", &sim.base_url(), &live_url);
     let mut child = spawn_run(&cfg);
-    wait_for(
-        "every notification at the live receiver",
-        Duration::from_secs(30),
-        || {
-            let got: BTreeSet<String> = live_keys.lock().unwrap().iter().cloned().collect();
-            want.is_subset(&got)
-        },
-    )
-    .await;
+    let all_live = || {
+        let got: BTreeSet<String> = live_keys.lock().unwrap().iter().cloned().collect();
+        want.is_subset(&got)
+    };
+    let start = Instant::now();
+    while !all_live() && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        all_live(),
+        "not every notification reached the live receiver: {} of {}; log:\n{}",
+        live_keys.lock().unwrap().len(),
+        want.len(),
+        std::fs::read_to_string(cfg.with_extension("log")).unwrap()
+    );
     sigterm(&child);
     let (status, _) = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success());
     let got: BTreeSet<String> = live_keys.lock().unwrap().iter().cloned().collect();
-    assert!(cut.is_subset(&got), "cut {cut:?} not delivered after restart");
+    assert!(
+        cut.is_subset(&got),
+        "cut {cut:?} not delivered after restart"
+    );
     // The file receiver was not sent anything twice by the restart.
     assert_eq!(assert_delivered_exactly(&expected, &delivered(&archive)), 0);
 }

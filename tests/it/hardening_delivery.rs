@@ -89,16 +89,26 @@ async fn a_black_hole_receiver_delays_only_itself_and_shutdown_cuts_it() {
     let dir = tempfile::tempdir().unwrap();
     let (url, requests) = black_hole().await;
     let h = Harness::new(dir.path(), &format!("{}{FILE}", hook("hole", &url, "")), "").await;
-    let hole_keys = [h.enqueue("hole", 1).await, h.enqueue_from("hole", 1, 2).await];
+    let hole_keys = [
+        h.enqueue("hole", 1).await,
+        h.enqueue_from("hole", 1, 2).await,
+    ];
     let receivers = kyc_sentinel::daemon::build_receivers(&h.cfg).unwrap();
-    let outbox = Arc::new(Outbox::new(h.store.clone(), receivers, h.cfg.outbox.clone()));
+    let outbox = Arc::new(Outbox::new(
+        h.store.clone(),
+        receivers,
+        h.cfg.outbox.clone(),
+    ));
     let (stop, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let task = tokio::spawn(outbox.clone().run(wake.clone(), stop_rx));
     // Wait until both hole requests are in flight, then give the file work.
     let start = Instant::now();
     while requests.lock().unwrap().len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(5), "the hole got no request");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the hole got no request"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let file_key = h.enqueue_from("file", 3, 3).await;
@@ -118,21 +128,26 @@ async fn a_black_hole_receiver_delays_only_itself_and_shutdown_cuts_it() {
         .await
         .expect("the outbox stopped within flush_deadline + 2 s")
         .unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(900), "stopped before the deadline");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "stopped before the deadline"
+    );
     assert_eq!(h.outbox_row(&file_key).await.0, "delivered");
     for k in &hole_keys {
         // Cut: not an attempt, not an error; due again with the same key.
         assert_eq!(h.outbox_row(k).await, ("pending".into(), String::new()));
         assert!(
-            requests
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|r| r.to_ascii_lowercase().contains(&format!("idempotency-key: {k}"))),
+            requests.lock().unwrap().iter().any(|r| r
+                .to_ascii_lowercase()
+                .contains(&format!("idempotency-key: {k}"))),
             "the hole saw {k}"
         );
     }
-    assert_eq!(h.attempts().await, [true], "only the file delivery was recorded");
+    assert_eq!(
+        h.attempts().await,
+        [true],
+        "only the file delivery was recorded"
+    );
 }
 
 /// A template directory with `runaway.json`: fine for one alert, four loops
@@ -156,13 +171,21 @@ fn runaway_templates(dir: &std::path::Path) -> String {
 async fn a_runaway_template_fails_its_notification_only() {
     let dir = tempfile::tempdir().unwrap();
     let (base, seen) = answering(200, vec![], "ok".into()).await;
-    let receivers = hook("hook", &format!("{base}/hook"), "    template: runaway.json\n");
+    let receivers = hook(
+        "hook",
+        &format!("{base}/hook"),
+        "    template: runaway.json\n",
+    );
     let h = Harness::new(dir.path(), &receivers, &runaway_templates(dir.path())).await;
     let big = h.enqueue("hook", 100).await;
     let small = h.enqueue_from("hook", 100, 1).await;
     let t = Instant::now();
     let stats = h.deliver_until_settled(Duration::from_secs(20)).await;
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!((stats.delivered, stats.dead, stats.pending), (1, 1, 0));
     let (state, error) = h.outbox_row(&big).await;
     assert_eq!(state, "dead");
@@ -215,7 +238,10 @@ async fn a_redirect_is_not_followed() {
     let key = h.enqueue("hook", 1).await;
     let stats = h.deliver_until_settled(Duration::from_secs(5)).await;
     assert_eq!((stats.delivered, stats.dead), (0, 1));
-    assert!(stolen.lock().unwrap().is_empty(), "the redirect was followed");
+    assert!(
+        stolen.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
     let first = &seen.lock().unwrap()[0].0;
     assert!(first.get("referer").is_none());
     let (_, error) = h.outbox_row(&key).await;
@@ -252,8 +278,16 @@ async fn a_receiver_error_is_stored_scrubbed_and_short() {
     .await
     .unwrap();
     for text in [&error, &audit] {
-        assert!(text.contains("HTTP 404 Not Found: no route for [redacted]"), "{text}");
-        for secret in ["path-secret-93ab", "q-secret-5521", "hdr-token-71c2e9", "rk-secret-0042"] {
+        assert!(
+            text.contains("HTTP 404 Not Found: no route for [redacted]"),
+            "{text}"
+        );
+        for secret in [
+            "path-secret-93ab",
+            "q-secret-5521",
+            "hdr-token-71c2e9",
+            "rk-secret-0042",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
@@ -300,7 +334,10 @@ async fn a_closed_smtp_port_names_the_cause() {
     let key = h.enqueue("mail", 1).await;
     h.outbox.deliver_due().await.unwrap();
     let (_, error) = h.outbox_row(&key).await;
-    assert!(error.to_lowercase().contains("connection refused"), "{error}");
+    assert!(
+        error.to_lowercase().contains("connection refused"),
+        "{error}"
+    );
     assert!(!error.contains(SMTP_PASSWORD), "{error}");
 }
 
@@ -321,7 +358,11 @@ fn notify_test_uses_a_fresh_key_each_time() {
             .current_dir(dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         printed.push(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     assert_ne!(printed[0], printed[1]);
@@ -331,7 +372,10 @@ fn notify_test_uses_a_fresh_key_each_time() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2);
-    let keys: Vec<&str> = lines.iter().map(|l| l["notification"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = lines
+        .iter()
+        .map(|l| l["notification"].as_str().unwrap())
+        .collect();
     assert_ne!(keys[0], keys[1]);
     for (l, k) in lines.iter().zip(&keys) {
         assert!(k.starts_with("test-") && k.len() == 37, "{k}");

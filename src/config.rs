@@ -228,9 +228,18 @@ pub struct OutboxConfig {
     /// A notification still undelivered this long after its alert goes to the dead letter.
     #[serde(default = "d_max_age")]
     pub max_age: Dur,
-    /// How long shutdown waits for the outbox to drain.
+    /// How long shutdown waits for the outbox to drain; deliveries still in
+    /// flight then are cut and sent again after a restart (same key).
     #[serde(default = "d_flush")]
     pub flush_deadline: Dur,
+    /// Deliveries in flight at once to one receiver. Each receiver has its own
+    /// queue: a slow or dead receiver delays only itself.
+    #[serde(default = "d_per_receiver")]
+    pub concurrency_per_receiver: usize,
+}
+
+fn d_per_receiver() -> usize {
+    4
 }
 
 fn d_retry_base() -> Dur {
@@ -253,6 +262,7 @@ impl Default for OutboxConfig {
             retry_max: d_retry_max(),
             max_age: d_max_age(),
             flush_deadline: d_flush(),
+            concurrency_per_receiver: d_per_receiver(),
         }
     }
 }
@@ -649,10 +659,23 @@ pub struct TemplatesConfig {
     /// Link to a submission in the Argos dashboard; `{submission_id}` is replaced.
     #[serde(default)]
     pub dashboard_url: Option<String>,
+    /// Work one render may do (minijinja fuel: about one instruction, or 64
+    /// bytes of output, per unit), plus `render_fuel_per_alert` for each alert
+    /// of the notification. A template over it fails that notification only.
+    #[serde(default = "d_render_fuel")]
+    pub render_fuel: u64,
+    #[serde(default = "d_render_fuel_per_alert")]
+    pub render_fuel_per_alert: u64,
 }
 
 fn d_tz() -> String {
     "UTC".into()
+}
+fn d_render_fuel() -> u64 {
+    crate::templates::DEFAULT_RENDER_FUEL
+}
+fn d_render_fuel_per_alert() -> u64 {
+    crate::templates::DEFAULT_RENDER_FUEL_PER_ALERT
 }
 
 impl Default for TemplatesConfig {
@@ -661,6 +684,8 @@ impl Default for TemplatesConfig {
             dir: None,
             timezone: d_tz(),
             dashboard_url: None,
+            render_fuel: d_render_fuel(),
+            render_fuel_per_alert: d_render_fuel_per_alert(),
         }
     }
 }

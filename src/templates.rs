@@ -52,6 +52,17 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("digest.html", include_str!("../templates/digest.html")),
 ];
 
+/// Default of `templates.render_fuel`: the budget of any render (about a
+/// million instructions, or 64 MB of output).
+pub const DEFAULT_RENDER_FUEL: u64 = 1_000_000;
+/// Default of `templates.render_fuel_per_alert`, added per alert (rounded up to a
+/// power of two alerts): the shipped templates need at most ~200 per alert.
+/// Spending a budget takes about 0.1 s per million fuel (1,000 alerts: 0.6 s).
+pub const DEFAULT_RENDER_FUEL_PER_ALERT: u64 = 5_000;
+
+/// Alerts in the notification `check --config` renders every template with.
+pub const CHECK_ALERTS: usize = 100;
+
 /// The compiled templates and what their filters need.
 pub struct Templates {
     env: Environment<'static>,
@@ -61,6 +72,27 @@ pub struct Templates {
     /// The rules, for what messages say about them (description, summary,
     /// playbook URL, window, fields); none: messages show the alert only.
     rules: Option<Arc<RuleSet>>,
+    budget: RenderBudget,
+    /// `env` with the fuel of a size class (alerts rounded up to a power of
+    /// two): minijinja's fuel is set per environment, and a clone shares the
+    /// compiled templates.
+    fueled: std::sync::Mutex<BTreeMap<usize, Arc<Environment<'static>>>>,
+}
+
+/// What one render may cost: `base + per_alert * alerts` fuel. Fuel bounds
+/// both time and memory, so a template with runaway loops fails that one
+/// notification instead of stalling every receiver.
+#[derive(Debug, Clone, Copy)]
+struct RenderBudget {
+    base: u64,
+    per_alert: u64,
+}
+
+impl RenderBudget {
+    fn fuel(&self, size_class: usize) -> u64 {
+        self.base
+            .saturating_add(self.per_alert.saturating_mul(size_class as u64))
+    }
 }
 
 impl std::fmt::Debug for Templates {
@@ -122,6 +154,11 @@ impl Templates {
                     ..Links::default()
                 },
                 rules: None,
+                budget: RenderBudget {
+                    base: cfg.render_fuel,
+                    per_alert: cfg.render_fuel_per_alert,
+                },
+                fueled: Default::default(),
             })
         } else {
             Err(errs)
@@ -185,13 +222,13 @@ impl Templates {
     }
 
     pub fn render_value(&self, name: &str, ctx: &Value) -> Result<String, String> {
-        let t = self
-            .env
+        let env = self.env_for(work_units(ctx));
+        let t = env
             .get_template(name)
             .map_err(|e| format!("template `{name}`: {e}"))?;
         let out = t
             .render(minijinja::value::Serde(ctx))
-            .map_err(|e| describe(&format!("template `{name}`"), &e))?;
+            .map_err(|e| self.describe_render(name, ctx, &e))?;
         if name.ends_with(".json")
             && let Err(e) = serde_json::from_str::<Value>(&out)
         {
@@ -251,6 +288,84 @@ impl Templates {
     pub fn context(&self, n: &Notification) -> Value {
         message::context(n, &self.links, self.rules.as_deref(), &self.env)
     }
+}
+
+impl Templates {
+    /// The environment whose fuel fits a context of `units` alerts.
+    fn env_for(&self, units: usize) -> Arc<Environment<'static>> {
+        let class = units
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
+        let mut cache = self.fueled.lock().expect("template cache lock");
+        cache
+            .entry(class)
+            .or_insert_with(|| {
+                let mut env = self.env.clone();
+                env.set_fuel(Some(self.budget.fuel(class)));
+                Arc::new(env)
+            })
+            .clone()
+    }
+
+    /// A render error; running out of fuel names the budget, not the data.
+    fn describe_render(&self, name: &str, ctx: &Value, e: &Error) -> String {
+        if e.kind() != ErrorKind::OutOfFuel {
+            return describe(&format!("template `{name}`"), e);
+        }
+        let units = work_units(ctx);
+        let class = units
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
+        format!(
+            "template `{name}`: rendering stopped: it needs more than its budget of {} fuel \
+             for {units} alert(s) (templates.render_fuel + render_fuel_per_alert x {class}); \
+             a loop too deep or an output too large?",
+            self.budget.fuel(class)
+        )
+    }
+
+    /// `check --config`: renders every alert template with a notification of
+    /// [`CHECK_ALERTS`] sample alerts, so a template whose cost grows faster
+    /// than its budget (nested loops over the alerts) is found before it fails
+    /// in service.
+    pub fn check_render_budget(&self) -> Vec<String> {
+        let alerts = CHECK_ALERTS;
+        let mut n = Notification::sample("check");
+        let first = n.alerts[0].clone();
+        n.alerts = (0..alerts.max(1))
+            .map(|i| {
+                let mut a = first.clone();
+                a["fingerprint"] = Value::from(format!("{i:064x}"));
+                a
+            })
+            .collect();
+        let params = sample_params();
+        let one = Notification::sample("check");
+        self.names
+            .iter()
+            .filter(|name| !is_digest_template(name))
+            // A template that fails with one alert is reported by `check_all`.
+            .filter(|name| self.render_with(name, &one, &params).is_ok())
+            .filter_map(|name| {
+                self.render_with(name, &n, &params)
+                    .err()
+                    .map(|e| format!("with {alerts} alerts in one notification: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// The size a render's budget scales with: the alerts of a notification, or
+/// the rows of a digest report.
+fn work_units(ctx: &Value) -> usize {
+    if let Some(a) = ctx.get("alerts").and_then(Value::as_array) {
+        return a.len();
+    }
+    ctx.get("report").and_then(Value::as_object).map_or(0, |r| {
+        r.values().filter_map(Value::as_array).map(Vec::len).sum()
+    })
 }
 
 /// Digest templates read a report, not alerts (by convention, their names start with `digest`).

@@ -135,6 +135,7 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let templates = match Templates::load(&cfg.templates) {
         Ok(t) => {
             problems.extend(t.check_all());
+            problems.extend(t.check_render_budget());
             Some(t)
         }
         Err(errs) => {

@@ -34,7 +34,10 @@ pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
             names.join(", ")
         );
     }
-    let n = alert_file(args.alert.as_deref(), &args.receiver)?;
+    let n = fresh_key(
+        alert_file(args.alert.as_deref(), &args.receiver)?,
+        args.alert.is_none(),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -58,6 +61,25 @@ pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// A test gets its own idempotency key (`test-` and 32 random hex digits), so
+/// a de-duplicating receiver does not drop the second test as a repeat. The
+/// made-up sample alert gets a fresh fingerprint too (a `file` receiver keys
+/// its lines by it); alerts from `--alert FILE` keep theirs.
+fn fresh_key(mut n: Notification, sample: bool) -> Notification {
+    let hex = |n: usize| -> String {
+        (0..n)
+            .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+            .collect()
+    };
+    n.key = format!("test-{}", hex(32));
+    if sample {
+        for a in &mut n.alerts {
+            a["fingerprint"] = serde_json::Value::from(hex(64));
+        }
+    }
+    n
 }
 
 pub fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {

@@ -19,6 +19,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
+use super::scrub::Scrubber;
 use super::{DeliveryError, Notification};
 use crate::config::{EmailConfig, SmtpTls};
 use crate::templates::Templates;
@@ -38,6 +39,8 @@ pub struct EmailReceiver {
     text_template: String,
     transport: Transport,
     templates: Arc<Templates>,
+    /// Takes the SMTP credentials out of stored errors.
+    scrub: Scrubber,
 }
 
 impl std::fmt::Debug for EmailReceiver {
@@ -124,7 +127,14 @@ impl EmailReceiver {
                 Transport::Smtp(b.build())
             }
         };
+        let scrub = Scrubber::new(cfg.smtp.iter().flat_map(|s| {
+            s.username
+                .as_deref()
+                .into_iter()
+                .chain(s.password.as_ref().map(ExposeSecret::expose_secret))
+        }));
         Ok(Self {
+            scrub,
             name: cfg.name.clone(),
             from: mailbox(&at, "from", &cfg.from)?,
             to: cfg
@@ -192,10 +202,16 @@ impl EmailReceiver {
             .map_err(|e| DeliveryError::Permanent(format!("{at}: {e}")))?;
         match &self.transport {
             Transport::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(|e| {
+                // lettre names the cause (`Connection error: Connection
+                // refused`, `permanent error (550): ...`); the server's text
+                // is cut and scrubbed like a webhook's answer.
+                let why = self.scrub.excerpt(&e.to_string());
                 if e.is_permanent() {
-                    DeliveryError::Permanent(format!("{at}: SMTP refused: {e}"))
+                    DeliveryError::Permanent(format!("{at}: SMTP refused: {why}"))
+                } else if e.is_timeout() {
+                    DeliveryError::Transient(format!("{at}: SMTP timed out: {why}"))
                 } else {
-                    DeliveryError::Transient(format!("{at}: SMTP: {e}"))
+                    DeliveryError::Transient(format!("{at}: SMTP: {why}"))
                 }
             }),
             Transport::Files(dir) => {

@@ -7,6 +7,7 @@
 pub mod email;
 pub mod outbox;
 pub mod routing;
+pub mod scrub;
 pub mod silence;
 pub mod webhook;
 

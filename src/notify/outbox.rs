@@ -2,14 +2,18 @@
 //!
 //! Rows are written by the pipeline in the same transaction as their alert,
 //! so an alert is never lost between deciding and sending. A delivery that is
-//! interrupted by a crash is sent again with the same idempotency key (the
-//! fingerprint); that is the only way a receiver sees an alert twice.
+//! interrupted by a crash, or cut at the flush deadline on shutdown, is sent
+//! again with the same idempotency key (the fingerprint); that is the only way
+//! a receiver sees an alert twice. Receivers are isolated: each has its own
+//! queue and worker, so a receiver that never answers delays only itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 
 use super::{DeliveryError, Notification, Receiver};
@@ -147,54 +151,177 @@ impl<S: Store + Clone> Outbox<S> {
         }
     }
 
-    /// Delivers every due row once; returns how many rows were due.
+    /// One round of every receiver with rows due, the receivers side by side;
+    /// returns how many rows were due. (The daemon runs [`Outbox::run`], which
+    /// gives each receiver its own task; tests and one-shot commands use this.)
     pub async fn deliver_due(&self) -> crate::store::Result<usize> {
         // Groups whose wait is over become outbox rows first (one transaction each batch).
         self.store.flush_groups(Utc::now()).await?;
-        let rows = self.store.due_outbox(Utc::now(), 200).await?;
-        let mut done = Vec::with_capacity(rows.len());
-        // A `file` receiver gets the whole round in one append and one fsync
-        // (an fsync is about a millisecond here: 15,000 alerts archived one
-        // by one took 15 s after a backfill had finished).
+        let names = self.store.due_receivers(Utc::now()).await?;
+        let rounds = names.iter().map(|n| self.deliver_receiver(n, None));
+        let mut total = 0;
+        for r in futures::future::join_all(rounds).await {
+            total += r?;
+        }
+        self.refresh_stats(total > 0).await?;
+        Ok(total)
+    }
+
+    /// One round of one receiver: its due rows (at most [`ROUND`]), at most
+    /// `concurrency_per_receiver` in flight; outcomes are recorded as they
+    /// complete. When `cut` flips, deliveries in flight are dropped unrecorded:
+    /// their rows stay due and are sent again (same key) after a restart.
+    async fn deliver_receiver(
+        &self,
+        name: &str,
+        cut: Option<watch::Receiver<bool>>,
+    ) -> crate::store::Result<usize> {
+        let rows = self.store.due_outbox_for(name, Utc::now(), ROUND).await?;
         let receivers = self.receivers.read().expect("receivers lock").clone();
-        let mut appends: HashMap<&std::path::Path, (String, Vec<usize>)> = HashMap::new();
-        for row in &rows {
-            let file = receivers.get(&row.receiver).filter(|r| r.file().is_some());
-            let outcome = match file {
-                Some(r) => match self.notification(row, r).await {
-                    Ok(n) => {
-                        let (text, idx) = appends.entry(r.file().expect("a file")).or_default();
-                        text.push_str(&r.file_text(&n));
-                        idx.push(done.len());
-                        DeliveryOutcome::Delivered
-                    }
-                    Err(e) => self.classify(row, Err(e)),
-                },
-                None => self.outcome(row).await,
+        match receivers.get(name).filter(|r| r.file().is_some()) {
+            Some(r) => self.file_round(r, &rows).await?,
+            None => self.concurrent_round(&rows, cut).await?,
+        }
+        Ok(rows.len())
+    }
+
+    /// A `file` receiver gets the whole round in one append and one fsync
+    /// (an fsync is about a millisecond here: 15,000 alerts archived one
+    /// by one took 15 s after a backfill had finished).
+    async fn file_round(&self, r: &Receiver, rows: &[OutboxRow]) -> crate::store::Result<()> {
+        let mut done = Vec::with_capacity(rows.len());
+        let mut text = String::new();
+        let mut appended = Vec::new();
+        for row in rows {
+            let outcome = match self.notification(row, r).await {
+                Ok(n) => {
+                    text.push_str(&r.file_text(&n));
+                    appended.push(done.len());
+                    DeliveryOutcome::Delivered
+                }
+                Err(e) => self.classify(row, Err(e)),
             };
             done.push((row.clone(), outcome));
         }
-        for (path, (text, idx)) in appends {
+        if !text.is_empty() {
+            let path = r.file().expect("a file receiver");
             // Not on disk: not delivered. After the retry the lines may be in
             // the file twice, with the same idempotency key (at least once).
             if let Err(e) = super::append_file(path, text, true).await {
-                for i in idx {
-                    let row = &done[i].0;
-                    done[i].1 = self.classify(row, Err(e.clone()));
+                for i in appended {
+                    done[i].1 = self.classify(&done[i].0, Err(e.clone()));
                 }
             }
         }
-        for (row, outcome) in &done {
+        self.record(&done).await
+    }
+
+    /// Other receivers: up to `concurrency_per_receiver` requests at once;
+    /// what completes together is recorded in one transaction.
+    ///
+    /// Every notification of the round is read from the store before the
+    /// first request: a delivery in flight must not hold a pool connection
+    /// while this task records (that deadlocked the pool).
+    async fn concurrent_round(
+        &self,
+        rows: &[OutboxRow],
+        mut cut: Option<watch::Receiver<bool>>,
+    ) -> crate::store::Result<()> {
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        let receivers = self.receivers.read().expect("receivers lock").clone();
+        let r = receivers.get(&first.receiver);
+        let mut prepared = Vec::with_capacity(rows.len());
+        for row in rows {
+            prepared.push((row, self.prepare(row, r).await));
+        }
+        let limit = self.cfg.concurrency_per_receiver.max(1);
+        let mut waiting = prepared.into_iter();
+        let mut inflight = FuturesUnordered::new();
+        inflight.extend(
+            waiting
+                .by_ref()
+                .take(limit)
+                .map(|(row, n)| self.delivery(row, r, n)),
+        );
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = cut_signal(&mut cut) => {
+                    tracing::warn!(receiver = %rows[0].receiver,
+                        "outbox: deliveries in flight cut at the flush deadline; sent again after restart");
+                    return Ok(());
+                }
+                next = inflight.next() => match next {
+                    Some(done) => done,
+                    None => return Ok(()),
+                },
+            };
+            let mut done = vec![first];
+            while let Some(Some(more)) = inflight.next().now_or_never() {
+                done.push(more);
+            }
+            inflight.extend(
+                waiting
+                    .by_ref()
+                    .take(done.len())
+                    .map(|(row, n)| self.delivery(row, r, n)),
+            );
+            self.record(&done).await?;
+        }
+    }
+
+    /// A row's notification, or why it cannot be sent.
+    async fn prepare(
+        &self,
+        row: &OutboxRow,
+        r: Option<&Receiver>,
+    ) -> Result<Notification, DeliveryError> {
+        match r {
+            Some(r) => self.notification(row, r).await,
+            None => Err(DeliveryError::Permanent(format!(
+                "receiver `{}` is no longer configured",
+                row.receiver
+            ))),
+        }
+    }
+
+    /// One delivery of a prepared notification, with its row and outcome.
+    async fn delivery(
+        &self,
+        row: &OutboxRow,
+        r: Option<&Receiver>,
+        n: Result<Notification, DeliveryError>,
+    ) -> (OutboxRow, DeliveryOutcome) {
+        let result = match (r, n) {
+            (Some(r), Ok(n)) => r.deliver(&n).await,
+            (_, Err(e)) => Err(e),
+            (None, Ok(_)) => Err(DeliveryError::Permanent(format!(
+                "receiver `{}` is no longer configured",
+                row.receiver
+            ))),
+        };
+        (row.clone(), self.classify(row, result))
+    }
+
+    /// Reports and records a set of outcomes (one transaction).
+    async fn record(&self, done: &[(OutboxRow, DeliveryOutcome)]) -> crate::store::Result<()> {
+        for (row, outcome) in done {
             self.report(row, outcome);
         }
-        // Recorded together: a crash before this line re-delivers the round,
-        // which the idempotency key makes harmless (at least once).
-        self.store.record_deliveries(&done).await?;
-        if !rows.is_empty() || self.stats_due() {
+        // A crash before this line re-delivers these rows, which the
+        // idempotency key makes harmless (at least once).
+        self.store.record_deliveries(done).await
+    }
+
+    /// The depth gauge: after deliveries, and every ~10 s when idle.
+    async fn refresh_stats(&self, delivered: bool) -> crate::store::Result<()> {
+        if delivered || self.stats_due() {
             let stats = self.store.outbox_stats().await?;
             crate::telemetry::emit::outbox(stats.pending, stats.dead);
         }
-        Ok(rows.len())
+        Ok(())
     }
 
     /// Delivers one row now and records the outcome (the `digest --send-now`
@@ -218,29 +345,141 @@ impl<S: Store + Clone> Outbox<S> {
         }
     }
 
-    /// Runs until `shutdown` flips, then drains what is due within the flush deadline.
+    /// Runs until `shutdown` flips, then drains what is due within the flush
+    /// deadline and cuts what is still in flight.
+    ///
+    /// Each receiver with rows due gets its own worker task, which drains its
+    /// queue and ends; this loop only moves grouped alerts to the outbox and
+    /// starts workers. A receiver that never answers holds only its own worker.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let (cut, cut_rx) = watch::channel(false);
+        let mut workers = Workers::default();
         loop {
-            match self.deliver_due().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!("outbox: {e}"),
-            }
+            self.dispatch(&mut workers, &cut_rx).await;
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.changed() => break,
             }
         }
         let deadline = tokio::time::Instant::now() + self.cfg.flush_deadline.0;
-        while tokio::time::Instant::now() < deadline {
-            match tokio::time::timeout_at(deadline, self.deliver_due()).await {
-                Ok(Ok(0)) | Err(_) => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!("outbox flush: {e}");
-                    break;
+        loop {
+            let due = self.dispatch(&mut workers, &cut_rx).await;
+            if !due && workers.idle() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let _ = cut.send(true);
+        workers.finish(CUT_GRACE).await;
+    }
+
+    /// Moves due groups to the outbox and starts a worker for every receiver
+    /// with rows due that has none; true when rows were due.
+    async fn dispatch(
+        self: &Arc<Self>,
+        workers: &mut Workers,
+        cut: &watch::Receiver<bool>,
+    ) -> bool {
+        workers.reap();
+        if let Err(e) = self.store.flush_groups(Utc::now()).await {
+            tracing::error!("outbox: {e}");
+        }
+        let names = match self.store.due_receivers(Utc::now()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("outbox: {e}");
+                return false;
+            }
+        };
+        for name in &names {
+            if !workers.running(name) {
+                let me = self.clone();
+                let (name2, cut) = (name.clone(), cut.clone());
+                workers.start(
+                    name,
+                    tokio::spawn(async move { me.drain(&name2, cut).await }),
+                );
+            }
+        }
+        if let Err(e) = self.refresh_stats(false).await {
+            tracing::error!("outbox: {e}");
+        }
+        !names.is_empty()
+    }
+
+    /// A receiver's worker: rounds until nothing of it is due, or the cut.
+    async fn drain(&self, name: &str, cut: watch::Receiver<bool>) {
+        loop {
+            if *cut.borrow() {
+                return;
+            }
+            match self.deliver_receiver(name, Some(cut.clone())).await {
+                Ok(0) => return,
+                Ok(_) => {
+                    if let Err(e) = self.refresh_stats(true).await {
+                        tracing::error!("outbox: {e}");
+                    }
                 }
+                Err(e) => {
+                    tracing::error!(receiver = %name, "outbox: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Rows one receiver takes in one round.
+const ROUND: i64 = 200;
+/// How often the dispatcher looks for due rows without being woken.
+const TICK: Duration = Duration::from_millis(500);
+/// After the cut, how long workers get to record what already completed.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Resolves when `cut` flips to true; never without one.
+async fn cut_signal(cut: &mut Option<watch::Receiver<bool>>) {
+    if let Some(c) = cut
+        && c.wait_for(|v| *v).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// The worker task of each receiver that has one.
+#[derive(Default)]
+struct Workers(HashMap<String, tokio::task::JoinHandle<()>>);
+
+impl Workers {
+    fn reap(&mut self) {
+        self.0.retain(|_, t| !t.is_finished());
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|t| !t.is_finished())
+    }
+
+    fn start(&mut self, name: &str, task: tokio::task::JoinHandle<()>) {
+        self.0.insert(name.to_owned(), task);
+    }
+
+    fn idle(&mut self) -> bool {
+        self.reap();
+        self.0.is_empty()
+    }
+
+    /// Waits up to `grace` for the workers (cut already sent), then aborts
+    /// the rest: what they had in flight stays due for the next start.
+    async fn finish(self, grace: Duration) {
+        let end = tokio::time::Instant::now() + grace;
+        for (name, mut task) in self.0 {
+            if tokio::time::timeout_at(end, &mut task).await.is_err() {
+                tracing::warn!(receiver = %name, "outbox: delivery cut at the flush deadline; sent again after restart");
+                task.abort();
             }
         }
     }

@@ -15,6 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use super::scrub::Scrubber;
 use super::{DeliveryError, Notification};
 use crate::config::WebhookConfig;
 use crate::templates::Templates;
@@ -30,6 +31,8 @@ pub struct WebhookReceiver {
     params: std::collections::BTreeMap<String, String>,
     client: reqwest::Client,
     templates: Arc<Templates>,
+    /// Takes the URL, header values, secret and params out of stored errors.
+    scrub: Scrubber,
 }
 
 impl std::fmt::Debug for WebhookReceiver {
@@ -96,11 +99,22 @@ impl WebhookReceiver {
         templates
             .render_with(&cfg.template, &Notification::sample(&cfg.name), &params)
             .map_err(|e| format!("{at}.template: {e}"))?;
+        // No redirect is followed: a 3xx would carry the secret headers, the
+        // body and its signature to wherever the receiver points. No Referer.
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout.0)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .map_err(|e| format!("{at}: HTTP client: {e}"))?;
+        let scrub = Scrubber::new(
+            std::iter::once(cfg.url.expose_secret())
+                .chain(cfg.headers.values().map(ExposeSecret::expose_secret))
+                .chain(cfg.secret.iter().map(ExposeSecret::expose_secret))
+                .chain(cfg.params.values().map(ExposeSecret::expose_secret)),
+        );
         Ok(Self {
+            scrub,
             name: cfg.name.clone(),
             url: cfg.url.clone(),
             method,
@@ -142,24 +156,25 @@ impl WebhookReceiver {
         }
         let resp = match req.body(body).send().await {
             Ok(r) => r,
-            // `without_url`: Slack and Teams URLs carry their token.
             Err(e) => {
-                let e = e.without_url();
-                let what = if e.is_timeout() {
-                    "timed out"
-                } else {
-                    "request failed"
-                };
-                return Err(DeliveryError::Transient(format!("{at}: {what}: {e}")));
+                return Err(DeliveryError::Transient(format!(
+                    "{at}: {}",
+                    self.cause(&e)
+                )));
             }
         };
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = text.chars().take(500).collect();
-        let msg = format!("{at}: HTTP {status}: {text}");
+        // A 3xx names only its status: its Location may hold a secret.
+        if status.is_redirection() {
+            return Err(DeliveryError::Permanent(format!(
+                "{at}: HTTP {status}: redirects are not followed; configure the final URL"
+            )));
+        }
+        let text = answer_start(resp).await;
+        let msg = format!("{at}: HTTP {status}: {}", self.scrub.excerpt(&text));
         if status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::REQUEST_TIMEOUT
@@ -169,6 +184,53 @@ impl WebhookReceiver {
             Err(DeliveryError::Permanent(msg))
         }
     }
+
+    /// Why a request got no answer, without the URL: timeout, connection
+    /// refused, DNS failure... (the innermost cause names it).
+    fn cause(&self, e: &reqwest::Error) -> String {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else {
+            "request failed"
+        };
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        // The innermost cause is the specific one (`Connection refused`).
+        let detail = causes
+            .iter()
+            .rev()
+            .find(|c| !c.is_empty())
+            .map(|c| self.scrub.excerpt(c))
+            .unwrap_or_default();
+        if detail.is_empty() {
+            what.to_owned()
+        } else {
+            format!("{what}: {detail}")
+        }
+    }
+}
+
+/// Bytes of an error answer read at most: enough for the excerpt; a receiver
+/// cannot make us buffer a large body.
+const ANSWER_READ: usize = 4096;
+
+/// The start of an error answer (lossy UTF-8), read up to [`ANSWER_READ`] bytes.
+async fn answer_start(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < ANSWER_READ {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    buf.truncate(ANSWER_READ);
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[cfg(test)]

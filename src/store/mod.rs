@@ -277,6 +277,18 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
 
+    /// Due rows of one receiver (each receiver drains its own queue).
+    fn due_outbox_for(
+        &self,
+        receiver: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
+
+    /// The receivers with rows due at `now`.
+    fn due_receivers(&self, now: DateTime<Utc>)
+    -> impl Future<Output = Result<Vec<String>>> + Send;
+
     fn record_delivery(
         &self,
         row: &OutboxRow,

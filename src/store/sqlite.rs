@@ -454,6 +454,23 @@ async fn insert_window_adds(
     .await
 }
 
+/// Outbox rows as `due_outbox*` select them.
+fn outbox_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<OutboxRow>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let t: String = r.get(4);
+        out.push(OutboxRow {
+            id: r.get(0),
+            fingerprint: r.get(1),
+            receiver: r.get(2),
+            payload: r.get(3),
+            created_at: parse_time("outbox.created_at", &t)?,
+            attempts: r.get(5),
+        });
+    }
+    Ok(out)
+}
+
 fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 2);
     for i in 0..n {
@@ -940,19 +957,34 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let t: String = r.get(4);
-            out.push(OutboxRow {
-                id: r.get(0),
-                fingerprint: r.get(1),
-                receiver: r.get(2),
-                payload: r.get(3),
-                created_at: parse_time("outbox.created_at", &t)?,
-                attempts: r.get(5),
-            });
-        }
-        Ok(out)
+        outbox_rows(rows)
+    }
+
+    async fn due_outbox_for(
+        &self,
+        receiver: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, receiver, payload, created_at, attempts FROM outbox \
+             WHERE state = 'pending' AND next_attempt_at <= ? AND receiver = ? ORDER BY id LIMIT ?",
+        )
+        .bind(fmt_time(now))
+        .bind(receiver)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        outbox_rows(rows)
+    }
+
+    async fn due_receivers(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT receiver FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?",
+        )
+        .bind(fmt_time(now))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn record_delivery(&self, row: &OutboxRow, outcome: &DeliveryOutcome) -> Result<()> {

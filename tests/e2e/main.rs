@@ -6,3 +6,4 @@ mod common;
 
 mod daemon_process;
 mod demo;
+mod hardening_delivery;

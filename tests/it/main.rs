@@ -17,6 +17,7 @@ mod digest;
 mod escalation;
 mod hardening_argos;
 mod hardening_listeners;
+mod hardening_delivery;
 mod ingest_daemon;
 mod ingest_endpoint;
 mod lifecycle;

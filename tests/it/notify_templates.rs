@@ -29,6 +29,7 @@ fn templates() -> Templates {
         dir: None,
         timezone: "Asia/Seoul".into(),
         dashboard_url: Some(dashboard.into()),
+        ..TemplatesConfig::default()
     })
     .unwrap()
     .with_links(kyc_sentinel::templates::Links {

@@ -72,10 +72,17 @@ impl Harness {
     /// Stores `n` fixture alerts (and their submissions) and one notification
     /// of them for `receiver`; returns its idempotency key.
     pub async fn enqueue(&self, receiver: &str, n: usize) -> String {
+        self.enqueue_from(receiver, 0, n).await
+    }
+
+    /// As [`Harness::enqueue`], with alerts `from..from + n` of an endless
+    /// fixture list (beyond the fixtures, fresh fingerprints): several
+    /// notifications in one store.
+    pub async fn enqueue_from(&self, receiver: &str, from: usize, n: usize) -> String {
         let fixtures = fixture_alerts();
         let mut commit = BatchCommit::default();
         let mut alerts = Vec::new();
-        for i in 0..n {
+        for i in from..from + n {
             let mut a = fixtures[i % fixtures.len()].clone();
             let sub = a.as_object_mut().unwrap().remove("submission").unwrap();
             if i >= fixtures.len() {

@@ -45,6 +45,7 @@ async fn api_listener(limits: Limits) -> (SocketAddr, tempfile::TempDir) {
         store,
         token: Arc::new(SecretString::from(TOKEN)),
         link_secret: None,
+        link_ttl: kyc_sentinel::api::DEFAULT_LINK_TTL,
     });
     let health = Health::new(Duration::from_secs(60));
     let (addr, task) = serve_with("127.0.0.1:0".parse().unwrap(), health, Some(api), limits)

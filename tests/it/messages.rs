@@ -29,6 +29,7 @@ fn templates(rules: RuleSet) -> Templates {
         dir: None,
         timezone: "Asia/Seoul".into(),
         dashboard_url: None,
+        ..TemplatesConfig::default()
     })
     .unwrap()
     .with_links(Links {

@@ -2,12 +2,11 @@
 //! whole library; one binary keeps a fresh-clone CI build short).
 //! Each module is what used to be `tests/<name>.rs`.
 
-mod common;
-mod notify_common;
 mod argos_client;
 mod argos_crypto;
 mod argos_model;
 mod audit;
+mod common;
 mod config_errors;
 mod dayone_backfill;
 mod dayone_evidence;
@@ -16,13 +15,14 @@ mod differential;
 mod digest;
 mod escalation;
 mod hardening_argos;
-mod hardening_listeners;
 mod hardening_delivery;
+mod hardening_listeners;
 mod ingest_daemon;
 mod ingest_endpoint;
 mod lifecycle;
 mod messages;
 mod notify_cli;
+mod notify_common;
 mod notify_email;
 mod notify_pipeline;
 mod notify_routing;

@@ -115,7 +115,7 @@ fn every_problem_of_a_config_in_one_run_at_file_line_col() {
     let expected = [
         format!("{c}:3:12: environment variable `ARGOS_API_KEY` is not set"),
         format!(
-            "{c}:4:3: unknown field `colour`, expected one of base_url, api_key, encrypted, timeout, max_retries, rate_limit_per_sec, page_size, daily_budget, retry_base_delay"
+            "{c}:4:3: unknown field `colour`, expected one of base_url, api_key, encrypted, timeout, max_retries, rate_limit_per_sec, page_size, daily_budget, retry_base_delay, max_pages_per_day, max_response_bytes, date_format"
         ),
         format!(
             "{c}:6:3: unknown field `intervall`, expected one of interval, midnight_overlap, pending_horizon, applicant_lookup"
@@ -360,7 +360,10 @@ fn store_commands_need_no_secrets() {
     );
     assert_eq!(
         (code, out.as_str()),
-        (0, format!("alert {fp}: acknowledged\n").as_str()),
+        (
+            0,
+            format!("alert {} ({fp}): acknowledged\n", &fp[..12]).as_str()
+        ),
         "{err}"
     );
     let (code, out, err) = run(
@@ -379,7 +382,10 @@ fn store_commands_need_no_secrets() {
     );
     assert_eq!(
         (code, out.as_str()),
-        (0, format!("alert {fp}: resolved\n").as_str()),
+        (
+            0,
+            format!("alert {} ({fp}): resolved\n", &fp[..12]).as_str()
+        ),
         "{err}"
     );
     // `run` still needs them all.

@@ -50,7 +50,7 @@ fn every_problem_of_every_file_in_one_run() {
             "{d}/two_operators.yaml:6:5: two operators in one condition (`eq` and `ne`); combine them with `all:`"
         ),
         format!(
-            "{d}/unknown_key.yaml:3:3: unknown key `severty` in rule; expected one of: id, description, severity, labels, when, window, throttle, throttle_by"
+            "{d}/unknown_key.yaml:3:3: unknown key `severty` in rule; expected one of: id, description, summary, playbook_url, severity, labels, when, window, throttle, throttle_by"
         ),
         format!(
             "{d}/unknown_operator.yaml:6:9: unknown operator `equals`; expected one of: eq, ne, in, not_in, gt, gte, lt, lte, contains, matches, exists"

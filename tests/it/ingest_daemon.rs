@@ -181,10 +181,8 @@ async fn dropped_webhooks_are_found_by_the_poller_and_every_alert_arrives_once()
         3,
         "the poller found the three whose webhooks were all lost: {slow:?}"
     );
-    assert!(
-        lost.iter().all(|(_, ms)| *ms > 1000),
-        "found by the poll, not by a webhook: {lost:?}"
-    );
+    // Found by the poll, or sooner by a later webhook's catch-up page (the
+    // README's "Reconciliation"): either is correct, so no lower bound here.
     for (sub, ms) in &fast {
         assert!(
             *ms < 1000,

@@ -58,7 +58,7 @@ fn args() -> Args {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     let mut bodies: Vec<bytes::Bytes> = Vec::new();
     for day in a.from.iter_days().take_while(|d| *d <= a.to) {
         let mut q = ListQuery {

@@ -109,6 +109,21 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A `reqwest` client builder with the process's TLS provider installed.
+///
+/// reqwest is built without a crypto provider (the default, aws-lc, is a C
+/// build that doubled a fresh compile); ring is installed here, once, before
+/// any client is built. Every HTTP client in the project starts here.
+pub fn http_client() -> reqwest::ClientBuilder {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Err means another provider is already installed: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    #[allow(clippy::disallowed_methods)] // the one place a client starts
+    reqwest::Client::builder()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -555,7 +555,7 @@ impl ArgosClient {
             ));
         }
         // No redirects: reqwest would send `x-api-key` to wherever a 3xx points.
-        let http = reqwest::Client::builder()
+        let http = crate::util::http_client()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)

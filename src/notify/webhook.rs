@@ -101,7 +101,7 @@ impl WebhookReceiver {
             .map_err(|e| format!("{at}.template: {e}"))?;
         // No redirect is followed: a 3xx would carry the secret headers, the
         // body and its signature to wherever the receiver points. No Referer.
-        let client = reqwest::Client::builder()
+        let client = crate::util::http_client()
             .timeout(cfg.timeout.0)
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)

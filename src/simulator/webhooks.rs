@@ -103,7 +103,7 @@ pub(crate) fn start(
 ) -> (Pusher, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
     let url = push.url.clone();
-    let http = reqwest::Client::builder()
+    let http = crate::util::http_client()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("a default HTTP client builds");

@@ -195,7 +195,7 @@ async fn alert_api_refuses_unauthenticated_big_bodies_without_reading_them() {
     );
 
     // The legitimate caller is still served.
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     let r = http
         .get(format!("http://{addr}/api/alerts"))
         .bearer_auth(TOKEN)
@@ -209,7 +209,7 @@ async fn alert_api_refuses_unauthenticated_big_bodies_without_reading_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_api_body_limit_and_by_field() {
     let (addr, _dir) = api_listener(Limits::API).await;
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     let url = format!("http://{addr}/api/alerts/ffffffff/ack");
     // Over 16 KiB, without a declared length (chunked): cut where it passes.
     let chunks: Vec<Result<String, std::io::Error>> =
@@ -377,7 +377,7 @@ async fn connections_over_the_cap_are_refused_and_service_resumes() {
         drop(held);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     let r = http
         .get(format!("http://{api}/healthz"))
         .send()

@@ -48,7 +48,7 @@ impl Endpoint {
         Endpoint {
             server,
             hints: rx,
-            http: reqwest::Client::builder()
+            http: kyc_sentinel::util::http_client()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),

@@ -51,7 +51,7 @@ async fn ack_resolve_over_cli_and_http() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let base = format!("http://127.0.0.1:{port}/api/alerts");
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     assert_eq!(http.get(&base).send().await.unwrap().status(), 401);
     assert_eq!(
         http.get(&base)

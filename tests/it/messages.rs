@@ -325,7 +325,7 @@ async fn acknowledge_pages_over_http() {
     let (store, fps) = store_with_alerts(dir.path()).await;
     let ttl = Duration::from_secs(3600);
     let base = serve(store, ttl).await;
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     let fp = &fps[2];
     let exp = link_expiry(Utc::now(), ttl);
 
@@ -408,7 +408,7 @@ async fn fingerprint_prefixes_in_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let (store, fps) = store_with_alerts(dir.path()).await;
     let base = serve(store, Duration::from_secs(3600)).await;
-    let http = reqwest::Client::new();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
     let post = |prefix: &str| {
         http.post(format!("{base}/api/alerts/{prefix}/ack"))
             .bearer_auth(TOKEN)

@@ -10,7 +10,9 @@ use kyc_sentinel::simulator::{SimConfig, Simulator};
 use serde_json::Value;
 
 async fn get(url: &str, key: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
         .get(url)
         .header("x-api-key", key)
         .send()

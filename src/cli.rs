@@ -51,6 +51,24 @@ pub enum Command {
     Render(RenderArgs),
     /// Render a configured digest without sending it (--preview), or send it now (--send-now).
     Digest(DigestArgs),
+    /// Operate on the state store itself (copy a SQLite store into PostgreSQL).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every table of a SQLite store into an empty PostgreSQL database
+    /// and verify the row counts (nothing is committed unless all match).
+    Migrate {
+        /// The SQLite store: `sqlite:PATH`.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: `postgres://USER@HOST:PORT/DB` (password
+        /// from PGPASSWORD; `?sslmode=..&sslrootcert=..` as libpq names them).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -115,7 +115,7 @@ impl Engine {
 
     /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
     pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
-        let store = SqliteStore::open(&cfg.store.path).await?;
+        let store = SqliteStore::open(cfg.store.sqlite_path().map_err(anyhow::Error::msg)?).await?;
         let client = ArgosClient::new(client_config(cfg)?)?;
         let receivers = build_receivers(cfg)?;
         let router = Arc::new(build_router(cfg)?);
@@ -167,7 +167,10 @@ pub async fn run_with_clock(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Before anything else touches the store: a second daemon is refused.
-    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "run")?;
+    let _lock = crate::store::lock::InstanceLock::acquire(
+        cfg.store.sqlite_path().map_err(anyhow::Error::msg)?,
+        "run",
+    )?;
     let Engine {
         store,
         client,
@@ -506,7 +509,10 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         opts.from,
         opts.to
     );
-    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "backfill")?;
+    let _lock = crate::store::lock::InstanceLock::acquire(
+        cfg.store.sqlite_path().map_err(anyhow::Error::msg)?,
+        "backfill",
+    )?;
     let Engine {
         client,
         pipeline,

@@ -26,7 +26,7 @@ pub fn run(args: DigestArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(cfg: Config, args: DigestArgs) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(&cfg.store.path).await?;
+    let store = SqliteStore::open(cfg.store.sqlite_path().map_err(anyhow::Error::msg)?).await?;
     let Some(d) = Digester::from_config(&cfg, store.clone())? else {
         anyhow::bail!(
             "{}: no `digests:` in the config (see docs: digests)",

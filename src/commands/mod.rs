@@ -16,6 +16,7 @@ mod notify;
 mod run;
 mod silence;
 mod simulate;
+mod store;
 mod test;
 
 /// Runs the parsed command line. Errors that should stop the command are
@@ -38,5 +39,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::NotifyTest(args) => notify::notify_test(args),
         Command::Render(args) => notify::render(args),
         Command::Digest(args) => digest::run(args),
+        Command::Store(cmd) => store::run(cmd),
     }
 }

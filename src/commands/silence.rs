@@ -16,7 +16,11 @@ use crate::store::{SqliteStore, Store, fmt_time};
 pub(super) fn store_path(at: &StoreLocation) -> anyhow::Result<PathBuf> {
     match (&at.config, &at.store) {
         (_, Some(p)) => Ok(p.clone()),
-        (Some(c), None) => Ok(store_only_config(c)?.store.path),
+        (Some(c), None) => Ok(store_only_config(c)?
+            .store
+            .sqlite_path()
+            .map_err(anyhow::Error::msg)?
+            .to_owned()),
         (None, None) => anyhow::bail!("give --config FILE or --store FILE"),
     }
 }

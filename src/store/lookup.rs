@@ -14,7 +14,7 @@ use crate::store::lifecycle::AlertState;
 pub const MIN_PREFIX: usize = 8;
 
 /// How many candidates an ambiguous prefix lists.
-const MAX_CANDIDATES: usize = 10;
+pub(crate) const MAX_CANDIDATES: usize = 10;
 
 /// The length messages show.
 pub const SHORT_LEN: usize = 12;
@@ -99,7 +99,7 @@ pub struct AlertView {
     pub alert: serde_json::Value,
 }
 
-fn valid_prefix(prefix: &str) -> bool {
+pub(crate) fn valid_prefix(prefix: &str) -> bool {
     prefix.len() >= MIN_PREFIX
         && prefix.len() <= 64
         && prefix.bytes().all(|b| b.is_ascii_hexdigit())

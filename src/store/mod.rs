@@ -16,6 +16,7 @@ pub mod escalation;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
+pub mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::future::Future;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use digests::{DeadLetter, DigestAlert, DigestRecord, RuleErrorRow};
+pub use postgres::PgStore;
 pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary, WindowMembership};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -36,6 +38,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state store: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A write of an instance that no longer leads (see `postgres::leader`).
+    #[error(
+        "state store: refused: this instance led with epoch {held}, the database is at epoch {current} (another instance took over)"
+    )]
+    Fenced { held: i64, current: i64 },
     #[error("state store holds a bad value in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
     /// A statement whose bound values do not fill its placeholders: a bug,

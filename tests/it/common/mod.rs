@@ -3,6 +3,8 @@
 //! alerts a file receiver actually got.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

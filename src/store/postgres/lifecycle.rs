@@ -1,0 +1,137 @@
+//! Alert lifecycle: acknowledge, resolve, list (rules in `store::lifecycle`).
+
+use chrono::Utc;
+use sqlx::Row;
+
+use super::PgStore;
+use crate::store::lifecycle::{
+    Action, AlertFilter, AlertListItem, AlertState, ChangeError, LifecycleError, transition,
+};
+use crate::store::{Result, fmt_time};
+
+impl PgStore {
+    /// Applies `action` by `by` to the alert; returns the new state. The
+    /// alert's row is locked (`FOR UPDATE`): two people acting at once are
+    /// served one after the other, and an escalation step (which locks it
+    /// `FOR SHARE`) sees the state before or after, never between.
+    pub async fn change_alert(
+        &self,
+        fingerprint: &str,
+        by: &str,
+        action: Action,
+    ) -> std::result::Result<AlertState, ChangeError> {
+        if by.trim().is_empty() {
+            return Err(LifecycleError::NoActor.into());
+        }
+        if let Action::Resolve { outcome, .. } = &action
+            && outcome.trim().is_empty()
+        {
+            return Err(LifecycleError::EmptyOutcome.into());
+        }
+        let now = fmt_time(Utc::now());
+        let mut tx = self.write_tx().await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = $1 FOR UPDATE")
+                .bind(fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(LifecycleError::NoSuchAlert(fingerprint.to_owned()).into());
+        }
+        let row = sqlx::query(
+            "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (current, prev_by, prev_at) = match &row {
+            Some(r) => (
+                AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
+                r.get::<String, _>(1),
+                r.get::<String, _>(2),
+            ),
+            None => (AlertState::Open, String::new(), String::new()),
+        };
+        let next = transition(current, &action).map_err(|state| LifecycleError::Already {
+            fingerprint: fingerprint.to_owned(),
+            state,
+            by: prev_by,
+            at: prev_at,
+        })?;
+        let (note, outcome) = match &action {
+            Action::Ack { note } => (note.clone(), None),
+            Action::Resolve { outcome, note } => (note.clone(), Some(outcome.clone())),
+        };
+        sqlx::query(
+            "INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, note, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO UPDATE SET state = excluded.state, \
+             changed_at = excluded.changed_at, changed_by = excluded.changed_by, note = excluded.note, \
+             outcome = excluded.outcome",
+        )
+        .bind(fingerprint)
+        .bind(next.as_str())
+        .bind(&now)
+        .bind(by)
+        .bind(&note)
+        .bind(&outcome)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO alert_state_changes (fingerprint, at, by, from_state, to_state, note, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(fingerprint)
+        .bind(&now)
+        .bind(by)
+        .bind(current.as_str())
+        .bind(next.as_str())
+        .bind(&note)
+        .bind(&outcome)
+        .execute(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({"by": by, "from": current.as_str(), "to": next.as_str(),
+            "note": note, "outcome": outcome});
+        sqlx::query(
+            "INSERT INTO audit_log (at, kind, fingerprint, detail) VALUES ($1, 'state_change', $2, $3)",
+        )
+        .bind(&now)
+        .bind(fingerprint)
+        .bind(detail.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Alerts, newest first, filtered.
+    pub async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertListItem>> {
+        let rows = sqlx::query(
+            "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.fired_at, \
+             COALESCE(s.state, 'open'), s.changed_by, s.outcome, \
+             EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint) \
+             FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
+             WHERE ($1::text IS NULL OR COALESCE(s.state, 'open') = $1) \
+             AND ($2::text IS NULL OR a.rule_id = $2) \
+             AND ($3::text IS NULL OR a.fired_at >= $3) ORDER BY a.fired_at DESC, a.fingerprint",
+        )
+        .bind(f.state.map(AlertState::as_str))
+        .bind(&f.rule)
+        .bind(f.since.map(fmt_time))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AlertListItem {
+                fingerprint: r.get(0),
+                rule: r.get(1),
+                severity: r.get(2),
+                submission_id: r.get(3),
+                fired_at: r.get(4),
+                state: AlertState::parse(&r.get::<String, _>(5)).unwrap_or(AlertState::Open),
+                changed_by: r.get(6),
+                outcome: r.get(7),
+                silenced: r.get(8),
+            })
+            .collect())
+    }
+}

@@ -28,6 +28,7 @@ mod notify_pipeline;
 mod notify_routing;
 mod notify_templates;
 mod notify_webhook;
+mod pg_store;
 mod pipeline;
 mod reload;
 mod rules_check;

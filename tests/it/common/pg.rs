@@ -41,7 +41,11 @@ fn find_bin() -> Result<PathBuf, String> {
         .unwrap_or_default();
     for dir in on_path {
         if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-            return Ok(dir);
+            // Often a symlink (/usr/local/bin -> /usr/lib/postgresql/N/bin):
+            // the real directory also holds psql and postgres.
+            let real = std::fs::canonicalize(dir.join("initdb"))
+                .map_err(|e| format!("{}: {e}", dir.join("initdb").display()))?;
+            return Ok(real.parent().unwrap_or(&dir).to_path_buf());
         }
     }
     // Debian keeps them off PATH, one directory per major version: the newest.

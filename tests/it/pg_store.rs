@@ -1,0 +1,600 @@
+//! Issue 19, first part: the PostgreSQL store against a real, throwaway
+//! cluster (tests/it/common/pg.rs): the same operations answer the same on
+//! SQLite and PostgreSQL; leadership and fencing; `store migrate`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use kyc_sentinel::config::Config;
+use kyc_sentinel::store::lifecycle::{Action, AlertFilter, AlertState};
+use kyc_sentinel::store::postgres::leader::{Leadership, LeaseConfig};
+use kyc_sentinel::store::{
+    AlertRow, AuditRow, BatchCommit, DeliveryOutcome, GroupInsert, OutboxInsert, PgStore, Source,
+    SqliteStore, StateChange, Store, StoreError, VersionRow,
+};
+use serde_json::{Value, json};
+
+use crate::pg_database_or_skip;
+
+fn t(min: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap() + chrono::Duration::minutes(min)
+}
+
+fn fp(n: u32) -> String {
+    format!("{n:08x}{}", "ab".repeat(28))
+}
+
+fn alert_body(n: u32, members: &[&str]) -> String {
+    json!({"fingerprint": fp(n), "rule": "r1", "severity": "high",
+           "submission_ids": members, "labels": {"team": "aml"}})
+    .to_string()
+}
+
+/// A batch touching every table a batch writes, twice the same key where
+/// the engine may (results, throttles).
+fn first_batch() -> BatchCommit {
+    let versions = (0..3)
+        .map(|i| VersionRow {
+            submission_id: format!("s{i}"),
+            content_hash: format!("h{i}"),
+            kyc_result: Some(if i == 2 { "Pending" } else { "approved" }.into()),
+            created_at: Some(t(i)),
+            event_time: t(i),
+            raw: json!({"id": format!("s{i}"), "applicant_id": "app1", "userid": "u1"}).to_string(),
+        })
+        .collect();
+    let state = vec![
+        StateChange::Result {
+            submission_id: "s0".into(),
+            kyc_result: Some("pending".into()),
+        },
+        StateChange::Result {
+            submission_id: "s0".into(),
+            kyc_result: Some("approved".into()),
+        },
+        StateChange::Applicant {
+            applicant_id: "app1".into(),
+            submission_id: "s0".into(),
+            email: Some("a@example.com".into()),
+            event_time: t(0),
+        },
+        StateChange::Fired {
+            rule_id: "r1".into(),
+            submission_id: "s0".into(),
+        },
+        StateChange::WindowAdd {
+            rule_id: "w".into(),
+            key: "k".into(),
+            submission_id: "s0".into(),
+            event_time: t(0),
+        },
+        StateChange::WindowAdd {
+            rule_id: "w".into(),
+            key: "k".into(),
+            submission_id: "s1".into(),
+            event_time: t(1),
+        },
+        StateChange::WindowConsume {
+            rule_id: "w".into(),
+            key: "k".into(),
+            submission_ids: vec!["s0".into()],
+        },
+        StateChange::WindowAdd {
+            rule_id: "w".into(),
+            key: "k".into(),
+            submission_id: "s2".into(),
+            event_time: t(2),
+        },
+        StateChange::Throttle {
+            rule_id: "r1".into(),
+            key: "app1".into(),
+            until: t(30),
+        },
+        StateChange::Throttle {
+            rule_id: "r1".into(),
+            key: "app1".into(),
+            until: t(60),
+        },
+    ];
+    let alerts = vec![
+        AlertRow {
+            fingerprint: fp(1),
+            // The window rule whose consume took s0.
+            rule_id: "w".into(),
+            rule_version: "v1".into(),
+            severity: "high".into(),
+            submission_id: "s0".into(),
+            group_key: Some("k".into()),
+            event_time: t(0),
+            body: alert_body(1, &["s0", "s1"]),
+        },
+        AlertRow {
+            fingerprint: fp(2),
+            rule_id: "r1".into(),
+            rule_version: "v1".into(),
+            severity: "critical".into(),
+            submission_id: "s1".into(),
+            group_key: None,
+            event_time: t(1),
+            body: alert_body(2, &["s1"]),
+        },
+    ];
+    let bare = |n: u32| {
+        json!({"group_key": null, "alerts": [serde_json::from_str::<Value>(&alert_body(n, &["s0"])).unwrap()]}).to_string()
+    };
+    BatchCommit {
+        source: Source::Webhook,
+        versions,
+        state,
+        alerts,
+        outbox: vec![
+            OutboxInsert {
+                fingerprint: fp(1),
+                receiver: "hook".into(),
+                payload: bare(1),
+            },
+            OutboxInsert {
+                fingerprint: fp(1),
+                receiver: "mail".into(),
+                payload: bare(1),
+            },
+        ],
+        notify: vec![GroupInsert {
+            receiver: "chat".into(),
+            group_key: "g".into(),
+            fingerprint: fp(2),
+            group_wait: Duration::ZERO,
+            repeat_interval: Duration::from_secs(3600),
+            escalation: Some("aml".into()),
+        }],
+        audit: vec![AuditRow {
+            kind: "decision",
+            submission_id: Some("s0".into()),
+            version_hash: Some("h0".into()),
+            rule_id: Some("r1".into()),
+            rule_version: Some("v1".into()),
+            fingerprint: Some(fp(1)),
+            detail: json!({"why": "test"}),
+        }],
+        meta: vec![
+            ("cursor".into(), "c1".into()),
+            ("cursor".into(), "c2".into()),
+        ],
+        historical: false,
+    }
+}
+
+/// Runs the same operations through the `Store` trait and returns what
+/// they answered, with the store's own clock times left out.
+async fn transcript<S: Store>(s: &S) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut log = |what: &str, v: String| out.push(format!("{what}: {v}"));
+    s.commit_batch(first_batch()).await.unwrap();
+    // Re-decided after a crash: the same batch again changes nothing.
+    s.commit_batch(first_batch()).await.unwrap();
+    let seen: BTreeMap<_, _> = s
+        .seen_versions(&["s0", "s1", "s2", "nope"])
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    log("seen", format!("{seen:?}"));
+    let undecided = s.undecided_since(t(-10)).await.unwrap();
+    log("undecided", format!("{undecided:?}"));
+    let mut p = s.prefetch(&["s0", "s1"], &["app1"]).await.unwrap();
+    p.fired.sort();
+    let results: BTreeMap<_, _> = p.results.into_iter().collect();
+    let applicants: BTreeMap<_, _> = p.applicants.into_iter().collect();
+    log(
+        "prefetch",
+        format!("{results:?} {:?} {applicants:?}", p.fired),
+    );
+    let (mut members, throttles) = s.open_windows(t(-1)).await.unwrap();
+    members.sort_by(|a, b| a.submission_id.cmp(&b.submission_id));
+    log("windows", format!("{members:?} {throttles:?}"));
+    let mut among = s
+        .window_memberships(&[("w", "k", "s0"), ("w", "k", "s9"), ("w", "k", "s2")])
+        .await
+        .unwrap();
+    among.sort_by(|a, b| a.submission_id.cmp(&b.submission_id));
+    log("among", format!("{among:?}"));
+    log(
+        "latest",
+        format!("{:?}", s.latest_window_event().await.unwrap()),
+    );
+    log("meta", format!("{:?}", s.get_meta("cursor").await.unwrap()));
+    log("found", format!("{:?}", s.found_first().await.unwrap()));
+    let later = Utc::now() + chrono::Duration::seconds(5);
+    log("flushed", s.flush_groups(later).await.unwrap().to_string());
+    log(
+        "flushed again",
+        s.flush_groups(later).await.unwrap().to_string(),
+    );
+    let mut receivers = s.due_receivers(later).await.unwrap();
+    receivers.sort();
+    log("due receivers", format!("{receivers:?}"));
+    let due = s.due_outbox(later, 10).await.unwrap();
+    // Ids are left out: a PostgreSQL sequence skips the values of rows an
+    // `ON CONFLICT DO NOTHING` did not insert (the batch re-committed above).
+    let shown: Vec<_> = due
+        .iter()
+        .map(|r| (&r.fingerprint, &r.receiver, r.attempts))
+        .collect();
+    log("due", format!("{shown:?}"));
+    let chat = s.due_outbox_for("chat", later, 10).await.unwrap();
+    log("chat payload", chat[0].payload.clone());
+    let outcomes = vec![
+        (due[0].clone(), DeliveryOutcome::Delivered),
+        (
+            due[1].clone(),
+            DeliveryOutcome::Retry {
+                error: "HTTP 503".into(),
+                next_attempt_at: later + chrono::Duration::hours(1),
+            },
+        ),
+        (
+            due[2].clone(),
+            DeliveryOutcome::Dead {
+                error: "HTTP 400".into(),
+            },
+        ),
+    ];
+    s.record_deliveries(&outcomes).await.unwrap();
+    log("stats", format!("{:?}", s.outbox_stats().await.unwrap()));
+    log(
+        "api",
+        s.add_api_calls("2026-11-26", 3).await.unwrap().to_string(),
+    );
+    log(
+        "api",
+        s.add_api_calls("2026-11-26", 4).await.unwrap().to_string(),
+    );
+    let raw: BTreeMap<_, _> = s
+        .submissions_raw(&["s1", "nope"])
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    log("raw", format!("{raw:?}"));
+    let silence = kyc_sentinel::notify::silence::NewSilence {
+        rule: Some("r1".into()),
+        matchers: [("team".to_owned(), "aml".to_owned())].into(),
+        reason: "maintenance".into(),
+        author: "ana".into(),
+        starts_at: t(0),
+        ends_at: Utc::now() + chrono::Duration::hours(1),
+    };
+    let id = s.add_silence(&silence).await.unwrap();
+    log(
+        "silences",
+        s.silences(Utc::now(), false)
+            .await
+            .unwrap()
+            .len()
+            .to_string(),
+    );
+    log(
+        "expired",
+        s.expire_silence(id, Utc::now()).await.unwrap().to_string(),
+    );
+    log(
+        "expired none",
+        s.expire_silence(id + 99, Utc::now())
+            .await
+            .unwrap()
+            .to_string(),
+    );
+    log(
+        "silences",
+        s.silences(Utc::now(), false)
+            .await
+            .unwrap()
+            .len()
+            .to_string(),
+    );
+    log(
+        "silences all",
+        s.silences(Utc::now(), true)
+            .await
+            .unwrap()
+            .len()
+            .to_string(),
+    );
+    out
+}
+
+/// The audit rows about an alert as kinds and details (times left out).
+fn audit_shown(rows: &[kyc_sentinel::store::AuditEntry]) -> Vec<String> {
+    rows.iter()
+        .map(|r| format!("{} {:?} {}", r.kind, r.fingerprint, r.detail))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_operations_answer_the_same_on_sqlite_and_postgres() {
+    let db = pg_database_or_skip!("same_ops");
+    let dir = tempfile::tempdir().unwrap();
+    let lite = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+    let pg = PgStore::open(&db.url()).await.unwrap();
+    // Opening again finds the migrations applied.
+    let pg = {
+        drop(pg);
+        PgStore::open(&db.url()).await.unwrap()
+    };
+    let a = transcript(&lite).await;
+    let b = transcript(&pg).await;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "SQLite and PostgreSQL answered differently");
+    }
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().any(|l| l == "flushed: 1"), "{a:#?}");
+
+    // The inherent operations (audit, lifecycle, lookup, digests).
+    let (l, p) = (
+        lite.alert(&fp(1)).await.unwrap().unwrap(),
+        pg.alert(&fp(1)).await.unwrap().unwrap(),
+    );
+    assert_eq!(l.notifications, p.notifications);
+    assert_eq!(l.attempts.len(), p.attempts.len());
+    assert_eq!(l.alert, p.alert);
+    // The delivery-attempt trigger wrote the same audit rows, same JSON text.
+    for f in [fp(1), fp(2)] {
+        let (la, pa) = (
+            lite.audit_for_alert(&f).await.unwrap(),
+            pg.audit_for_alert(&f).await.unwrap(),
+        );
+        assert_eq!(audit_shown(&la), audit_shown(&pa));
+    }
+    let delivery: Vec<_> = pg
+        .audit_for_alert(&fp(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "delivery")
+        .collect();
+    assert_eq!(
+        delivery.len(),
+        2,
+        "one attempt per receiver of fp1 (hook, mail)"
+    );
+    assert_eq!(
+        lite.alerts_of_submission("s1").await.unwrap(),
+        pg.alerts_of_submission("s1").await.unwrap()
+    );
+    let (lw, pw) = (
+        lite.window_memberships("s0").await.unwrap(),
+        pg.window_memberships("s0").await.unwrap(),
+    );
+    assert_eq!(format!("{lw:?}"), format!("{pw:?}"));
+    assert!(pw[0].consumed && pw[0].consumed_by.is_some(), "{pw:?}");
+    for st in [&lite.summary().await.unwrap(), &pg.summary().await.unwrap()] {
+        assert_eq!(st.submissions, 3);
+    }
+    assert_eq!(
+        format!("{:?}", lite.summary().await.unwrap()),
+        format!("{:?}", pg.summary().await.unwrap())
+    );
+
+    // Lifecycle and lookup.
+    let prefix = &fp(2)[..10];
+    assert_eq!(
+        lite.resolve_fingerprint(prefix).await.unwrap(),
+        pg.resolve_fingerprint(prefix).await.unwrap()
+    );
+    assert_eq!(pg.resolve_fingerprint(prefix).await.unwrap(), Ok(fp(2)));
+    let ack = Action::Ack { note: None };
+    assert_eq!(
+        pg.change_alert(&fp(2), "ana", ack.clone()).await.unwrap(),
+        AlertState::Acknowledged
+    );
+    lite.change_alert(&fp(2), "ana", ack.clone()).await.unwrap();
+    let again = pg.change_alert(&fp(2), "bo", ack).await.unwrap_err();
+    assert!(
+        again.to_string().contains("already acknowledged"),
+        "{again}"
+    );
+    let list = |v: Vec<kyc_sentinel::store::lifecycle::AlertListItem>| {
+        v.into_iter()
+            .map(|a| (a.fingerprint, a.state, a.changed_by))
+            .collect::<Vec<_>>()
+    };
+    let f = AlertFilter {
+        state: Some(AlertState::Acknowledged),
+        ..AlertFilter::default()
+    };
+    assert_eq!(
+        list(lite.list_alerts(&f).await.unwrap()),
+        list(pg.list_alerts(&f).await.unwrap())
+    );
+    assert_eq!(list(pg.list_alerts(&f).await.unwrap()).len(), 1);
+    let view = pg.alert_view(&fp(2)).await.unwrap().unwrap();
+    assert_eq!(view.state, AlertState::Acknowledged);
+
+    // Digest reads.
+    let (from, to) = (Utc::now() - chrono::Duration::hours(1), Utc::now());
+    let (ld, pd) = (
+        lite.alerts_fired_between(from, to).await.unwrap(),
+        pg.alerts_fired_between(from, to).await.unwrap(),
+    );
+    assert_eq!(ld.len(), 2);
+    for (x, y) in ld.iter().zip(&pd) {
+        assert_eq!(
+            (&x.fingerprint, &x.labels, &x.applicant_id, &x.state),
+            (&y.fingerprint, &y.labels, &y.applicant_id, &y.state)
+        );
+    }
+    assert_eq!(pd[0].applicant_id.as_deref(), Some("app1"));
+    let dead = pg
+        .dead_letters_between(from, to + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].error, "HTTP 400");
+    assert_eq!(pg.api_calls_on("2026-11-26").await.unwrap(), 7);
+    let active = pg.active_escalations().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].alert_state, "acknowledged");
+}
+
+fn lease(secs: f64) -> LeaseConfig {
+    LeaseConfig {
+        lease: Duration::from_secs_f64(secs),
+        renew_timeout: Duration::from_secs(2),
+    }
+}
+
+/// A small batch: one version, one audit row.
+fn tiny_batch(id: &str) -> BatchCommit {
+    BatchCommit {
+        versions: vec![VersionRow {
+            submission_id: id.into(),
+            content_hash: "h".into(),
+            kyc_result: None,
+            created_at: None,
+            event_time: t(0),
+            raw: "{}".into(),
+        }],
+        ..BatchCommit::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_contenders_leads_and_a_deposed_leader_cannot_commit() {
+    let db = pg_database_or_skip!("leader");
+    let store = PgStore::open(&db.url()).await.unwrap();
+    let cfg = lease(30.0);
+    let mut a = Leadership::try_acquire(&db.url(), &cfg)
+        .await
+        .unwrap()
+        .expect("the first contender leads");
+    assert!(
+        Leadership::try_acquire(&db.url(), &cfg)
+            .await
+            .unwrap()
+            .is_none(),
+        "the second must not lead while the first holds the lock and its lease"
+    );
+    assert!(a.is_leader());
+    assert!(a.renew().await);
+    let first = a.epoch();
+    let a_store = store.fenced(first);
+    a_store.commit_batch(tiny_batch("by-a")).await.unwrap();
+
+    // The leader's connection is killed (as by a dead host): the lock goes with it.
+    db.cluster
+        .psql(&format!("SELECT pg_terminate_backend({})", a.backend_pid()))
+        .unwrap();
+    let b = tokio::time::timeout(
+        Duration::from_secs(10),
+        Leadership::acquire(&db.url(), &cfg, Duration::from_millis(50)),
+    )
+    .await
+    .expect("the standby takes over within 10 s")
+    .unwrap();
+    assert_eq!(b.epoch(), first + 1, "a takeover increments the epoch");
+    assert!(!a.renew().await, "the old leader learns it lost");
+    assert!(!a.is_leader());
+
+    // The deposed leader's commit is refused, and wrote nothing.
+    let e = a_store
+        .commit_batch(tiny_batch("late-a"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Fenced { held, current } if held == first && current == first + 1),
+        "{e}"
+    );
+    assert!(e.to_string().contains("another instance took over"), "{e}");
+    assert!(store.seen_versions(&["late-a"]).await.unwrap().is_empty());
+    store
+        .fenced(b.epoch())
+        .commit_batch(tiny_batch("by-b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.seen_versions(&["by-a", "by-b"]).await.unwrap().len(),
+        2
+    );
+    let (epoch, pid): (i64, i32) =
+        sqlx::query_as("SELECT epoch, holder_pid FROM leadership WHERE id = 1")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((epoch, pid), (b.epoch(), b.backend_pid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_deposed_after_its_lease_even_mid_transaction() {
+    let db = pg_database_or_skip!("frozen");
+    let store = PgStore::open(&db.url()).await.unwrap();
+    let cfg = lease(1.0);
+    let a = Leadership::try_acquire(&db.url(), &cfg)
+        .await
+        .unwrap()
+        .expect("leads");
+    // Frozen (SIGSTOP) in the middle of a commit: its connection and lock
+    // stay open, its transaction holds the leadership row, it never renews.
+    let mut stuck = store.fenced(a.epoch()).write_tx().await.unwrap();
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('frozen', 'x')")
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+    assert!(
+        Leadership::try_acquire(&db.url(), &cfg)
+            .await
+            .unwrap()
+            .is_none(),
+        "within the lease nobody takes over"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        !a.is_leader(),
+        "half a lease without renewal: it no longer counts itself leader"
+    );
+    let started = std::time::Instant::now();
+    let b = Leadership::try_acquire(&db.url(), &cfg)
+        .await
+        .unwrap()
+        .expect("an expired lease is taken over");
+    assert_eq!(b.epoch(), a.epoch() + 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The frozen leader wakes up: its transaction was ended, nothing landed.
+    assert!(stuck.commit().await.is_err());
+    assert_eq!(store.get_meta("frozen").await.unwrap(), None);
+}
+
+#[test]
+fn store_url_and_path_together_are_an_error_naming_the_field() {
+    let text = |store: &str| {
+        format!(
+            "argos:\n  base_url: http://127.0.0.1:1\n  api_key: k\nrules: rules\n{store}\
+             receivers:\n  - name: file\n    type: file\n    path: a.jsonl\n"
+        )
+    };
+    let p = std::path::Path::new("/etc/ks/sentinel.yaml");
+    let both = "store:\n  path: state.db\n  url: postgres://ks@db:5432/ks\n";
+    let e = Config::parse(p, &text(both), |_| None).unwrap_err();
+    assert!(e.contains("store.url: set together with store.path"), "{e}");
+    assert!(e.starts_with("/etc/ks/sentinel.yaml:"), "{e}");
+    let bad = "store:\n  url: mysql://ks@db/ks\n";
+    let e = Config::parse(p, &text(bad), |_| None).unwrap_err();
+    assert!(e.contains("store.url: not a PostgreSQL URL"), "{e}");
+    // The password comes from a variable and never shows in an error.
+    let secret = "store:\n  url: postgres://ks:${PGPW}@db:5432/ks?sslmode=verify-full&sslrootcert=/etc/ca.pem\n";
+    let c = Config::parse(p, &text(secret), |k| (k == "PGPW").then(|| "s3cret".into())).unwrap();
+    assert!(c.store.url.as_deref().unwrap().contains("s3cret"));
+    let e = c.store.sqlite_path().unwrap_err();
+    assert!(e.starts_with("store.url:") && !e.contains("s3cret"), "{e}");
+    assert_eq!(
+        kyc_sentinel::store::postgres::redact_url(c.store.url.as_deref().unwrap()),
+        "postgres://ks:***@db:5432/ks?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+    );
+    let only_url = "store:\n  url: postgres://ks@db:5432/ks\n";
+    let c = Config::parse(p, &text(only_url), |_| None).unwrap();
+    assert!(!c.store.path_given);
+}

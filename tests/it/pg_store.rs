@@ -598,3 +598,200 @@ fn store_url_and_path_together_are_an_error_naming_the_field() {
     let c = Config::parse(p, &text(only_url), |_| None).unwrap();
     assert!(!c.store.path_given);
 }
+
+/// Every alert to `file` grouped per rule, critical ones escalated at once.
+const MIGRATE_ROUTES: &str = "  - name: chan
+    type: file
+    path: chan.jsonl
+route:
+  receiver: file
+  group_by: ['...']
+  group_wait: 0s
+  routes:
+    - match: { severity: critical }
+      escalation: aml-escalation
+escalation_policies:
+  - name: aml-escalation
+    steps:
+      - { after: 0s, receivers: [chan] }
+";
+
+/// Rows of `sql` (one text column) from either store, sorted.
+async fn lite_texts(s: &SqliteStore, sql: &str) -> Vec<String> {
+    let mut v: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+    v.sort();
+    v
+}
+async fn pg_texts(s: &PgStore, sql: &str) -> Vec<String> {
+    let mut v: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
+    use crate::common::write_config;
+    use kyc_sentinel::daemon::{self, BackfillOptions};
+    use kyc_sentinel::simulator::{SimConfig, Simulator};
+
+    let db = pg_database_or_skip!("migrate");
+    let dir = tempfile::tempdir().unwrap();
+    let end = Utc::now() - chrono::Duration::days(1);
+    let sim = Simulator::start(SimConfig {
+        seed: 19,
+        submissions: 400,
+        base_time: Some(end),
+        backlog_span: Some(Duration::from_secs(2 * 86_400)),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let cfg_path = write_config(dir.path(), &sim.base_url(), MIGRATE_ROUTES);
+    // Notifying, so the outbox, attempts, groups and escalations fill too.
+    let opts = BackfillOptions {
+        from: (end - chrono::Duration::days(3)).date_naive(),
+        to: end.date_naive(),
+        concurrency: 2,
+        progress: false,
+        notify: true,
+    };
+    let report = daemon::backfill(Config::load(&cfg_path).unwrap(), opts)
+        .await
+        .unwrap();
+    assert!(report.alerts > 5, "history should raise alerts");
+    let lite = SqliteStore::open(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    // A person acted and a silence exists: lifecycle and silence tables too.
+    let some = lite_texts(&lite, "SELECT fingerprint FROM alerts").await;
+    lite.change_alert(
+        &some[0],
+        "ana",
+        Action::Ack {
+            note: Some("mine".into()),
+        },
+    )
+    .await
+    .unwrap();
+    Store::add_silence(
+        &lite,
+        &kyc_sentinel::notify::silence::NewSilence {
+            rule: None,
+            matchers: [("team".to_owned(), "aml".to_owned())].into(),
+            reason: "review".into(),
+            author: "ana".into(),
+            starts_at: Utc::now(),
+            ends_at: Utc::now() + chrono::Duration::hours(1),
+        },
+    )
+    .await
+    .unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+        .args(["store", "migrate", "--from"])
+        .arg(format!("sqlite:{}", dir.path().join("state.db").display()))
+        .args(["--to", &db.url()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("every table's count verified"), "{stdout}");
+
+    let pg = PgStore::open(&db.url()).await.unwrap();
+    let mut nonempty = 0;
+    for table in [
+        "submission_versions",
+        "rule_fired",
+        "submission_results",
+        "window_members",
+        "throttles",
+        "applicants",
+        "alerts",
+        "outbox",
+        "delivery_attempts",
+        "audit_log",
+        "api_budget",
+        "meta",
+        "silences",
+        "notify_groups",
+        "notify_pending",
+        "version_sources",
+        "alert_states",
+        "alert_state_changes",
+        "digests",
+        "digest_schedules",
+        "escalations",
+        "escalation_steps",
+        "outbox_alerts",
+    ] {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let l: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(lite.pool())
+            .await
+            .unwrap();
+        let p: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+        assert_eq!(l, p, "{table}");
+        assert!(
+            stdout.contains(&format!("{table} ")),
+            "{table} not reported: {stdout}"
+        );
+        nonempty += (l > 0) as usize;
+    }
+    assert!(
+        nonempty >= 15,
+        "the fixture should fill most tables ({nonempty})"
+    );
+    // Rows compared: alerts with their bodies, the outbox with its payloads
+    // and states, the audit log (the triggers did not add rows twice).
+    let sql = "SELECT fingerprint || ' ' || rule_id || ' ' || fired_at || ' ' || body FROM alerts";
+    assert_eq!(lite_texts(&lite, sql).await, pg_texts(&pg, sql).await);
+    let sql = "SELECT id || ' ' || receiver || ' ' || state || ' ' || attempts || ' ' || payload FROM outbox";
+    assert_eq!(lite_texts(&lite, sql).await, pg_texts(&pg, sql).await);
+    let sql = "SELECT id || ' ' || kind || ' ' || COALESCE(fingerprint, '-') || ' ' || COALESCE(detail, '-') FROM audit_log";
+    assert_eq!(lite_texts(&lite, sql).await, pg_texts(&pg, sql).await);
+    assert_eq!(
+        format!("{:?}", lite.summary().await.unwrap()),
+        format!("{:?}", pg.summary().await.unwrap())
+    );
+    assert_eq!(
+        lite.alert_view(&some[0]).await.unwrap().unwrap().state,
+        pg.alert_view(&some[0]).await.unwrap().unwrap().state
+    );
+    // The copy continues: new rows get ids after the copied ones.
+    let max: i64 = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+        .fetch_one(pg.pool())
+        .await
+        .unwrap();
+    pg.change_alert(&some[1], "bo", Action::Ack { note: None })
+        .await
+        .unwrap();
+    let next: i64 = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+        .fetch_one(pg.pool())
+        .await
+        .unwrap();
+    assert!(next > max);
+
+    // A second migrate into the same database is refused, naming why.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+        .args(["store", "migrate", "--from"])
+        .arg(format!("sqlite:{}", dir.path().join("state.db").display()))
+        .args(["--to", &db.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(stderr.contains("already holds state"), "{stderr}");
+}

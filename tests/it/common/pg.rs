@@ -268,6 +268,7 @@ pub fn shared() -> Option<&'static Cluster> {
             extern "C" fn stop_shared() {
                 if let Some(Ok(c)) = CLUSTER.get() {
                     c.stop();
+                    let _ = std::fs::remove_dir_all(c.dir());
                 }
             }
             // SAFETY: registers a plain function; it only runs pg_ctl.

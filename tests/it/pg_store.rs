@@ -795,3 +795,97 @@ async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
     assert!(!again.status.success());
     assert!(stderr.contains("already holds state"), "{stderr}");
 }
+
+/// Contiguous runs of `versions` (event-time order), at most `max` each and
+/// never two versions of one submission in a run, as one poll fetches them.
+fn poll_batches(versions: &[Value], max: usize) -> Vec<Vec<Value>> {
+    let mut out: Vec<Vec<Value>> = vec![Vec::new()];
+    for v in versions {
+        let cur = out.last_mut().unwrap();
+        if cur.len() >= max || cur.iter().any(|c| c["submission_id"] == v["submission_id"]) {
+            out.push(Vec::new());
+        }
+        out.last_mut().unwrap().push(v.clone());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_and_outbox_on_postgres_deliver_what_eval_finds_and_stop_when_deposed() {
+    use crate::common::{assert_delivered_exactly, delivered, expected_alerts, write_config};
+    use kyc_sentinel::notify::outbox::Outbox;
+    use kyc_sentinel::pipeline::Pipeline;
+    use kyc_sentinel::rules::{ScriptLimits, load_path};
+    use kyc_sentinel::simulator::{SimConfig, Simulator};
+    use std::sync::Arc;
+
+    let db = pg_database_or_skip!("pipeline");
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimConfig {
+        seed: 1919,
+        submissions: 300,
+        ..crate::common::recent_backlog()
+    })
+    .await
+    .unwrap();
+    let dump = sim.dump();
+    let expected = expected_alerts(&dump);
+    assert!(expected.len() > 5, "the backlog should raise alerts");
+    let route = "route:\n  receiver: file\n  group_by: ['...']\n  group_wait: 0s\n";
+    let cfg = Config::load(&write_config(dir.path(), &sim.base_url(), route)).unwrap();
+
+    let cfg_lease = lease(30.0);
+    // Opening the store applies the migrations leadership needs.
+    let store = PgStore::open(&db.url()).await.unwrap();
+    let leader = Leadership::try_acquire(&db.url(), &cfg_lease)
+        .await
+        .unwrap()
+        .expect("leads");
+    let store = store.fenced(leader.epoch());
+    let rules = Arc::new(load_path(&cfg.rules, ScriptLimits::default()).unwrap());
+    let router = Arc::new(kyc_sentinel::daemon::build_router(&cfg).unwrap());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut pipeline = Pipeline::new(store.clone(), rules, router, wake)
+        .await
+        .unwrap();
+    let receivers = kyc_sentinel::daemon::build_receivers(&cfg).unwrap();
+    let outbox = Outbox::new(store.clone(), receivers, cfg.outbox.clone());
+    for batch in poll_batches(&dump, 25) {
+        pipeline.process(batch, "pg test").await.unwrap();
+    }
+    pipeline.flush().await.unwrap();
+    // Groups (one alert each, no wait) go to the outbox, the outbox delivers.
+    assert!(store.flush_groups(Utc::now()).await.unwrap() >= expected.len());
+    while store.outbox_stats().await.unwrap().pending > 0 {
+        outbox.deliver_due().await.unwrap();
+    }
+    let got = delivered(&dir.path().join("alerts.jsonl"));
+    let dupes = assert_delivered_exactly(&expected, &got);
+    assert_eq!(dupes, 0);
+
+    // Deposed: the pipeline's next commit is refused, nothing is written.
+    db.cluster
+        .psql(&format!(
+            "SELECT pg_terminate_backend({})",
+            leader.backend_pid()
+        ))
+        .unwrap();
+    let next = Leadership::acquire(&db.url(), &cfg_lease, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(next.epoch(), leader.epoch() + 1);
+    let mut late = dump[0].clone();
+    late["submission_id"] = json!("late-after-takeover");
+    let e = pipeline
+        .process(vec![late], "pg test")
+        .await
+        .and(pipeline.flush().await);
+    assert!(matches!(e, Err(StoreError::Fenced { .. })), "{e:?}");
+    assert!(
+        store
+            .seen_versions(&["late-after-takeover"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

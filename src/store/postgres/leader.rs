@@ -105,6 +105,7 @@ fn holder_name() -> String {
 impl Leadership {
     /// Takes leadership if it is free, or if its holder's lease expired (then
     /// the holder's backend is terminated first). `None`: someone leads.
+    /// The database must be migrated first ([`super::PgStore::open`]).
     pub async fn try_acquire(url: &str, cfg: &LeaseConfig) -> Result<Option<Leadership>> {
         let mut conn = connect(url).await?;
         let started = Instant::now();

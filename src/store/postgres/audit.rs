@@ -190,12 +190,14 @@ impl PgStore {
 
     /// Retention: forgets the raw JSON of versions unchanged since `cutoff`.
     pub async fn purge_raw_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
         let r = sqlx::query(
             "UPDATE submission_versions SET raw = NULL WHERE raw IS NOT NULL AND last_changed < $1",
         )
         .bind(fmt_time(cutoff))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
     }
 }

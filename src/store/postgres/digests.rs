@@ -61,6 +61,7 @@ impl PgStore {
                 "digest schedule changed; it starts again from now"
             );
         }
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO digest_schedules (name, last_slot, schedule, updated) VALUES ($1, $2, $3, $2) \
              ON CONFLICT (name) DO UPDATE SET last_slot = excluded.last_slot, \
@@ -69,8 +70,9 @@ impl PgStore {
         .bind(name)
         .bind(fmt_time(now))
         .bind(schedule)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(now)
     }
 
@@ -131,14 +133,16 @@ impl PgStore {
 
     /// Moves a schedule past times that produced nothing.
     pub async fn advance_digest(&self, name: &str, slot: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE digest_schedules SET last_slot = $1, updated = $2 WHERE name = $3 AND last_slot < $1",
         )
         .bind(fmt_time(slot))
         .bind(fmt_time(Utc::now()))
         .bind(name)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -108,7 +108,9 @@ impl PgStore {
     }
 
     /// A transaction that writes: fenced when this instance leads, so a
-    /// deposed leader's transaction fails before it writes anything.
+    /// deposed leader's transaction fails before it writes anything. Every
+    /// write of the engine's own work goes through it; only what a person
+    /// does from any instance (silences) writes outside it.
     pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
         if let Some(epoch) = self.fence {

@@ -312,14 +312,16 @@ impl PgStore {
     }
 
     pub async fn add_api_calls(&self, day: &str, n: u64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
         let calls: i64 = sqlx::query_scalar(
             "INSERT INTO api_budget (day, calls) VALUES ($1, $2) \
              ON CONFLICT (day) DO UPDATE SET calls = api_budget.calls + excluded.calls RETURNING calls",
         )
         .bind(day)
         .bind(n as i64)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(calls.max(0) as u64)
     }
 
@@ -342,8 +344,9 @@ impl PgStore {
     }
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        set_meta(&mut conn, key, value).await
+        let mut tx = self.write_tx().await?;
+        set_meta(&mut tx, key, value).await?;
+        Ok(tx.commit().await?)
     }
 }
 

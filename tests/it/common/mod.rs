@@ -13,6 +13,8 @@ use kyc_sentinel::simulator::generator::{Generator, decide, published_by};
 use serde_json::Value;
 use std::time::Duration;
 
+pub mod smtp;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

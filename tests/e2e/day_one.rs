@@ -95,7 +95,7 @@ impl Day {
         cmd.args(["-c", line])
             .current_dir(&self.dir)
             .env("PATH", path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .envs(&self.env);
         cmd
     }
@@ -277,9 +277,11 @@ async fn the_first_day_as_the_readme_tells_it() {
     assert!(listed.contains("historical"), "{listed}");
 
     // Live: today's alerts reach the inbox and on-call.
+    let log = std::fs::File::create(tmp.path().join("run.log")).unwrap();
     let daemon = day
         .bash(&format!("exec {RUN}"))
         .stdout(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let (fp, ack, rule) = wait_for(Duration::from_secs(60), || alert_in_mail(&smtp));
@@ -363,4 +365,10 @@ async fn the_first_day_as_the_readme_tells_it() {
     });
     assert!(acked, "the acknowledgement is in the export");
     stop(daemon);
+    // Logs written to a file carry no colour codes (issue 15 item 14).
+    let log = std::fs::read(tmp.path().join("run.log")).unwrap();
+    assert!(
+        !log.is_empty() && !log.contains(&0x1b),
+        "run.log has escape codes"
+    );
 }

@@ -293,7 +293,7 @@ async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response
         Some(Err(v)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("state `{v}`: use open, acknowledged or resolved"),
+                format!("state `{v}`: use {}", AlertState::choices()),
             );
         }
         Some(Ok(st)) => Some(st),

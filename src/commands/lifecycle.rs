@@ -61,13 +61,13 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         since,
         json,
     } = a.command;
-    let state =
-        match state.as_deref() {
-            None => None,
-            Some(s) => Some(AlertState::parse(s).ok_or_else(|| {
-                anyhow::anyhow!("--state `{s}`: use open, acknowledged or resolved")
-            })?),
-        };
+    let state = match state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            AlertState::parse(s)
+                .ok_or_else(|| anyhow::anyhow!("--state `{s}`: use {}", AlertState::choices()))?,
+        ),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store = open(&at).await?;

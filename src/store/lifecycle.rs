@@ -26,6 +26,21 @@ pub enum AlertState {
 }
 
 impl AlertState {
+    /// Every state, in the order people meet them (errors list them from here).
+    pub const ALL: [AlertState; 4] = [
+        AlertState::Open,
+        AlertState::Acknowledged,
+        AlertState::Resolved,
+        AlertState::Historical,
+    ];
+
+    /// `open, acknowledged, resolved or historical`: for "use ..." errors.
+    pub fn choices() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+        let (last, rest) = names.split_last().expect("states exist");
+        format!("{} or {last}", rest.join(", "))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertState::Open => "open",

@@ -389,12 +389,14 @@ async fn process_hints(
         match r {
             Ok(Some(v)) => items.push(v),
             Ok(None) => {
-                tracing::warn!(submission = %id, "webhook for a submission Argos does not return; ignored")
+                tracing::warn!(submission = %crate::util::display_safe(&id), "webhook for a submission Argos does not return; ignored")
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
             // The budget warned once; the poller finds it after 00:00 UTC.
             Err(e) if e.is_budget_exhausted() => {}
-            Err(e) => tracing::error!(submission = %id, "fetch after webhook failed: {e}"),
+            Err(e) => {
+                tracing::error!(submission = %crate::util::display_safe(&id), "fetch after webhook failed: {e}")
+            }
         }
     }
     let report = pipeline

@@ -199,7 +199,7 @@ pub async fn set_aside<S: Store>(
         }
         known.insert(key);
         tracing::error!(
-            submission = u.submission_id.as_deref().unwrap_or("(not readable)"),
+            submission = %crate::util::display_safe(u.submission_id.as_deref().unwrap_or("(not readable)")),
             "{origin}: item {} cannot be read ({}); set aside, the rest is processed \
              (audit row unreadable_item)",
             u.index,

@@ -515,7 +515,7 @@ impl<S: Store + Clone> Pipeline<S> {
             for err in &sub.errors {
                 report.rule_errors += 1;
                 crate::telemetry::emit::rule_error(&err.rule);
-                tracing::error!(rule = %err.rule, submission = %err.submission_id, "rule error: {}", err.message);
+                tracing::error!(rule = %err.rule, submission = %crate::util::display_safe(&err.submission_id), "rule error: {}", err.message);
                 audit.push(AuditRow {
                     kind: "rule_error",
                     submission_id: Some(err.submission_id.clone()),

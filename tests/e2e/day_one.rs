@@ -195,7 +195,7 @@ fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn stop(mut daemon: Child) {
+fn stop(daemon: &mut Child) {
     let pid = daemon.id().to_string();
     assert!(
         Command::new("kill")
@@ -278,12 +278,13 @@ async fn the_first_day_as_the_readme_tells_it() {
 
     // Live: today's alerts reach the inbox and on-call.
     let log = std::fs::File::create(tmp.path().join("run.log")).unwrap();
-    let daemon = day
-        .bash(&format!("exec {RUN}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = common::KillOnDrop(
+        day.bash(&format!("exec {RUN}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let (fp, ack, rule) = wait_for(Duration::from_secs(60), || alert_in_mail(&smtp));
     assert!(
         [
@@ -364,7 +365,7 @@ async fn the_first_day_as_the_readme_tells_it() {
             && r.to_string().contains("Mina Park")
     });
     assert!(acked, "the acknowledgement is in the export");
-    stop(daemon);
+    stop(&mut daemon);
     // Logs written to a file carry no colour codes (issue 15 item 14).
     let log = std::fs::read(tmp.path().join("run.log")).unwrap();
     assert!(

@@ -11,6 +11,7 @@ use kyc_sentinel::config::Config;
 use kyc_sentinel::daemon::{self, BackfillOptions};
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use kyc_sentinel::store::SqliteStore;
+use kyc_sentinel::store::prelude::*;
 use kyc_sentinel::store::lifecycle::{AlertFilter, AlertState};
 use tokio::sync::watch;
 

@@ -1079,23 +1079,6 @@ impl SilenceStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-use crate::outbox_payload::{OutboxPayload, group_key_hash};
-
-/// sqlx's errors stay in this backend: callers see a backend-neutral shape.
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Backend {
-            backend: "sqlite",
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Migrate(e.to_string())
-    }
-}
 
     /// A bind closure that binds one value too many is refused before SQLite
     /// sees it (SQLite itself would shift the rows without an error).

@@ -29,9 +29,9 @@ use sha2::Sha256;
 
 pub use pages::CSP;
 
-use crate::store::prelude::*;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError, LifecycleError};
 use crate::store::lookup::LookupError;
+use crate::store::prelude::*;
 
 /// How long a signed link stays valid without `api.link_ttl`: long enough
 /// for a Friday-evening alert to be acknowledged on Monday morning.

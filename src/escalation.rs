@@ -24,8 +24,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{EscalationPolicyConfig, RouteConfig};
-use crate::store::prelude::*;
 use crate::store::escalation::{StepResult, StepSend};
+use crate::store::prelude::*;
 
 /// A step sent more than this after its due time is marked `late`: the
 /// engine was down (or stalled) when it came due. Normal wake-up jitter and

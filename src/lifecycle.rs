@@ -230,6 +230,9 @@ mod tests {
             outcome: " ".into(),
             note: None,
         };
-        assert_eq!(check_request("ana", &empty), Err(LifecycleError::EmptyOutcome));
+        assert_eq!(
+            check_request("ana", &empty),
+            Err(LifecycleError::EmptyOutcome)
+        );
     }
 }

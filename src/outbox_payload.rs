@@ -100,7 +100,10 @@ mod tests {
     fn payloads_read_back_as_written() {
         let a = serde_json::json!({"fingerprint": "f1", "rule": "r"});
         let g = OutboxPayload::group(Some("route|k=v"), std::slice::from_ref(&a));
-        assert_eq!(g, r#"{"group_key":"route|k=v","alerts":[{"fingerprint":"f1","rule":"r"}]}"#);
+        assert_eq!(
+            g,
+            r#"{"group_key":"route|k=v","alerts":[{"fingerprint":"f1","rule":"r"}]}"#
+        );
         assert_eq!(
             OutboxPayload::parse("k", &g).unwrap(),
             OutboxPayload::Alerts {
@@ -116,6 +119,9 @@ mod tests {
             OutboxPayload::Alerts { escalation: Some(e), group_key: None, .. } if e == info
         ));
         assert_eq!(group_key_hash(&["f1"]), "f1");
-        assert_eq!(group_key_hash(&["b", "a"]), group_key_hash(&["a", "b", "a"]));
+        assert_eq!(
+            group_key_hash(&["b", "a"]),
+            group_key_hash(&["a", "b", "a"])
+        );
     }
 }

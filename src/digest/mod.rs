@@ -207,7 +207,10 @@ pub struct Digester {
 
 impl Digester {
     /// None when the config has no digests.
-    pub fn from_config(cfg: &Config, store: Arc<dyn StateStore>) -> anyhow::Result<Option<Digester>> {
+    pub fn from_config(
+        cfg: &Config,
+        store: Arc<dyn StateStore>,
+    ) -> anyhow::Result<Option<Digester>> {
         if cfg.digests.is_empty() {
             return Ok(None);
         }
@@ -261,7 +264,14 @@ impl Digester {
     /// Renders digest `name` for the period ending at `at`; sends nothing.
     pub async fn preview(&self, name: &str, at: DateTime<Utc>) -> anyhow::Result<RenderedDigest> {
         let p = self.plan(name)?;
-        preview(self.store.as_ref(), &self.templates, &p.cfg, at, self.daily_budget).await
+        preview(
+            self.store.as_ref(),
+            &self.templates,
+            &p.cfg,
+            at,
+            self.daily_budget,
+        )
+        .await
     }
 
     /// Writes digest `name` for the period ending at `at` to the outbox now,

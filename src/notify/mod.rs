@@ -52,8 +52,8 @@ pub struct Notification {
     pub digest: Option<RenderedDigest>,
 }
 
-pub use crate::outbox_payload::{RenderedDigest, group_key_hash};
 use crate::outbox_payload::OutboxPayload;
+pub use crate::outbox_payload::{RenderedDigest, group_key_hash};
 
 impl Notification {
     /// The outbox payload of a group: `{"group_key": ..., "alerts": [...]}`.

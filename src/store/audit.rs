@@ -74,7 +74,6 @@ impl Summary {
     }
 }
 
-
 /// Role: reading the audit log and what it refers to.
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync {
@@ -85,11 +84,17 @@ pub trait AuditStore: Send + Sync {
     async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>>;
 
     /// Audit rows written in `[from, to)`, for an auditor's export.
-    async fn audit_between(&self, from: DateTime<Utc>, to: DateTime<Utc>)
-    -> Result<Vec<AuditEntry>>;
+    async fn audit_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<AuditEntry>>;
 
     /// The last processed version of a submission: (content hash, result, raw JSON if kept).
-    async fn submission(&self, id: &str) -> Result<Option<(String, Option<String>, Option<String>)>>;
+    async fn submission(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>>;
 
     /// Fingerprints of the alerts a submission took part in (firing or as a
     /// window member), oldest first.

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
+use super::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use super::Result;
 
 /// An escalation with steps still to send, and its alert's state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -117,7 +117,6 @@ pub trait LookupStore: Send + Sync {
     async fn alert_view(&self, fingerprint: &str) -> Result<Option<AlertView>>;
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

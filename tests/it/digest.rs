@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kyc_sentinel::digest::{Digester, ManualClock};
-use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, VersionRow};
 use kyc_sentinel::store::prelude::*;
+use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, VersionRow};
 use notify_common::*;
 use serde_json::Value;
 

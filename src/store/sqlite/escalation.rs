@@ -191,7 +191,6 @@ impl EscalationStore for SqliteStore {
     }
 }
 
-
 async fn end(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     fingerprint: &str,

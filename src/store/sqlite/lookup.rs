@@ -5,7 +5,9 @@ use sqlx::Row;
 use super::SqliteStore;
 use crate::store::Result;
 use crate::store::lifecycle::AlertState;
-use crate::store::lookup::{AlertView, Candidate, LookupError, LookupStore, MAX_CANDIDATES, valid_prefix};
+use crate::store::lookup::{
+    AlertView, Candidate, LookupError, LookupStore, MAX_CANDIDATES, valid_prefix,
+};
 
 #[async_trait::async_trait]
 impl LookupStore for SqliteStore {

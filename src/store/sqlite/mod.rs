@@ -110,7 +110,6 @@ impl SqliteStore {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
     }
-
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;

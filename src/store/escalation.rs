@@ -67,7 +67,7 @@ pub struct LastStep {
     pub receivers: Vec<String>,
 }
 
-/// Role: see the module doc.
+/// Role: escalations and their steps (see the module doc for the guarantee).
 #[async_trait::async_trait]
 pub trait EscalationStore: Send + Sync {
     /// Escalations with steps left, oldest first.

@@ -678,7 +678,10 @@ async fn digests_once(s: Arc<dyn StateStore>) {
         "the same digest is recorded once"
     );
     assert_eq!(s.pending_outbox_of("digest-key").await.unwrap().len(), 1);
-    assert_eq!(s.digests_recorded("daily").await.unwrap(), std::slice::from_ref(&rec));
+    assert_eq!(
+        s.digests_recorded("daily").await.unwrap(),
+        std::slice::from_ref(&rec)
+    );
     assert_eq!(
         s.digest_anchor("daily", "0 9 * * *", now).await.unwrap(),
         rec.scheduled_at,

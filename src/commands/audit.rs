@@ -34,7 +34,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 id,
                 store.submission(id).await?,
                 &store.audit_for_submission(id).await?,
-                &store.window_memberships(id).await?,
+                &store.memberships_of(id).await?,
                 &store.alerts_of_submission(id).await?,
                 rules.as_ref(),
             );

@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs, StoreLocation};
-use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError};
 use crate::store::lookup::short;
+use crate::store::prelude::*;
+use std::sync::Arc;
 
-async fn open(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
+async fn open(at: &StoreLocation) -> anyhow::Result<Arc<dyn StateStore>> {
     super::silence::open_existing(at).await
 }
 

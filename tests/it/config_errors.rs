@@ -226,7 +226,8 @@ fn the_shipped_argos_example_checks_with_real_looking_values() {
 /// A store with one alert in it, silenced when it fired; returns (store
 /// path, its fingerprint).
 fn store_with_an_alert(dir: &Path) -> (PathBuf, String) {
-    use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, Store};
+    use kyc_sentinel::store::prelude::*;
+    use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let path = dir.join("state.db");
     let fp = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2".to_string();

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::common::smtp::{Smtp, parse_eml};
 use chrono::{DateTime, Utc};
 use kyc_sentinel::digest::{Digester, ManualClock};
-use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, Store, VersionRow};
+use kyc_sentinel::store::prelude::*;
+use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, VersionRow};
 use notify_common::*;
 use serde_json::Value;
 
@@ -29,7 +30,7 @@ fn digest_section(schedule: &str, tz: &str, catch_up: &str) -> String {
 }
 
 async fn digester(h: &Harness) -> Digester {
-    Digester::from_config(&h.cfg, h.store.clone())
+    Digester::from_config(&h.cfg, Arc::new(h.store.clone()))
         .unwrap()
         .expect("digests configured")
 }

@@ -14,7 +14,6 @@ use kyc_sentinel::config::Config;
 use kyc_sentinel::daemon::Engine;
 use kyc_sentinel::poller::{HoldLimit, PollReport, Poller};
 use kyc_sentinel::simulator::{Fault, Paging, SimConfig, SimHandle, Simulator};
-use kyc_sentinel::store::Store;
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::watch;

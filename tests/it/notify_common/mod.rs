@@ -11,8 +11,9 @@ use chrono::Utc;
 use kyc_sentinel::config::Config;
 use kyc_sentinel::notify::outbox::Outbox;
 use kyc_sentinel::notify::{Notification, group_key_hash};
+use kyc_sentinel::store::prelude::*;
 use kyc_sentinel::store::{
-    AlertRow, BatchCommit, OutboxInsert, OutboxStats, SqliteStore, Store, VersionRow,
+    AlertRow, BatchCommit, OutboxInsert, OutboxStats, SqliteStore, VersionRow,
 };
 use serde_json::Value;
 use sqlx::Row;

@@ -29,9 +29,9 @@ use sha2::Sha256;
 
 pub use pages::CSP;
 
-use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError, LifecycleError};
 use crate::store::lookup::LookupError;
+use crate::store::prelude::*;
 
 /// How long a signed link stays valid without `api.link_ttl`: long enough
 /// for a Friday-evening alert to be acknowledged on Monday morning.
@@ -43,7 +43,7 @@ const CLOCK_SKEW_SECS: i64 = 60;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: SqliteStore,
+    pub store: Arc<dyn StateStore>,
     pub token: Arc<secrecy::SecretString>,
     pub link_secret: Option<Arc<secrecy::SecretString>>,
     /// The longest a link may live (`api.link_ttl`, default [`DEFAULT_LINK_TTL`]).
@@ -293,7 +293,7 @@ async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response
         Some(Err(v)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("state `{v}`: use open, acknowledged or resolved"),
+                format!("state `{v}`: use {}", AlertState::choices()),
             );
         }
         Some(Ok(st)) => Some(st),

@@ -105,7 +105,9 @@ fn parse_time_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 pub struct AckArgs {
     #[command(flatten)]
     pub at: StoreLocation,
-    /// The alert's fingerprint (from the notification, `alerts list` or `audit`).
+    /// The alert's fingerprint, or any unique prefix of it of 8 or more hex
+    /// characters (messages show 12; `alerts list` and `audit` show it too).
+    /// An ambiguous prefix lists the alerts it matches.
     pub fingerprint: String,
     /// Who acknowledges.
     #[arg(long)]
@@ -118,6 +120,7 @@ pub struct AckArgs {
 pub struct ResolveArgs {
     #[command(flatten)]
     pub at: StoreLocation,
+    /// The alert's fingerprint, or any unique prefix of it of 8 or more hex characters.
     pub fingerprint: String,
     #[arg(long)]
     pub by: String,
@@ -140,7 +143,7 @@ pub enum AlertsCommand {
     List {
         #[command(flatten)]
         at: StoreLocation,
-        /// open, acknowledged or resolved.
+        /// open, acknowledged, resolved or historical (recorded by a quiet backfill).
         #[arg(long)]
         state: Option<String>,
         /// Only this rule.

@@ -247,18 +247,12 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// The SQLite file, for the commands that open one. With `url` set this
-    /// is an error: the PostgreSQL store is not wired into them yet (issue
-    /// 19, after the storage seam), and the default file must not be used
-    /// silently instead.
-    pub fn sqlite_path(&self) -> Result<&Path, String> {
-        match self.url {
-            Some(_) => Err(
-                "store.url: this command does not use a PostgreSQL store yet \
-                 (only `kyc-sentinel store migrate` does); use store.path"
-                    .into(),
-            ),
-            None => Ok(&self.path),
+    /// The store as messages name it: the SQLite file, or the PostgreSQL
+    /// URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.url {
+            Some(url) => crate::store::postgres::redact_url(url),
+            None => self.path.display().to_string(),
         }
     }
 

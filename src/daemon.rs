@@ -24,7 +24,7 @@ use crate::notify::routing::Router;
 use crate::pipeline::{BatchReport, Pipeline, Source};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
-use crate::store::{SqliteStore, Store};
+use crate::store::StateStore;
 use crate::templates::Templates;
 
 /// The API key from the config, else from `ARGOS_API_KEY`.
@@ -101,10 +101,10 @@ pub fn build_router(cfg: &Config) -> anyhow::Result<Router> {
 
 /// The parts `run` and `backfill` share.
 pub struct Engine {
-    pub store: SqliteStore,
+    pub store: Arc<dyn StateStore>,
     pub client: ArgosClient,
-    pub pipeline: Pipeline<SqliteStore>,
-    pub outbox: Arc<Outbox<SqliteStore>>,
+    pub pipeline: Pipeline,
+    pub outbox: Arc<Outbox>,
     pub wake: Arc<Notify>,
 }
 
@@ -115,7 +115,7 @@ impl Engine {
 
     /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
     pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
-        let store = SqliteStore::open(cfg.store.sqlite_path().map_err(anyhow::Error::msg)?).await?;
+        let store = crate::store::open(&cfg.store).await?;
         let client = ArgosClient::new(client_config(cfg)?)?;
         let receivers = build_receivers(cfg)?;
         let router = Arc::new(build_router(cfg)?);
@@ -167,10 +167,7 @@ pub async fn run_with_clock(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Before anything else touches the store: a second daemon is refused.
-    let _lock = crate::store::lock::InstanceLock::acquire(
-        cfg.store.sqlite_path().map_err(anyhow::Error::msg)?,
-        "run",
-    )?;
+    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "run")?;
     let Engine {
         store,
         client,
@@ -255,7 +252,7 @@ pub async fn run_with_clock(
             && tokio::time::Instant::now() >= next_purge
         {
             next_purge += Duration::from_secs(3600);
-            purge_raw(&store, keep.0).await;
+            purge_raw(store.as_ref(), keep.0).await;
         }
         tokio::select! {
             biased;
@@ -352,7 +349,7 @@ const MAX_HINTS_PER_BATCH: usize = 200;
 /// later. A fatal error (wrong key) is returned.
 async fn process_hints(
     client: &ArgosClient,
-    pipeline: &mut Pipeline<SqliteStore>,
+    pipeline: &mut Pipeline,
     hints: Vec<Hint>,
     concurrency: usize,
     catch_up: bool,
@@ -392,12 +389,14 @@ async fn process_hints(
         match r {
             Ok(Some(v)) => items.push(v),
             Ok(None) => {
-                tracing::warn!(submission = %id, "webhook for a submission Argos does not return; ignored")
+                tracing::warn!(submission = %crate::util::display_safe(&id), "webhook for a submission Argos does not return; ignored")
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
             // The budget warned once; the poller finds it after 00:00 UTC.
             Err(e) if e.is_budget_exhausted() => {}
-            Err(e) => tracing::error!(submission = %id, "fetch after webhook failed: {e}"),
+            Err(e) => {
+                tracing::error!(submission = %crate::util::display_safe(&id), "fetch after webhook failed: {e}")
+            }
         }
     }
     let report = pipeline
@@ -420,7 +419,7 @@ async fn process_hints(
 }
 
 /// The alert API, when a token is configured.
-pub fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
+pub fn api_router(cfg: &Config, store: &Arc<dyn StateStore>) -> Option<axum::Router> {
     let token = cfg.api.token.clone()?;
     Some(crate::api::router(crate::api::ApiState {
         store: store.clone(),
@@ -467,7 +466,7 @@ fn day_slices(
 }
 
 /// Retention: forgets raw submission JSON older than `keep`.
-async fn purge_raw(store: &SqliteStore, keep: Duration) {
+async fn purge_raw(store: &dyn StateStore, keep: Duration) {
     let cutoff =
         chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
     match store.purge_raw_older_than(cutoff).await {
@@ -509,10 +508,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         opts.from,
         opts.to
     );
-    let _lock = crate::store::lock::InstanceLock::acquire(
-        cfg.store.sqlite_path().map_err(anyhow::Error::msg)?,
-        "backfill",
-    )?;
+    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "backfill")?;
     let Engine {
         client,
         pipeline,
@@ -592,7 +588,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         total.received += unreadable.len();
         total.unreadable += unreadable.len();
         crate::poller::set_aside(
-            pipeline.store(),
+            pipeline.store().as_ref(),
             &origin,
             &unreadable,
             &mut Default::default(),

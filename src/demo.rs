@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::simulator::{SimConfig, Simulator};
-use crate::store::{SqliteStore, Summary};
+use crate::store::{StateStore, Summary};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -141,14 +141,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         indicatif::ProgressBar::hidden()
     };
     let started = tokio::time::Instant::now();
-    let mut reader: Option<SqliteStore> = None;
+    let store_cfg = crate::config::StoreConfig {
+        path: store_path.clone(),
+        ..Default::default()
+    };
+    let mut reader: Option<std::sync::Arc<dyn StateStore>> = None;
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if daemon.is_finished() {
             break;
         }
         if reader.is_none() && store_path.exists() {
-            reader = SqliteStore::open(&store_path).await.ok();
+            reader = crate::store::open(&store_cfg).await.ok();
         }
         if let Some(r) = &reader
             && let Ok(s) = r.summary().await
@@ -168,7 +172,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     sim.shutdown().await?;
     sink.abort();
 
-    let store = SqliteStore::open(&store_path).await?;
+    let store = crate::store::open(&store_cfg).await?;
     let summary = store.summary().await?;
     // The digest a compliance lead would get for the last 24 hours.
     let digest_cfg = crate::config::DigestConfig {
@@ -176,7 +180,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         ..crate::config::DigestConfig::daily_default()
     };
     let digest = crate::digest::preview(
-        &store,
+        store.as_ref(),
         &crate::templates::Templates::shipped(),
         &digest_cfg,
         Utc::now() + chrono::Duration::seconds(1),
@@ -186,7 +190,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let digest_path = opts.out.join("digest.html");
     std::fs::write(&digest_path, &digest.html)
         .with_context(|| format!("cannot write {}", digest_path.display()))?;
-    store.pool().close().await;
+    store.close().await;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(DemoReport {
         summary,

@@ -24,8 +24,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{EscalationPolicyConfig, RouteConfig};
-use crate::store::SqliteStore;
 use crate::store::escalation::{StepResult, StepSend};
+use crate::store::prelude::*;
 
 /// A step sent more than this after its due time is marked `late`: the
 /// engine was down (or stalled) when it came due. Normal wake-up jitter and
@@ -252,7 +252,7 @@ pub struct StepInfo<'a> {
 
 /// The escalation task: sends due steps, sleeps until the next one.
 pub struct Escalator {
-    store: SqliteStore,
+    store: Arc<dyn StateStore>,
     policies: HashMap<String, EscalationPolicyConfig>,
     clock: Arc<dyn Clock>,
     /// Woken after a step's outbox rows are written.
@@ -261,7 +261,7 @@ pub struct Escalator {
 
 impl Escalator {
     pub fn new(
-        store: SqliteStore,
+        store: Arc<dyn StateStore>,
         policies: &[EscalationPolicyConfig],
         clock: Arc<dyn Clock>,
         outbox_wake: Arc<Notify>,

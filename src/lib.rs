@@ -14,8 +14,10 @@
 //!   order, and one transaction per batch for everything it decided.
 //! - [`rules`]: rule files -> compiled rule set -> pure evaluation with
 //!   windows, throttles and derived fields; the `check`, `eval`, `test` commands.
-//! - [`store`]: the durable state store (SQLite): seen versions, rule state,
-//!   alerts, notification groups, outbox, alert lifecycle, audit log.
+//! - [`store`]: the durable state store behind role traits (SQLite today):
+//!   seen versions, rule state, alerts, notification groups, outbox, alert
+//!   lifecycle, audit log. [`outbox_payload`] (payloads, group keys) and
+//!   [`lifecycle`] (the alert state machine) are pure leaves it builds on.
 //! - [`notify`]: silences -> routing tree -> durable groups -> outbox ->
 //!   receivers (log, file, email, webhook).
 //! - [`escalation`]: steps that re-notify other receivers while nobody
@@ -43,7 +45,9 @@ pub mod digest;
 pub mod escalation;
 pub mod http_guard;
 pub mod ingest;
+pub mod lifecycle;
 pub mod notify;
+pub mod outbox_payload;
 pub mod pipeline;
 pub mod poller;
 pub mod reload;

@@ -26,7 +26,8 @@ use crate::argos::client::{ArgosClient, ArgosError, ListQuery};
 use crate::argos::page::Unreadable;
 use crate::config::PollConfig;
 use crate::pipeline::{BatchReport, Pipeline};
-use crate::store::{AuditRow, BatchCommit, Source, Store};
+use crate::store::prelude::*;
+use crate::store::{AuditRow, BatchCommit, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -116,7 +117,7 @@ impl Budget {
 
     /// Moves the calls made since the last sample into the store; returns
     /// (calls made since last sample, total of the day).
-    pub async fn record<S: Store>(
+    pub async fn record<S: StateStore + ?Sized>(
         &mut self,
         store: &S,
         now: DateTime<Utc>,
@@ -163,7 +164,7 @@ impl Default for HoldLimit {
 /// day, and one audit row per item is the record, not one per poll.
 const SET_ASIDE_MEMORY: usize = 10_000;
 
-pub struct Poller<S> {
+pub struct Poller<S: ?Sized = dyn StateStore> {
     client: ArgosClient,
     cfg: PollConfig,
     budget: Budget,
@@ -177,7 +178,7 @@ pub struct Poller<S> {
 /// Audits unreadable items (`unreadable_item`: submission id when it could be
 /// read, position and kind of problem, never content), logs and counts them.
 /// `known` skips those audited before; returns how many were new.
-pub async fn set_aside<S: Store>(
+pub async fn set_aside<S: StateStore + ?Sized>(
     store: &S,
     origin: &str,
     bad: &[Unreadable],
@@ -199,7 +200,7 @@ pub async fn set_aside<S: Store>(
         }
         known.insert(key);
         tracing::error!(
-            submission = u.submission_id.as_deref().unwrap_or("(not readable)"),
+            submission = %crate::util::display_safe(u.submission_id.as_deref().unwrap_or("(not readable)")),
             "{origin}: item {} cannot be read ({}); set aside, the rest is processed \
              (audit row unreadable_item)",
             u.index,
@@ -244,7 +245,7 @@ pub fn days_to_poll(now: DateTime<Utc>, overlap: std::time::Duration) -> Vec<Nai
     days
 }
 
-impl<S: Store + Clone> Poller<S> {
+impl<S: StateStore + ?Sized> Poller<S> {
     pub fn new(client: ArgosClient, cfg: PollConfig, daily_budget: u64) -> Self {
         let budget = Budget::new(daily_budget, client.call_counter());
         Self {
@@ -294,7 +295,7 @@ impl<S: Store + Clone> Poller<S> {
             report.batch.received += page.unreadable.len();
             report.batch.unreadable += page.unreadable.len();
             set_aside(
-                pipeline.store(),
+                pipeline.store().as_ref(),
                 &origin,
                 &page.unreadable,
                 &mut self.set_aside,
@@ -335,7 +336,7 @@ impl<S: Store + Clone> Poller<S> {
         let mut report = PollReport::default();
         let result = self.poll_inner(pipeline, now, &mut report).await;
         // Count the calls whatever happened: failed calls cost budget too.
-        let (delta, total) = self.budget.record(pipeline.store(), now).await?;
+        let (delta, total) = self.budget.record(pipeline.store().as_ref(), now).await?;
         report.api_calls = delta;
         crate::telemetry::emit::api_budget(total, self.client.budget().daily());
         match &result {
@@ -375,7 +376,7 @@ impl<S: Store + Clone> Poller<S> {
                 })
                 .await?;
             set_aside(
-                pipeline.store(),
+                pipeline.store().as_ref(),
                 origin,
                 &page.unreadable,
                 &mut self.set_aside,

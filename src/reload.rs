@@ -22,7 +22,7 @@ use crate::escalation::{Clock, Escalator};
 use crate::notify::Receiver;
 use crate::notify::routing::Router;
 use crate::rules::RuleSet;
-use crate::store::SqliteStore;
+use crate::store::StateStore;
 
 /// Why a reload was asked for (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub struct Prepared {
 }
 
 /// Reads and builds everything a reload swaps in; the first problem refuses it.
-pub fn prepare(path: &Path, store: &SqliteStore) -> anyhow::Result<Prepared> {
+pub fn prepare(path: &Path, store: &Arc<dyn StateStore>) -> anyhow::Result<Prepared> {
     let cfg = Config::load(path).map_err(anyhow::Error::msg)?;
     let rules = Arc::new(crate::daemon::load_rules(&cfg)?);
     let receivers = crate::daemon::build_receivers(&cfg)?;
@@ -214,7 +214,7 @@ pub struct Live {
     cfg: Config,
     sections: BTreeMap<String, Value>,
     templates: String,
-    store: SqliteStore,
+    store: Arc<dyn StateStore>,
     wake: Arc<Notify>,
     clock: Arc<dyn Clock>,
     escalation: Option<Task>,
@@ -226,7 +226,7 @@ impl Live {
     /// Starts the escalation and digest tasks of `cfg`.
     pub fn start(
         cfg: &Config,
-        store: SqliteStore,
+        store: Arc<dyn StateStore>,
         wake: Arc<Notify>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Live> {
@@ -292,8 +292,8 @@ impl Live {
     pub async fn reload(
         &mut self,
         reason: ReloadReason,
-        pipeline: &mut crate::pipeline::Pipeline<SqliteStore>,
-        outbox: &crate::notify::outbox::Outbox<SqliteStore>,
+        pipeline: &mut crate::pipeline::Pipeline,
+        outbox: &crate::notify::outbox::Outbox,
         health: &crate::telemetry::Health,
     ) {
         let Some(path) = self.path.clone() else {

@@ -13,7 +13,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         Some(c) => Some(super::silence::store_only_config(c)?),
         None => None,
     };
-    let store_path = super::silence::store_path(&args.at)?;
+    let store_name = super::silence::store_config(&args.at)?.describe();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let store = super::silence::open_existing(&args.at).await?;
@@ -25,7 +25,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             let rec = store
                 .alert(fp)
                 .await?
-                .with_context(|| format!("no alert with fingerprint {fp} in {}", store_path.display()))?;
+                .with_context(|| format!("no alert with fingerprint {fp} in {}", store_name))?;
             let audit = store.audit_for_alert(fp).await?;
             write!(out, "{}", crate::audit::render_alert(&rec, &audit))?;
         } else if let Some(id) = &args.submission {
@@ -34,7 +34,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 id,
                 store.submission(id).await?,
                 &store.audit_for_submission(id).await?,
-                &store.window_memberships(id).await?,
+                &store.memberships_of(id).await?,
                 &store.alerts_of_submission(id).await?,
                 rules.as_ref(),
             );

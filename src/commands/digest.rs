@@ -8,7 +8,7 @@ use crate::cli::DigestArgs;
 use crate::config::{Config, LoadMode};
 use crate::digest::Digester;
 use crate::notify::outbox::Outbox;
-use crate::store::{DeliveryOutcome, SqliteStore};
+use crate::store::DeliveryOutcome;
 
 pub fn run(args: DigestArgs) -> anyhow::Result<ExitCode> {
     // A preview reads the store and renders: the secrets of receivers and
@@ -26,7 +26,7 @@ pub fn run(args: DigestArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(cfg: Config, args: DigestArgs) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open(cfg.store.sqlite_path().map_err(anyhow::Error::msg)?).await?;
+    let store = crate::store::open(&cfg.store).await?;
     let Some(d) = Digester::from_config(&cfg, store.clone())? else {
         anyhow::bail!(
             "{}: no `digests:` in the config (see docs: digests)",
@@ -53,7 +53,7 @@ async fn run_async(cfg: Config, args: DigestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Deliver this digest's rows only: a running daemon owns the rest of the queue.
-    let outbox = Outbox::new(
+    let outbox: Outbox = Outbox::new(
         store.clone(),
         crate::daemon::build_receivers(&cfg)?,
         cfg.outbox.clone(),

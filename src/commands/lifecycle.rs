@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use crate::cli::{AckArgs, AlertsArgs, AlertsCommand, ResolveArgs, StoreLocation};
-use crate::store::SqliteStore;
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError};
 use crate::store::lookup::short;
+use crate::store::prelude::*;
+use std::sync::Arc;
 
-async fn open(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
+async fn open(at: &StoreLocation) -> anyhow::Result<Arc<dyn StateStore>> {
     super::silence::open_existing(at).await
 }
 
@@ -61,13 +62,13 @@ pub fn alerts(a: AlertsArgs) -> anyhow::Result<ExitCode> {
         since,
         json,
     } = a.command;
-    let state =
-        match state.as_deref() {
-            None => None,
-            Some(s) => Some(AlertState::parse(s).ok_or_else(|| {
-                anyhow::anyhow!("--state `{s}`: use open, acknowledged or resolved")
-            })?),
-        };
+    let state = match state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            AlertState::parse(s)
+                .ok_or_else(|| anyhow::anyhow!("--state `{s}`: use {}", AlertState::choices()))?,
+        ),
+    };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store = open(&at).await?;

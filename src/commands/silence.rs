@@ -7,22 +7,27 @@ use std::process::ExitCode;
 use chrono::Utc;
 
 use crate::cli::{SilenceArgs, SilenceCommand, StoreLocation};
-use crate::config::{Config, LoadMode};
+use crate::config::{Config, LoadMode, StoreConfig};
 use crate::notify::silence::{Known, NewSilence, never_matches, parse_matcher};
-use crate::store::{SqliteStore, Store, fmt_time};
+use crate::store::{StateStore, fmt_time};
+use std::sync::Arc;
 
-/// The store file named by `--store`, or the config's `store.path` (read
+/// The store file named by `--store`, or the config's `store:` (read
 /// without needing its secrets).
-pub(super) fn store_path(at: &StoreLocation) -> anyhow::Result<PathBuf> {
+pub(super) fn store_config(at: &StoreLocation) -> anyhow::Result<StoreConfig> {
     match (&at.config, &at.store) {
-        (_, Some(p)) => Ok(p.clone()),
-        (Some(c), None) => Ok(store_only_config(c)?
-            .store
-            .sqlite_path()
-            .map_err(anyhow::Error::msg)?
-            .to_owned()),
+        (_, Some(p)) => Ok(StoreConfig {
+            path: p.clone(),
+            ..StoreConfig::default()
+        }),
+        (Some(c), None) => Ok(store_only_config(c)?.store),
         (None, None) => anyhow::bail!("give --config FILE or --store FILE"),
     }
+}
+
+/// The store (created if missing): the one opener of the commands.
+pub(super) async fn open_at(at: &StoreLocation) -> anyhow::Result<Arc<dyn StateStore>> {
+    Ok(crate::store::open(&store_config(at)?).await?)
 }
 
 pub(super) fn store_only_config(path: &Path) -> anyhow::Result<Config> {
@@ -30,14 +35,16 @@ pub(super) fn store_only_config(path: &Path) -> anyhow::Result<Config> {
 }
 
 /// The store, which must exist already (these commands never create one).
-pub(super) async fn open_existing(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
-    let path = store_path(at)?;
+pub(super) async fn open_existing(at: &StoreLocation) -> anyhow::Result<Arc<dyn StateStore>> {
+    let cfg = store_config(at)?;
+    let path = &cfg.path;
+    // A PostgreSQL database is not created by opening it: nothing to check.
     anyhow::ensure!(
-        path.exists(),
+        cfg.url.is_some() || path.exists(),
         "no state store at {} (has `run` or `backfill` been started with this config?)",
         path.display()
     );
-    Ok(SqliteStore::open(&path).await?)
+    open_at(at).await
 }
 
 /// Refuses a silence no rule could match, listing what would; `--force`
@@ -121,7 +128,7 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                     .or_else(|| std::env::var("USER").ok())
                     .unwrap_or_else(|| "unknown".into());
                 let now = Utc::now();
-                let store = SqliteStore::open(&store_path(&at)?).await?;
+                let store = open_at(&at).await?;
                 let id = store
                     .add_silence(&NewSilence {
                         rule,
@@ -139,7 +146,7 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             SilenceCommand::List { at, all } => {
-                let store = SqliteStore::open(&store_path(&at)?).await?;
+                let store = open_at(&at).await?;
                 let now = Utc::now();
                 let list = store.silences(now, all).await?;
                 if list.is_empty() {
@@ -169,7 +176,7 @@ pub fn run(args: SilenceArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             SilenceCommand::Expire { at, id } => {
-                let store = SqliteStore::open(&store_path(&at)?).await?;
+                let store = open_at(&at).await?;
                 if store.expire_silence(id, Utc::now()).await? {
                     println!("silence {id} expired");
                     Ok(ExitCode::SUCCESS)

@@ -29,7 +29,8 @@ pub use schedule::{MAX_CATCH_UP, Schedule};
 
 use crate::config::{CatchUp, Config, DigestConfig};
 use crate::notify::RenderedDigest;
-use crate::store::{DigestRecord, OutboxInsert, SqliteStore, Store};
+use crate::store::prelude::*;
+use crate::store::{DigestRecord, OutboxInsert};
 use crate::templates::Templates;
 
 /// The meta key the daemon writes after each successful poll.
@@ -104,7 +105,7 @@ pub fn period_for(d: &DigestConfig, s: &Schedule, slot: DateTime<Utc>) -> DateTi
 
 /// Reads the store and builds the report of `[start, end)`.
 pub async fn gather(
-    store: &SqliteStore,
+    store: &dyn StateStore,
     d: &DigestConfig,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -164,7 +165,7 @@ pub async fn gather(
 /// Renders the digest `d` as it would be at `at` (the period ending then),
 /// sending nothing: `digest --preview` and the demo's `digest.html`.
 pub async fn preview(
-    store: &SqliteStore,
+    store: &dyn StateStore,
     templates: &Templates,
     d: &DigestConfig,
     at: DateTime<Utc>,
@@ -197,7 +198,7 @@ struct Plan {
 
 /// Runs the configured digests against a store.
 pub struct Digester {
-    store: SqliteStore,
+    store: Arc<dyn StateStore>,
     templates: Arc<Templates>,
     plans: Vec<Plan>,
     daily_budget: u64,
@@ -206,7 +207,10 @@ pub struct Digester {
 
 impl Digester {
     /// None when the config has no digests.
-    pub fn from_config(cfg: &Config, store: SqliteStore) -> anyhow::Result<Option<Digester>> {
+    pub fn from_config(
+        cfg: &Config,
+        store: Arc<dyn StateStore>,
+    ) -> anyhow::Result<Option<Digester>> {
         if cfg.digests.is_empty() {
             return Ok(None);
         }
@@ -260,7 +264,14 @@ impl Digester {
     /// Renders digest `name` for the period ending at `at`; sends nothing.
     pub async fn preview(&self, name: &str, at: DateTime<Utc>) -> anyhow::Result<RenderedDigest> {
         let p = self.plan(name)?;
-        preview(&self.store, &self.templates, &p.cfg, at, self.daily_budget).await
+        preview(
+            self.store.as_ref(),
+            &self.templates,
+            &p.cfg,
+            at,
+            self.daily_budget,
+        )
+        .await
     }
 
     /// Writes digest `name` for the period ending at `at` to the outbox now,
@@ -326,7 +337,7 @@ impl Digester {
     ) -> anyhow::Result<Sent> {
         let d = &p.cfg;
         let report = gather(
-            &self.store,
+            self.store.as_ref(),
             d,
             start,
             scheduled_at,
@@ -340,7 +351,7 @@ impl Digester {
         let key = outbox_key(&d.name, scheduled_at);
         let hash =
             crate::util::sha256_hex(format!("{}\n{}", rendered.text, rendered.html).as_bytes());
-        let payload = serde_json::json!({ "digest": rendered }).to_string();
+        let payload = crate::outbox_payload::OutboxPayload::digest(&rendered);
         let outbox: Vec<OutboxInsert> = d
             .receivers
             .iter()
@@ -422,7 +433,7 @@ impl Digester {
 /// Starts the scheduler task when the config has digests.
 pub fn spawn(
     cfg: &Config,
-    store: SqliteStore,
+    store: Arc<dyn StateStore>,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {

@@ -52,73 +52,39 @@ pub struct Notification {
     pub digest: Option<RenderedDigest>,
 }
 
-/// A digest rendered for sending: masked text only (no submission JSON).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RenderedDigest {
-    pub name: String,
-    pub subject: String,
-    pub text: String,
-    pub html: String,
-    /// The report's data, the body webhooks receive.
-    pub data: Value,
-}
-
-/// The idempotency key of a notification: one alert keeps its fingerprint
-/// (so PagerDuty's `dedup_key` and the file receiver match `eval`); several
-/// get the SHA-256 of their sorted fingerprints, one per line.
-pub fn group_key_hash(fingerprints: &[&str]) -> String {
-    if let [one] = fingerprints {
-        return (*one).to_owned();
-    }
-    let mut sorted = fingerprints.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    crate::util::sha256_hex(sorted.join("\n").as_bytes())
-}
+use crate::outbox_payload::OutboxPayload;
+pub use crate::outbox_payload::{RenderedDigest, group_key_hash};
 
 impl Notification {
     /// The outbox payload of a group: `{"group_key": ..., "alerts": [...]}`.
     pub fn payload(group_key: Option<&str>, alerts: &[Value]) -> String {
-        serde_json::json!({ "group_key": group_key, "alerts": alerts }).to_string()
+        OutboxPayload::group(group_key, alerts)
     }
 
-    /// Reads an outbox payload: a group, or one bare alert (rows written
-    /// before routing existed).
+    /// Reads an outbox payload (see [`OutboxPayload::parse`]).
     pub fn from_payload(key: &str, receiver: &str, payload: &str) -> Result<Self, String> {
-        let v: Value = serde_json::from_str(payload)
-            .map_err(|e| format!("outbox payload of {key} is not JSON: {e}"))?;
-        let escalation = v.get("escalation").filter(|e| !e.is_null()).cloned();
-        if let Some(d) = v.get("digest") {
-            let d: RenderedDigest = serde_json::from_value(d.clone())
-                .map_err(|e| format!("outbox payload of {key}: bad digest: {e}"))?;
-            return Ok(Notification {
-                key: key.to_owned(),
-                receiver: receiver.to_owned(),
-                group_key: None,
-                alerts: Vec::new(),
-                submissions: Map::new(),
-                digest: Some(d),
-                escalation: None,
-            });
-        }
-        let (group_key, alerts) = match v.get("alerts") {
-            Some(Value::Array(a)) => (
-                v.get("group_key")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                a.clone(),
-            ),
-            _ => (None, vec![v]),
-        };
-        Ok(Notification {
+        let mut n = Notification {
             key: key.to_owned(),
             receiver: receiver.to_owned(),
-            group_key,
-            alerts,
+            group_key: None,
+            alerts: Vec::new(),
             submissions: Map::new(),
-            escalation,
+            escalation: None,
             digest: None,
-        })
+        };
+        match OutboxPayload::parse(key, payload)? {
+            OutboxPayload::Digest(d) => n.digest = Some(d),
+            OutboxPayload::Alerts {
+                group_key,
+                alerts,
+                escalation,
+            } => {
+                n.group_key = group_key;
+                n.alerts = alerts;
+                n.escalation = escalation;
+            }
+        }
+        Ok(n)
     }
 
     /// From an alert file (`--alert FILE`): one alert object, an array of them,

@@ -18,10 +18,13 @@ use tokio::sync::{Notify, watch};
 
 use super::{DeliveryError, Notification, Receiver};
 use crate::config::OutboxConfig;
-use crate::store::{DeliveryOutcome, OutboxRow, Store};
+use crate::store::prelude::*;
+use crate::store::{DeliveryOutcome, OutboxRow};
 
-pub struct Outbox<S> {
-    store: S,
+/// Generic over the store so tests may name a concrete backend; the daemon
+/// uses the default, `dyn StateStore`.
+pub struct Outbox<S: ?Sized = dyn StateStore> {
+    store: Arc<S>,
     /// Swapped whole on a template reload; a delivery in flight keeps the
     /// set it started with.
     receivers: std::sync::RwLock<Arc<HashMap<String, Receiver>>>,
@@ -29,10 +32,10 @@ pub struct Outbox<S> {
     stats_at: std::sync::atomic::AtomicI64,
 }
 
-impl<S: Store + Clone> Outbox<S> {
-    pub fn new(store: S, receivers: Vec<Receiver>, cfg: OutboxConfig) -> Self {
+impl<S: StateStore + ?Sized> Outbox<S> {
+    pub fn new(store: impl Into<Arc<S>>, receivers: Vec<Receiver>, cfg: OutboxConfig) -> Self {
         Self {
-            store,
+            store: store.into(),
             receivers: std::sync::RwLock::new(Arc::new(
                 receivers.into_iter().map(|r| (r.name.clone(), r)).collect(),
             )),

@@ -9,32 +9,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::rules::Alert;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Silence {
-    pub id: i64,
-    pub rule: Option<String>,
-    pub matchers: BTreeMap<String, String>,
-    pub reason: String,
-    pub author: String,
-    pub created_at: DateTime<Utc>,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-}
-
-/// A silence to create (`silence add`).
-#[derive(Debug, Clone)]
-pub struct NewSilence {
-    pub rule: Option<String>,
-    pub matchers: BTreeMap<String, String>,
-    pub reason: String,
-    pub author: String,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-}
+// The records are plain data kept by the store; matching them is pure and lives here.
+pub use crate::store::silences::{NewSilence, Silence};
 
 impl Silence {
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {

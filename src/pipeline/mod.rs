@@ -22,7 +22,8 @@ use crate::notify::silence::silenced_by;
 use crate::rules::state::RuleState;
 use crate::rules::{BatchOutcome, RuleSet};
 pub use crate::store::Source;
-use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, Store, VersionRow};
+use crate::store::prelude::*;
+use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, VersionRow};
 use state::CachedState;
 
 /// What one batch did, for logs, metrics and tests.
@@ -38,8 +39,10 @@ pub struct BatchReport {
     pub would_notify: std::collections::BTreeMap<String, usize>,
 }
 
-pub struct Pipeline<S> {
-    store: S,
+/// Generic over the store so tests may name a concrete backend; the daemon
+/// uses the default, `dyn StateStore`.
+pub struct Pipeline<S: ?Sized = dyn StateStore> {
+    store: Arc<S>,
     rules: Arc<RuleSet>,
     state: CachedState,
     router: Arc<Router>,
@@ -126,14 +129,15 @@ struct Candidate {
     raw: Option<String>,
 }
 
-impl<S: Store + Clone> Pipeline<S> {
+impl<S: StateStore + ?Sized> Pipeline<S> {
     /// Loads the open windows and live throttles from the store.
     pub async fn new(
-        store: S,
+        store: impl Into<Arc<S>>,
         rules: Arc<RuleSet>,
         router: Arc<Router>,
         outbox_wake: Arc<Notify>,
     ) -> crate::store::Result<Self> {
+        let store: Arc<S> = store.into();
         let high_water = store.latest_window_event().await?;
         let state = Self::load_state(&store, &rules, high_water).await?;
         Ok(Self {
@@ -256,7 +260,7 @@ impl<S: Store + Clone> Pipeline<S> {
         self.router = router;
     }
 
-    pub fn store(&self) -> &S {
+    pub fn store(&self) -> &Arc<S> {
         &self.store
     }
 
@@ -515,7 +519,7 @@ impl<S: Store + Clone> Pipeline<S> {
             for err in &sub.errors {
                 report.rule_errors += 1;
                 crate::telemetry::emit::rule_error(&err.rule);
-                tracing::error!(rule = %err.rule, submission = %err.submission_id, "rule error: {}", err.message);
+                tracing::error!(rule = %err.rule, submission = %crate::util::display_safe(&err.submission_id), "rule error: {}", err.message);
                 audit.push(AuditRow {
                     kind: "rule_error",
                     submission_id: Some(err.submission_id.clone()),

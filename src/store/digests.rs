@@ -2,14 +2,13 @@
 //! out once: its record and its outbox rows in one transaction.
 //!
 //! The reads are plain queries over tables other modules own (alerts, audit
-//! log, outbox, API budget); the digest module turns them into a report.
+//! log, outbox); the digest module turns them into a report (role [`DigestStore`]).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, Row};
 
-use super::{OutboxInsert, OutboxRow, Result, SqliteStore, fmt_time, parse_time};
+use super::{OutboxInsert, Result};
 
 /// A digest as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,293 +61,57 @@ pub struct RuleErrorRow {
     pub at: DateTime<Utc>,
 }
 
-const ALERT_COLUMNS: &str = "a.fingerprint, a.rule_id, a.severity, a.submission_id, a.fired_at, a.body, \
-     json_extract(v.raw, '$.applicant_id'), json_extract(v.raw, '$.userid'), \
-     COALESCE(s.state, 'open'), \
-     EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint) \
-     FROM alerts a \
-     LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
-     LEFT JOIN submission_versions v ON v.submission_id = a.submission_id";
-
-fn digest_alert(r: &sqlx::sqlite::SqliteRow) -> Result<DigestAlert> {
-    let body: String = r.get(5);
-    let labels = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|b| b.get("labels").cloned())
-        .and_then(|l| serde_json::from_value(l).ok())
-        .unwrap_or_default();
-    Ok(DigestAlert {
-        fingerprint: r.get(0),
-        rule: r.get(1),
-        severity: r.get(2),
-        submission_id: r.get(3),
-        fired_at: parse_time("alerts.fired_at", &r.get::<String, _>(4))?,
-        labels,
-        applicant_id: r.try_get::<Option<String>, _>(6).ok().flatten(),
-        userid: r.try_get::<Option<String>, _>(7).ok().flatten(),
-        state: r.get(8),
-        silenced: r.get::<i64, _>(9) != 0,
-    })
-}
-
-impl SqliteStore {
+/// Role: what digests read, and recording a digest once.
+#[async_trait::async_trait]
+pub trait DigestStore: Send + Sync {
     /// The last scheduled time done for digest `name`. A digest seen for the
     /// first time, or whose schedule changed, starts from `now`.
-    pub async fn digest_anchor(
+    async fn digest_anchor(
         &self,
         name: &str,
         schedule: &str,
         now: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>> {
-        let row = sqlx::query("SELECT last_slot, schedule FROM digest_schedules WHERE name = ?")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
-        if let Some(r) = &row
-            && r.get::<String, _>(1) == schedule
-        {
-            return parse_time("digest_schedules.last_slot", &r.get::<String, _>(0));
-        }
-        if row.is_some() {
-            tracing::info!(
-                digest = name,
-                "digest schedule changed; it starts again from now"
-            );
-        }
-        sqlx::query(
-            "INSERT INTO digest_schedules (name, last_slot, schedule, updated) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET last_slot = excluded.last_slot, \
-             schedule = excluded.schedule, updated = excluded.updated",
-        )
-        .bind(name)
-        .bind(fmt_time(now))
-        .bind(schedule)
-        .bind(fmt_time(now))
-        .execute(self.pool())
-        .await?;
-        Ok(now)
-    }
+    ) -> Result<DateTime<Utc>>;
 
     /// Records the digest and writes its outbox rows in one transaction; with
     /// `advance`, moves the schedule's last done time to `scheduled_at` too.
     /// False (and nothing written) when this digest was already recorded.
-    pub async fn record_digest(
+    async fn record_digest(
         &self,
         rec: &DigestRecord,
         outbox: &[OutboxInsert],
         advance: bool,
-    ) -> Result<bool> {
-        let now = fmt_time(Utc::now());
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO digests (name, scheduled_at, period_start, period_end, slots, \
-             trigger, content_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&rec.name)
-        .bind(fmt_time(rec.scheduled_at))
-        .bind(fmt_time(rec.period_start))
-        .bind(fmt_time(rec.period_end))
-        .bind(rec.slots as i64)
-        .bind(&rec.trigger)
-        .bind(&rec.content_hash)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if done == 0 {
-            return Ok(false);
-        }
-        for o in outbox {
-            sqlx::query(
-                "INSERT OR IGNORE INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&o.fingerprint)
-            .bind(&o.receiver)
-            .bind(&o.payload)
-            .bind(&now)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if advance {
-            sqlx::query(
-                "UPDATE digest_schedules SET last_slot = ?, updated = ? WHERE name = ? AND last_slot < ?",
-            )
-            .bind(fmt_time(rec.scheduled_at))
-            .bind(&now)
-            .bind(&rec.name)
-            .bind(fmt_time(rec.scheduled_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
+    ) -> Result<bool>;
 
     /// Moves a schedule past times that produced nothing (no receivers left).
-    pub async fn advance_digest(&self, name: &str, slot: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE digest_schedules SET last_slot = ?, updated = ? WHERE name = ? AND last_slot < ?")
-            .bind(fmt_time(slot))
-            .bind(fmt_time(Utc::now()))
-            .bind(name)
-            .bind(fmt_time(slot))
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
+    async fn advance_digest(&self, name: &str, slot: DateTime<Utc>) -> Result<()>;
 
     /// Digests recorded for `name`, oldest first.
-    pub async fn digests_recorded(&self, name: &str) -> Result<Vec<DigestRecord>> {
-        let rows = sqlx::query(
-            "SELECT name, scheduled_at, period_start, period_end, slots, trigger, content_hash \
-             FROM digests WHERE name = ? ORDER BY scheduled_at",
-        )
-        .bind(name)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DigestRecord {
-                    name: r.get(0),
-                    scheduled_at: parse_time("digests.scheduled_at", &r.get::<String, _>(1))?,
-                    period_start: parse_time("digests.period_start", &r.get::<String, _>(2))?,
-                    period_end: parse_time("digests.period_end", &r.get::<String, _>(3))?,
-                    slots: r.get::<i64, _>(4) as u32,
-                    trigger: r.get(5),
-                    content_hash: r.get(6),
-                })
-            })
-            .collect()
-    }
+    async fn digests_recorded(&self, name: &str) -> Result<Vec<DigestRecord>>;
 
     /// Alerts fired in `[start, end)`, oldest first; not those a quiet
     /// backfill recorded (history is not news).
-    pub async fn alerts_fired_between(
+    async fn alerts_fired_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Vec<DigestAlert>> {
-        let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= ? AND a.fired_at < ? AND a.historical = 0 \
-             ORDER BY a.fired_at, a.fingerprint"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(fmt_time(start))
-            .bind(fmt_time(end))
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(digest_alert).collect()
-    }
+    ) -> Result<Vec<DigestAlert>>;
 
     /// Alerts fired before `end` and still open (neither acknowledged nor
     /// resolved), oldest first.
-    pub async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>> {
-        let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at < ? AND COALESCE(s.state, 'open') = 'open' \
-             ORDER BY a.fired_at, a.fingerprint"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(fmt_time(end))
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(digest_alert).collect()
-    }
+    async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>>;
 
     /// Rule errors audited in `[start, end)`.
-    pub async fn rule_errors_between(
+    async fn rule_errors_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Vec<RuleErrorRow>> {
-        let rows = sqlx::query(
-            "SELECT at, COALESCE(rule_id, ''), COALESCE(submission_id, ''), \
-             COALESCE(json_extract(detail, '$.error'), '') FROM audit_log \
-             WHERE kind = 'rule_error' AND at >= ? AND at < ? ORDER BY at, id",
-        )
-        .bind(fmt_time(start))
-        .bind(fmt_time(end))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RuleErrorRow {
-                    at: parse_time("audit_log.at", &r.get::<String, _>(0))?,
-                    rule: r.get(1),
-                    submission_id: r.get(2),
-                    error: r.get(3),
-                })
-            })
-            .collect()
-    }
+    ) -> Result<Vec<RuleErrorRow>>;
 
     /// Notifications given up in `[start, end)`.
-    pub async fn dead_letters_between(
+    async fn dead_letters_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-    ) -> Result<Vec<DeadLetter>> {
-        let rows = sqlx::query(
-            "SELECT receiver, fingerprint, COALESCE(last_error, ''), done_at FROM outbox \
-             WHERE state = 'dead' AND done_at >= ? AND done_at < ? ORDER BY done_at, id",
-        )
-        .bind(fmt_time(start))
-        .bind(fmt_time(end))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    receiver: r.get(0),
-                    key: r.get(1),
-                    error: r.get(2),
-                    at: parse_time("outbox.done_at", &r.get::<String, _>(3))?,
-                })
-            })
-            .collect()
-    }
-
-    /// Argos calls counted for a UTC day (`YYYY-MM-DD`).
-    pub async fn api_calls_on(&self, day: &str) -> Result<u64> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT calls FROM api_budget WHERE day = ?")
-            .bind(day)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
-    }
-
-    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Pending outbox rows of one notification (every receiver).
-    pub async fn pending_outbox_of(&self, key: &str) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, fingerprint, receiver, payload, created_at, attempts FROM outbox \
-             WHERE state = 'pending' AND fingerprint = ? ORDER BY id",
-        )
-        .bind(key)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.get(0),
-                    fingerprint: r.get(1),
-                    receiver: r.get(2),
-                    payload: r.get(3),
-                    created_at: parse_time("outbox.created_at", &r.get::<String, _>(4))?,
-                    attempts: r.get(5),
-                })
-            })
-            .collect()
-    }
+    ) -> Result<Vec<DeadLetter>>;
 }

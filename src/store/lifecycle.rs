@@ -1,98 +1,16 @@
-//! Alert lifecycle in the store: acknowledge, resolve, list.
+//! Alert lifecycle in the store (role [`LifecycleStore`]): acknowledge,
+//! resolve, list.
 //!
-//! States: `open` (no row), `acknowledged`, `resolved`, and `historical` for
-//! alerts a quiet backfill recorded (nobody was told; they can still be
-//! acknowledged or resolved during a review).
-//!
-//! The transition rules are pure ([`transition`]); the store applies a
-//! transition and records it (state row, change row, audit row) in one
-//! transaction, so the audit log always says who moved an alert, when, from
-//! what to what.
+//! The state machine is pure and lives in `crate::lifecycle`; a backend reads
+//! the alert's current state, asks [`crate::lifecycle::decide`], and writes the
+//! decision (state row, change row, audit row) in one transaction, so the
+//! audit log always says who moved an alert, when, from what to what.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
 
-use super::{Result, SqliteStore, StoreError, fmt_time};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Open,
-    Acknowledged,
-    Resolved,
-    /// Recorded by a quiet backfill: never notified, escalated or counted as new.
-    Historical,
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Open => "open",
-            AlertState::Acknowledged => "acknowledged",
-            AlertState::Resolved => "resolved",
-            AlertState::Historical => "historical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "open" => Some(AlertState::Open),
-            "acknowledged" => Some(AlertState::Acknowledged),
-            "resolved" => Some(AlertState::Resolved),
-            "historical" => Some(AlertState::Historical),
-            _ => None,
-        }
-    }
-}
-
-/// The resolution outcomes compliance teams report on; anything else is kept as free text.
-pub const KNOWN_OUTCOMES: &[&str] = &["false_positive", "escalated_to_aml_officer", "reported"];
-
-/// What a person asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Ack {
-        note: Option<String>,
-    },
-    Resolve {
-        outcome: String,
-        note: Option<String>,
-    },
-}
-
-/// Why a transition is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LifecycleError {
-    #[error("no alert with fingerprint {0}")]
-    NoSuchAlert(String),
-    #[error("alert {fingerprint} is already {state} (by {by} at {at})")]
-    Already {
-        fingerprint: String,
-        state: &'static str,
-        by: String,
-        at: String,
-    },
-    #[error("an outcome is required to resolve (one of {}, or free text)", KNOWN_OUTCOMES.join(", "))]
-    EmptyOutcome,
-    #[error("say who you are (--by NAME)")]
-    NoActor,
-}
-
-/// The pure rule: which state an action leads to from `current`.
-pub fn transition(
-    current: AlertState,
-    action: &Action,
-) -> std::result::Result<AlertState, &'static str> {
-    match (current, action) {
-        (AlertState::Open | AlertState::Historical, Action::Ack { .. }) => {
-            Ok(AlertState::Acknowledged)
-        }
-        (AlertState::Acknowledged, Action::Ack { .. }) => Err("acknowledged"),
-        (AlertState::Resolved, _) => Err("resolved"),
-        (_, Action::Resolve { .. }) => Ok(AlertState::Resolved),
-    }
-}
+use super::{Result, StoreError};
+pub use crate::lifecycle::{Action, AlertState, KNOWN_OUTCOMES, LifecycleError, transition};
 
 /// One alert in a list.
 #[derive(Debug, Clone, Serialize)]
@@ -124,167 +42,17 @@ pub enum ChangeError {
     Store(#[from] StoreError),
 }
 
-impl From<sqlx::Error> for ChangeError {
-    fn from(e: sqlx::Error) -> Self {
-        ChangeError::Store(e.into())
-    }
-}
-
-impl SqliteStore {
+/// Role: moving alerts through their states, and listing them.
+#[async_trait::async_trait]
+pub trait LifecycleStore: Send + Sync {
     /// Applies `action` by `by` to the alert; returns the new state.
-    pub async fn change_alert(
+    async fn change_alert(
         &self,
         fingerprint: &str,
         by: &str,
         action: Action,
-    ) -> std::result::Result<AlertState, ChangeError> {
-        if by.trim().is_empty() {
-            return Err(LifecycleError::NoActor.into());
-        }
-        if let Action::Resolve { outcome, .. } = &action
-            && outcome.trim().is_empty()
-        {
-            return Err(LifecycleError::EmptyOutcome.into());
-        }
-        let now = fmt_time(Utc::now());
-        let mut tx = self.write_tx().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = ?")
-            .bind(fingerprint)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(LifecycleError::NoSuchAlert(fingerprint.to_owned()).into());
-        }
-        let row = sqlx::query(
-            "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = ?",
-        )
-        .bind(fingerprint)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (current, prev_by, prev_at) = match &row {
-            Some(r) => (
-                AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
-                r.get::<String, _>(1),
-                r.get::<String, _>(2),
-            ),
-            None => (AlertState::Open, String::new(), String::new()),
-        };
-        let next = transition(current, &action).map_err(|state| LifecycleError::Already {
-            fingerprint: fingerprint.to_owned(),
-            state,
-            by: prev_by,
-            at: prev_at,
-        })?;
-        let (note, outcome) = match &action {
-            Action::Ack { note } => (note.clone(), None),
-            Action::Resolve { outcome, note } => (note.clone(), Some(outcome.clone())),
-        };
-        sqlx::query(
-            "INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, note, outcome) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET state = excluded.state, \
-             changed_at = excluded.changed_at, changed_by = excluded.changed_by, note = excluded.note, \
-             outcome = excluded.outcome",
-        )
-        .bind(fingerprint)
-        .bind(next.as_str())
-        .bind(&now)
-        .bind(by)
-        .bind(&note)
-        .bind(&outcome)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO alert_state_changes (fingerprint, at, by, from_state, to_state, note, outcome) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(fingerprint)
-        .bind(&now)
-        .bind(by)
-        .bind(current.as_str())
-        .bind(next.as_str())
-        .bind(&note)
-        .bind(&outcome)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO audit_log (at, kind, fingerprint, detail) VALUES (?, 'state_change', ?, ?)")
-            .bind(&now)
-            .bind(fingerprint)
-            .bind(
-                serde_json::json!({"by": by, "from": current.as_str(), "to": next.as_str(), "note": note, "outcome": outcome})
-                    .to_string(),
-            )
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(next)
-    }
+    ) -> std::result::Result<AlertState, ChangeError>;
 
     /// Alerts, newest first, filtered.
-    pub async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertListItem>> {
-        let rows = sqlx::query(
-            "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.fired_at, \
-             COALESCE(s.state, 'open'), s.changed_by, s.outcome, \
-             EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint) \
-             FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
-             WHERE (?1 IS NULL OR COALESCE(s.state, 'open') = ?1) AND (?2 IS NULL OR a.rule_id = ?2) \
-             AND (?3 IS NULL OR a.fired_at >= ?3) ORDER BY a.fired_at DESC, a.fingerprint",
-        )
-        .bind(f.state.map(AlertState::as_str))
-        .bind(&f.rule)
-        .bind(f.since.map(fmt_time))
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AlertListItem {
-                fingerprint: r.get(0),
-                rule: r.get(1),
-                severity: r.get(2),
-                submission_id: r.get(3),
-                fired_at: r.get(4),
-                state: AlertState::parse(&r.get::<String, _>(5)).unwrap_or(AlertState::Open),
-                changed_by: r.get(6),
-                outcome: r.get(7),
-                silenced: r.get::<i64, _>(8) != 0,
-            })
-            .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transitions() {
-        let ack = Action::Ack { note: None };
-        let res = Action::Resolve {
-            outcome: "false_positive".into(),
-            note: None,
-        };
-        assert_eq!(
-            transition(AlertState::Open, &ack),
-            Ok(AlertState::Acknowledged)
-        );
-        assert_eq!(transition(AlertState::Open, &res), Ok(AlertState::Resolved));
-        assert_eq!(
-            transition(AlertState::Acknowledged, &res),
-            Ok(AlertState::Resolved)
-        );
-        assert_eq!(
-            transition(AlertState::Acknowledged, &ack),
-            Err("acknowledged")
-        );
-        assert_eq!(transition(AlertState::Resolved, &ack), Err("resolved"));
-        assert_eq!(transition(AlertState::Resolved, &res), Err("resolved"));
-        // A reviewer may close history too.
-        assert_eq!(
-            transition(AlertState::Historical, &ack),
-            Ok(AlertState::Acknowledged)
-        );
-        assert_eq!(
-            transition(AlertState::Historical, &res),
-            Ok(AlertState::Resolved)
-        );
-    }
+    async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertListItem>>;
 }

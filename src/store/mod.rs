@@ -5,39 +5,125 @@
 //! throttles, once-per-submission marks, the applicant index), alerts, the
 //! outbox and its delivery attempts, the audit log and the API budget.
 //!
-//! The guarantee the pipeline builds on: [`Store::commit_batch`] writes a
-//! batch's versions, state changes, alerts, outbox rows and audit rows in one
-//! transaction. A crash before it re-does the batch; a crash after it finds
-//! the work done. The trait keeps the pipeline independent of SQLite so a
-//! Postgres implementation can follow.
+//! The guarantee the pipeline builds on: [`PipelineStore::commit_batch`]
+//! writes a batch's versions, state changes, alerts, outbox rows and audit
+//! rows in one transaction. A crash before it re-does the batch; a crash
+//! after it finds the work done.
+//!
+//! The seam: one role trait per area, each in its own file here (pipeline,
+//! outbox, meta, silences, lifecycle, lookup, digests, escalation, audit,
+//! maintenance), and [`StateStore`] = all of them. Code outside this module
+//! holds `Arc<dyn StateStore>` (or one role); only the composition root opens
+//! a backend ([`open`]). Backends: [`SqliteStore`] (`sqlite/`, the only
+//! place with SQL). Payloads, group hashes and the alert state machine are
+//! built outside (`crate::outbox_payload`, `crate::lifecycle`). Every backend
+//! must pass the conformance suite `tests/it/store_conformance.rs`.
 
-mod digests;
+pub mod audit;
+pub mod digests;
 pub mod escalation;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
+pub mod maintenance;
+pub mod meta;
+pub mod outbox;
+pub mod pipeline;
 pub mod postgres;
+pub mod silences;
 mod sqlite;
+mod sqlx_errors;
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-pub use digests::{DeadLetter, DigestAlert, DigestRecord, RuleErrorRow};
+pub use audit::{AlertRecord, AuditEntry, AuditStore, Summary, WindowMembership};
+pub use digests::{DeadLetter, DigestAlert, DigestRecord, DigestStore, RuleErrorRow};
+pub use escalation::EscalationStore;
+pub use lifecycle::LifecycleStore;
+pub use lookup::LookupStore;
+pub use maintenance::MaintenanceStore;
+pub use meta::MetaStore;
+pub use outbox::OutboxStore;
+pub use pipeline::PipelineStore;
 pub use postgres::PgStore;
-pub use sqlite::{AlertRecord, AuditEntry, SqliteStore, Summary, WindowMembership};
+pub use silences::SilenceStore;
+pub use sqlite::SqliteStore;
+
+/// Every role a backend fills, as one object the composition root hands out
+/// (`Arc<dyn StateStore>`; a consumer may narrow it to the one role it needs,
+/// e.g. `Arc<dyn OutboxStore>`). A new role (users, shadow runs...) is a
+/// trait in its own file here, implemented by each backend, and added to
+/// this list and to the blanket impl below.
+pub trait StateStore:
+    PipelineStore
+    + OutboxStore
+    + MetaStore
+    + SilenceStore
+    + LifecycleStore
+    + LookupStore
+    + DigestStore
+    + EscalationStore
+    + AuditStore
+    + MaintenanceStore
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> StateStore for T where
+    T: PipelineStore
+        + OutboxStore
+        + MetaStore
+        + SilenceStore
+        + LifecycleStore
+        + LookupStore
+        + DigestStore
+        + EscalationStore
+        + AuditStore
+        + MaintenanceStore
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Every role trait, for `use crate::store::prelude::*` where a store's
+/// methods are called.
+pub mod prelude {
+    pub use super::{
+        AuditStore, DigestStore, EscalationStore, LifecycleStore, LookupStore, MaintenanceStore,
+        MetaStore, OutboxStore, PipelineStore, SilenceStore, StateStore,
+    };
+}
+
+/// Opens the configured store (the one place that picks a backend).
+/// `store.url` means PostgreSQL, otherwise `store.path` is a SQLite file.
+pub async fn open(cfg: &crate::config::StoreConfig) -> Result<Arc<dyn StateStore>> {
+    Ok(match &cfg.url {
+        Some(url) => Arc::new(PgStore::open(url).await?),
+        None => Arc::new(SqliteStore::open(&cfg.path).await?),
+    })
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A store failure, the same shape for every backend: no driver type leaks.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("state store {path}: {source}")]
-    Open { path: String, source: sqlx::Error },
+    #[error("state store {path}: {message}")]
+    Open { path: String, message: String },
     #[error("state store migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("state store: {0}")]
-    Sql(#[from] sqlx::Error),
+    Migrate(String),
+    /// The backend refused or failed a statement (its message, no values).
+    #[error("state store: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
     /// A write of an instance that no longer leads (see `postgres::leader`).
     #[error(
         "state store: refused: this instance led with epoch {held}, the database is at epoch {current} (another instance took over)"
@@ -46,7 +132,7 @@ pub enum StoreError {
     #[error("state store holds a bad value in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
     /// A statement whose bound values do not fill its placeholders: a bug,
-    /// refused before SQLite (which would quietly shift every later column).
+    /// refused before the backend (SQLite would quietly shift every later column).
     #[error(
         "state store: internal error: {statement}: {bound} values bound for {placeholders} placeholders"
     )]
@@ -147,7 +233,7 @@ impl Source {
 }
 
 /// A routed alert joining a notification group of a receiver. The group's
-/// notification is written to the outbox by [`Store::flush_groups`] once its
+/// notification is written to the outbox by [`OutboxStore::flush_groups`] once its
 /// `group_wait` (or the repeat interval after its last notification) has passed.
 #[derive(Debug, Clone)]
 pub struct GroupInsert {
@@ -237,112 +323,4 @@ pub struct OutboxStats {
     pub pending: i64,
     pub delivered: i64,
     pub dead: i64,
-}
-
-/// The durable state behind the pipeline. One writer: the pipeline task.
-pub trait Store: Send + Sync + 'static {
-    /// The last processed version of each of these submissions.
-    fn seen_versions(
-        &self,
-        ids: &[&str],
-    ) -> impl Future<Output = Result<HashMap<String, SeenVersion>>> + Send;
-
-    /// Submissions whose last processed version is still undecided (no result,
-    /// `pending` or `Incomplete`) and was created after `horizon`.
-    fn undecided_since(
-        &self,
-        horizon: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<(String, Option<DateTime<Utc>>)>>> + Send;
-
-    fn prefetch(
-        &self,
-        submission_ids: &[&str],
-        applicant_ids: &[&str],
-    ) -> impl Future<Output = Result<BatchPrefetch>> + Send;
-
-    /// Window members with event time after `since`, and throttles still in force after it.
-    fn open_windows(
-        &self,
-        since: DateTime<Utc>,
-    ) -> impl Future<Output = Result<OpenWindows>> + Send;
-
-    /// The stored window members among these `(rule_id, group_key,
-    /// submission_id)` triples (consumed ones included).
-    fn window_memberships(
-        &self,
-        members: &[(&str, &str, &str)],
-    ) -> impl Future<Output = Result<Vec<StoredWindowMember>>> + Send;
-
-    /// The newest event time in the window state (where a restart resumes).
-    fn latest_window_event(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
-
-    fn commit_batch(&self, batch: BatchCommit) -> impl Future<Output = Result<()>> + Send;
-
-    fn due_outbox(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
-
-    /// Due rows of one receiver (each receiver drains its own queue).
-    fn due_outbox_for(
-        &self,
-        receiver: &str,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
-
-    /// The receivers with rows due at `now`.
-    fn due_receivers(&self, now: DateTime<Utc>)
-    -> impl Future<Output = Result<Vec<String>>> + Send;
-
-    fn record_delivery(
-        &self,
-        row: &OutboxRow,
-        outcome: &DeliveryOutcome,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Several deliveries' outcomes in one transaction.
-    fn record_deliveries(
-        &self,
-        done: &[(OutboxRow, DeliveryOutcome)],
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    fn outbox_stats(&self) -> impl Future<Output = Result<OutboxStats>> + Send;
-
-    /// Adds `n` calls to the UTC day's count and returns the new total.
-    fn add_api_calls(&self, day: &str, n: u64) -> impl Future<Output = Result<u64>> + Send;
-
-    fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-
-    /// Versions found first per path ([`Source::as_str`] -> count).
-    fn found_first(&self) -> impl Future<Output = Result<HashMap<String, u64>>> + Send;
-    /// Writes the notification of every group due at `now` to the outbox, in
-    /// one transaction with marking its alerts sent; returns how many.
-    fn flush_groups(&self, now: DateTime<Utc>) -> impl Future<Output = Result<usize>> + Send;
-
-    /// The stored JSON of these submissions (their last processed version).
-    fn submissions_raw(
-        &self,
-        ids: &[&str],
-    ) -> impl Future<Output = Result<HashMap<String, serde_json::Value>>> + Send;
-
-    fn add_silence(
-        &self,
-        s: &crate::notify::silence::NewSilence,
-    ) -> impl Future<Output = Result<i64>> + Send;
-
-    /// Silences still in force at `now` (or all, with `include_expired`), newest first.
-    fn silences(
-        &self,
-        now: DateTime<Utc>,
-        include_expired: bool,
-    ) -> impl Future<Output = Result<Vec<crate::notify::silence::Silence>>> + Send;
-
-    /// Ends a silence now; false when no silence has that id.
-    fn expire_silence(
-        &self,
-        id: i64,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool>> + Send;
 }

@@ -150,7 +150,7 @@ async fn a_black_hole_webhook_neither_stalls_the_file_receiver_nor_shutdown() {
     let want: BTreeSet<String> = expected.iter().map(|a| a.fingerprint.clone()).collect();
     let (hole_url, cut_keys) = black_hole().await;
     let cfg = config(dir.path(), "hole.yaml", &sim.base_url(), &hole_url);
-    let mut child = spawn_run(&cfg);
+    let mut child = KillOnDrop(spawn_run(&cfg));
 
     // The black hole holds its first requests; the file still gets every alert.
     wait_for(
@@ -185,7 +185,7 @@ async fn a_black_hole_webhook_neither_stalls_the_file_receiver_nor_shutdown() {
     // Restart against a receiver that answers: the cut ones arrive, same keys.
     let (live_url, live_keys) = answering().await;
     let cfg = config(dir.path(), "live.yaml", &sim.base_url(), &live_url);
-    let mut child = spawn_run(&cfg);
+    let mut child = KillOnDrop(spawn_run(&cfg));
     let all_live = || {
         let got: BTreeSet<String> = live_keys.lock().unwrap().iter().cloned().collect();
         want.is_subset(&got)

@@ -5,5 +5,6 @@
 mod common;
 
 mod daemon_process;
+mod day_one;
 mod demo;
 mod hardening_delivery;

@@ -84,7 +84,7 @@ async fn audit_explains_aml_window_and_script_alerts() {
         "retry-1",
         store.submission("retry-1").await.unwrap(),
         &store.audit_for_submission("retry-1").await.unwrap(),
-        &store.window_memberships("retry-1").await.unwrap(),
+        &store.memberships_of("retry-1").await.unwrap(),
         &store.alerts_of_submission("retry-1").await.unwrap(),
         Some(&rules),
     );

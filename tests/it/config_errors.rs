@@ -3,10 +3,10 @@
 //! `file:line:col`, `check --config` and `notify-test` work with an `smtp:`
 //! block (a real aiosmtpd), and the store commands work without secrets.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use crate::common::smtp::Smtp;
 use kyc_sentinel::config::Config;
 use secrecy::ExposeSecret;
 
@@ -149,60 +149,6 @@ fn a_bracketed_path_in_a_flow_list_gets_a_hint() {
     );
 }
 
-/// An aiosmtpd process saving each message as a file; killed when dropped.
-struct Smtp {
-    child: Child,
-    port: u16,
-    folder: PathBuf,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Smtp {
-    fn start(dir: &Path) -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let folder = dir.join("smtp");
-        std::fs::create_dir_all(&folder).unwrap();
-        let mut child = Command::new(crate::notify_common::python_with_aiosmtpd())
-            .arg(repo().join("tests/support/smtp_sink.py"))
-            .args(["--port", &port.to_string(), "--folder"])
-            .arg(&folder)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY", "aiosmtpd did not start");
-        Smtp {
-            child,
-            port,
-            folder,
-        }
-    }
-
-    fn accepted(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.folder)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("accepted"))
-            .collect();
-        names.sort();
-        names
-    }
-}
-
 fn smtp_config(dir: &Path, port: u16) -> String {
     let text = format!(
         "argos:\n  base_url: http://127.0.0.1:9\n  api_key: ${{ARGOS_API_KEY}}\nrules: {}\nstore:\n  path: state.db\n\
@@ -218,7 +164,7 @@ fn smtp_config(dir: &Path, port: u16) -> String {
 #[test]
 fn check_and_notify_test_work_with_an_smtp_receiver() {
     let dir = tempfile::tempdir().unwrap();
-    let smtp = Smtp::start(dir.path());
+    let smtp = Smtp::start(dir.path(), &[]);
     let cfg = smtp_config(dir.path(), smtp.port);
     let env = [("ARGOS_API_KEY", "k-0123456789")];
     // Before: lettre's "there is no reactor running", exit 134.
@@ -247,7 +193,11 @@ fn check_and_notify_test_work_with_an_smtp_receiver() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("sent to `mail`"), "{out}");
-    assert_eq!(smtp.accepted().len(), 1, "one message at the SMTP server");
+    assert_eq!(
+        smtp.files("accepted").len(),
+        1,
+        "one message at the SMTP server"
+    );
 }
 
 #[test]
@@ -276,7 +226,8 @@ fn the_shipped_argos_example_checks_with_real_looking_values() {
 /// A store with one alert in it, silenced when it fired; returns (store
 /// path, its fingerprint).
 fn store_with_an_alert(dir: &Path) -> (PathBuf, String) {
-    use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, Store};
+    use kyc_sentinel::store::prelude::*;
+    use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let path = dir.join("state.db");
     let fp = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2".to_string();

@@ -12,6 +12,7 @@ use kyc_sentinel::daemon::{self, BackfillOptions};
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use kyc_sentinel::store::SqliteStore;
 use kyc_sentinel::store::lifecycle::{AlertFilter, AlertState};
+use kyc_sentinel::store::prelude::*;
 use tokio::sync::watch;
 
 /// Every alert to `file`; critical ones also escalate, first step at once.

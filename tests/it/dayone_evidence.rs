@@ -15,6 +15,7 @@ use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
 use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
+use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -5,14 +5,14 @@
 
 use crate::notify_common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::smtp::{Smtp, parse_eml};
 use chrono::{DateTime, Utc};
 use kyc_sentinel::digest::{Digester, ManualClock};
-use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, Store, VersionRow};
+use kyc_sentinel::store::prelude::*;
+use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, VersionRow};
 use notify_common::*;
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ fn digest_section(schedule: &str, tz: &str, catch_up: &str) -> String {
 }
 
 async fn digester(h: &Harness) -> Digester {
-    Digester::from_config(&h.cfg, h.store.clone())
+    Digester::from_config(&h.cfg, Arc::new(h.store.clone()))
         .unwrap()
         .expect("digests configured")
 }
@@ -472,49 +472,10 @@ async fn config_errors_name_the_digest() {
     );
 }
 
-/// An aiosmtpd process; killed when dropped.
-struct Smtp {
-    child: std::process::Child,
-    port: u16,
-    folder: std::path::PathBuf,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_arrives_once_over_real_smtp_with_html_and_text() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let folder = dir.path().join("smtp");
-    std::fs::create_dir_all(&folder).unwrap();
-    let mut child = Command::new(python_with_aiosmtpd())
-        .arg(repo().join("tests/support/smtp_sink.py"))
-        .args(["--port", &port.to_string(), "--folder"])
-        .arg(&folder)
-        .args(["--fail-first", "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "READY");
-    let smtp = Smtp {
-        child,
-        port,
-        folder,
-    };
+    let smtp = Smtp::start(dir.path(), &["--fail-first", "1"]);
     let receivers = format!(
         "  - name: leads\n    type: email\n    from: 'kyc-sentinel <sentinel@example.com>'\n    \
          to: [lead@example.com]\n    smtp:\n      host: 127.0.0.1\n      port: {}\n      tls: none\n      timeout: 5s\n",
@@ -543,24 +504,9 @@ async fn digest_arrives_once_over_real_smtp_with_html_and_text() {
             .unwrap()
             .is_empty()
     );
-    let accepted: Vec<_> = std::fs::read_dir(&smtp.folder)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("accepted")
-        })
-        .collect();
+    let accepted = smtp.files("accepted");
     assert_eq!(accepted.len(), 1, "arrives once");
-    let out = Command::new("python3")
-        .arg(repo().join("tests/support/parse_eml.py"))
-        .arg(&accepted[0])
-        .output()
-        .unwrap();
-    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = parse_eml(&accepted[0]);
     assert_eq!(
         m["message_id"],
         "<digest-daily-20261126T230000Z.leads@kyc-sentinel>"

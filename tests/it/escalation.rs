@@ -16,6 +16,7 @@ use kyc_sentinel::escalation::{ShiftedClock, step_key};
 use kyc_sentinel::simulator::{SimConfig, SimHandle, Simulator};
 use kyc_sentinel::store::SqliteStore;
 use kyc_sentinel::store::lifecycle::Action;
+use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -342,7 +343,8 @@ escalation_policies:\n  - name: aml-escalation\n    steps:\n      - { after: 1h,
 #[tokio::test]
 async fn a_step_is_sent_once_and_never_after_an_acknowledgement() {
     use kyc_sentinel::store::escalation::{StepResult, StepSend};
-    use kyc_sentinel::store::{AlertRow, BatchCommit, GroupInsert, Store};
+    use kyc_sentinel::store::prelude::*;
+    use kyc_sentinel::store::{AlertRow, BatchCommit, GroupInsert};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("state.db"))
         .await

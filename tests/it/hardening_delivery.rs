@@ -107,7 +107,9 @@ async fn a_black_hole_receiver_delays_only_itself_and_shutdown_cuts_it() {
     while requests.lock().unwrap().len() < 2 {
         assert!(
             start.elapsed() < Duration::from_secs(5),
-            "the hole got no request"
+            "the hole got {} of its 2 requests within 5 s: one receiver's \
+             notifications are sent one after another",
+            requests.lock().unwrap().len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -211,11 +213,23 @@ fn check_config_reports_a_runaway_template() {
     );
     std::fs::write(dir.path().join("s.yaml"), text).unwrap();
     let t = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+    // A render without a bound never returns: wait at most 20 s, then kill
+    // (the test fails instead of hanging the suite).
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
         .args(["check", "--config", "s.yaml"])
         .current_dir(dir.path())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("check --config still rendering after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

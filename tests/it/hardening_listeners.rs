@@ -42,7 +42,7 @@ async fn api_listener(limits: Limits) -> (SocketAddr, tempfile::TempDir) {
         .await
         .unwrap();
     let api = router(ApiState {
-        store,
+        store: Arc::new(store),
         token: Arc::new(SecretString::from(TOKEN)),
         link_secret: None,
         link_ttl: kyc_sentinel::api::DEFAULT_LINK_TTL,

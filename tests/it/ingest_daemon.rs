@@ -14,7 +14,8 @@ use common::*;
 use kyc_sentinel::config::Config;
 use kyc_sentinel::daemon;
 use kyc_sentinel::simulator::{PushRecord, SimConfig, SimHandle, Simulator, WebhookPush};
-use kyc_sentinel::store::{SqliteStore, Store};
+use kyc_sentinel::store::SqliteStore;
+use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -9,6 +9,7 @@ use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
 use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
+use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -88,6 +89,32 @@ async fn ack_resolve_over_cli_and_http() {
         .as_str()
         .unwrap()
         .to_owned();
+
+    // A state that does not exist: both the API and the CLI name every state.
+    let r = http
+        .get(format!("{base}?state=closed"))
+        .bearer_auth("t0ken-0123456789abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("state `closed`: use open, acknowledged, resolved or historical"),
+        "{body}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+        .args(["alerts", "list", "--state", "closed", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--state `closed`: use open, acknowledged, resolved or historical"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // CLI: acknowledge A.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))

@@ -40,4 +40,5 @@ mod rules_operators;
 mod rules_test;
 mod simulator_http;
 mod store;
+pub mod store_conformance;
 mod telemetry;

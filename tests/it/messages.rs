@@ -293,7 +293,7 @@ async fn store_with_alerts(dir: &std::path::Path) -> (SqliteStore, [String; 3]) 
 
 async fn serve(store: SqliteStore, ttl: Duration) -> String {
     let router = kyc_sentinel::api::router(ApiState {
-        store,
+        store: Arc::new(store),
         token: Arc::new(TOKEN.to_string().into()),
         link_secret: Some(Arc::new(SECRET.to_string().into())),
         link_ttl: ttl,

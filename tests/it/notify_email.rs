@@ -4,86 +4,13 @@
 
 use crate::notify_common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::smtp::{Smtp, parse_eml};
 use notify_common::*;
 use serde_json::Value;
-
-/// An aiosmtpd process; killed when dropped.
-struct Smtp {
-    child: Child,
-    port: u16,
-    folder: PathBuf,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Smtp {
-    fn start(dir: &Path, extra: &[&str]) -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let folder = dir.join("smtp");
-        std::fs::create_dir_all(&folder).unwrap();
-        let mut child = Command::new(python_with_aiosmtpd())
-            .arg(repo().join("tests/support/smtp_sink.py"))
-            .args(["--port", &port.to_string(), "--folder"])
-            .arg(&folder)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY", "aiosmtpd did not start");
-        Smtp {
-            child,
-            port,
-            folder,
-        }
-    }
-
-    fn messages(&self, kind: &str) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.folder)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(kind) && n.ends_with(".eml"))
-            })
-            .collect();
-        files.sort();
-        files.iter().map(|f| parse_eml(f)).collect()
-    }
-}
-
-fn parse_eml(path: &Path) -> Value {
-    let out = Command::new("python3")
-        .arg(repo().join("tests/support/parse_eml.py"))
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn mail_receiver(smtp: &str) -> String {
     format!(

@@ -9,9 +9,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use kyc_sentinel::config::Config;
 use kyc_sentinel::store::lifecycle::{Action, AlertFilter, AlertState};
 use kyc_sentinel::store::postgres::leader::{Leadership, LeaseConfig};
+use kyc_sentinel::store::prelude::*;
 use kyc_sentinel::store::{
     AlertRow, AuditRow, BatchCommit, DeliveryOutcome, GroupInsert, OutboxInsert, PgStore, Source,
-    SqliteStore, StateChange, Store, StoreError, VersionRow,
+    SqliteStore, StateChange, StoreError, VersionRow,
 };
 use serde_json::{Value, json};
 
@@ -167,7 +168,7 @@ fn first_batch() -> BatchCommit {
 
 /// Runs the same operations through the `Store` trait and returns what
 /// they answered, with the store's own clock times left out.
-async fn transcript<S: Store>(s: &S) -> Vec<String> {
+async fn transcript<S: StateStore>(s: &S) -> Vec<String> {
     let mut out = Vec::new();
     let mut log = |what: &str, v: String| out.push(format!("{what}: {v}"));
     s.commit_batch(first_batch()).await.unwrap();
@@ -363,8 +364,8 @@ async fn the_same_operations_answer_the_same_on_sqlite_and_postgres() {
         pg.alerts_of_submission("s1").await.unwrap()
     );
     let (lw, pw) = (
-        lite.window_memberships("s0").await.unwrap(),
-        pg.window_memberships("s0").await.unwrap(),
+        lite.memberships_of("s0").await.unwrap(),
+        pg.memberships_of("s0").await.unwrap(),
     );
     assert_eq!(format!("{lw:?}"), format!("{pw:?}"));
     assert!(pw[0].consumed && pw[0].consumed_by.is_some(), "{pw:?}");
@@ -588,8 +589,11 @@ fn store_url_and_path_together_are_an_error_naming_the_field() {
     let secret = "store:\n  url: postgres://ks:${PGPW}@db:5432/ks?sslmode=verify-full&sslrootcert=/etc/ca.pem\n";
     let c = Config::parse(p, &text(secret), |k| (k == "PGPW").then(|| "s3cret".into())).unwrap();
     assert!(c.store.url.as_deref().unwrap().contains("s3cret"));
-    let e = c.store.sqlite_path().unwrap_err();
-    assert!(e.starts_with("store.url:") && !e.contains("s3cret"), "{e}");
+    let shown = c.store.describe();
+    assert!(
+        shown.starts_with("postgres://ks:***@db") && !shown.contains("s3cret"),
+        "{shown}"
+    );
     assert_eq!(
         kyc_sentinel::store::postgres::redact_url(c.store.url.as_deref().unwrap()),
         "postgres://ks:***@db:5432/ks?sslmode=verify-full&sslrootcert=/etc/ca.pem"
@@ -679,7 +683,7 @@ async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
     )
     .await
     .unwrap();
-    Store::add_silence(
+    SilenceStore::add_silence(
         &lite,
         &kyc_sentinel::notify::silence::NewSilence {
             rule: None,

@@ -136,3 +136,88 @@ fn script_errors_never_carry_field_values() {
         "{stderr}"
     );
 }
+
+/// Issue 14 item 9 where the value would stay longest: a daemon's rule error
+/// reaches the log, the audit log's `rule_error` rows and the digest with the
+/// rule, the position and the field path, never the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_errors_keep_values_out_of_log_audit_and_digest() {
+    use kyc_sentinel::simulator::{SimConfig, Simulator};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimConfig {
+        submissions: 0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    sim.insert(serde_json::json!({
+        "submission_id": "s-id-1",
+        "created_at": now.format("%Y-%m-%d-%H-%M-%S-000").to_string(),
+        "email": "kim@example.com",
+        "data": {"identityNumber": "900101-1234567"},
+        "kyc": {"result": "approved"}
+    }));
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/r.yaml"),
+        "- id: id-number-check\n  severity: low\n  when:\n    script: parse_int(s.data.identityNumber) > 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        format!(
+            "argos:\n  base_url: {}\n  api_key: sim-key\nrules: rules\nstore:\n  path: state.db\n\
+             receivers:\n  - name: leads\n    type: file\n    path: digest.txt\n\
+             digests:\n  - name: daily\n    schedule: '0 8 * * *'\n    receivers: [leads]\n",
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let day = now.format("%Y%m%d").to_string();
+    let log = cli(&[
+        "backfill", "--config", "s.yaml", "--from", &day, "--to", &day,
+    ]);
+    assert!(log.contains("1 rule errors"), "{log}");
+    let export = cli(&[
+        "audit", "--config", "s.yaml", "--export", "--from", &day, "--to", &day,
+    ]);
+    let errors: Vec<&str> = export
+        .lines()
+        .filter(|l| l.contains("rule_error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{export}");
+    assert!(errors[0].contains("s.data.identityNumber"), "{}", errors[0]);
+    let at = (now + chrono::Duration::minutes(5)).to_rfc3339();
+    let digest = cli(&[
+        "digest",
+        "--config",
+        "s.yaml",
+        "--name",
+        "daily",
+        "--preview",
+        "--at",
+        &at,
+    ]);
+    assert!(digest.contains("id-number-check: 1"), "{digest}");
+    for (what, text) in [("log", &log), ("audit", &export), ("digest", &digest)] {
+        assert!(
+            !text.contains("900101"),
+            "the identity number in the {what}:\n{text}"
+        );
+    }
+}

@@ -3,7 +3,6 @@
 //! and version hashes.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use kyc_sentinel::rules::{Alert, MemoryState, RuleSet, ScriptLimits, load_path, load_sources};
 use serde_json::{Value, json};
@@ -125,13 +124,10 @@ fn runaway_scripts_are_stopped_and_other_rules_unchanged() {
     let mixed = load_sources(&with_bad, limits).unwrap();
     let batch = mixed_batch(200);
 
-    let start = Instant::now();
+    // What bounds a runaway script is its operation budget, asserted through
+    // the error messages below; wall time is not (a loaded CI machine made a
+    // 2 s evaluation take over 20 s).
     let outcome = mixed.evaluate_batch(&batch, &mut MemoryState::new());
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        start.elapsed()
-    );
 
     let got: Vec<Alert> = outcome.alerts().cloned().collect();
     assert_eq!(got, alerts(&good, &batch));

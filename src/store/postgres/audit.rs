@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::PgStore;
-use crate::store::{AlertRecord, AuditEntry, Result, StoreError, WindowMembership, fmt_time};
+use crate::store::prelude::*;
+use crate::store::{
+    AlertRecord, AuditEntry, Result, StoreError, Summary, WindowMembership, fmt_time,
+};
 
 const AUDIT_COLUMNS: &str =
     "id, at, kind, submission_id, version_hash, rule_id, rule_version, fingerprint, detail";
@@ -40,16 +43,19 @@ impl PgStore {
             .await?;
         Ok(rows.iter().map(audit_entry).collect())
     }
+}
 
-    pub async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
+#[async_trait::async_trait]
+impl AuditStore for PgStore {
+    async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
         self.audit_where("submission_id", id).await
     }
 
-    pub async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>> {
+    async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>> {
         self.audit_where("fingerprint", fingerprint).await
     }
 
-    pub async fn audit_between(
+    async fn audit_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -65,7 +71,7 @@ impl PgStore {
     }
 
     /// The last processed version of a submission: (content hash, result, raw JSON if kept).
-    pub async fn submission(
+    async fn submission(
         &self,
         id: &str,
     ) -> Result<Option<(String, Option<String>, Option<String>)>> {
@@ -79,7 +85,7 @@ impl PgStore {
     }
 
     /// Fingerprints of the alerts a submission took part in.
-    pub async fn alerts_of_submission(&self, id: &str) -> Result<Vec<String>> {
+    async fn alerts_of_submission(&self, id: &str) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT fingerprint FROM alerts WHERE submission_id = $1 OR {IN_MEMBERS} ORDER BY fired_at"
         );
@@ -90,7 +96,7 @@ impl PgStore {
     }
 
     /// Where a submission was counted in windows (see `SqliteStore::window_memberships`).
-    pub async fn window_memberships(&self, id: &str) -> Result<Vec<WindowMembership>> {
+    async fn memberships_of(&self, id: &str) -> Result<Vec<WindowMembership>> {
         let rows = sqlx::query(
             "SELECT rule_id, group_key, event_time, consumed FROM window_members \
              WHERE submission_id = $1 ORDER BY rule_id, group_key",
@@ -143,7 +149,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub async fn alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
+    async fn alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
         let Some(row) =
             sqlx::query("SELECT fired_at, rule_version, body FROM alerts WHERE fingerprint = $1")
                 .bind(fingerprint)
@@ -187,9 +193,37 @@ impl PgStore {
             attempts,
         }))
     }
+    /// Counts for progress displays and summaries (as [`super::SqliteStore::summary`]).
+    async fn summary(&self) -> Result<Summary> {
+        let submissions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submission_versions")
+            .fetch_one(&self.pool)
+            .await?;
+        let alerts_by_rule = self
+            .grouped_counts(
+                "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
+            )
+            .await?;
+        let outbox = self
+            .grouped_counts(
+                "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
+            )
+            .await?;
+        Ok(Summary {
+            submissions,
+            alerts_by_rule,
+            outbox,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl MaintenanceStore for PgStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 
     /// Retention: forgets the raw JSON of versions unchanged since `cutoff`.
-    pub async fn purge_raw_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
+    async fn purge_raw_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let r = sqlx::query(
             "UPDATE submission_versions SET raw = NULL WHERE raw IS NOT NULL AND last_changed < $1",

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::PgStore;
+use crate::store::prelude::*;
 use crate::store::{
     DeadLetter, DigestAlert, DigestRecord, OutboxInsert, Result, RuleErrorRow, fmt_time, parse_time,
 };
@@ -38,9 +39,10 @@ fn digest_alert(r: &sqlx::postgres::PgRow) -> Result<DigestAlert> {
     })
 }
 
-impl PgStore {
+#[async_trait::async_trait]
+impl DigestStore for PgStore {
     /// The last scheduled time done for digest `name` (see `SqliteStore::digest_anchor`).
-    pub async fn digest_anchor(
+    async fn digest_anchor(
         &self,
         name: &str,
         schedule: &str,
@@ -78,7 +80,7 @@ impl PgStore {
 
     /// Records the digest and writes its outbox rows in one (fenced)
     /// transaction; false (nothing written) when already recorded.
-    pub async fn record_digest(
+    async fn record_digest(
         &self,
         rec: &DigestRecord,
         outbox: &[OutboxInsert],
@@ -132,7 +134,7 @@ impl PgStore {
     }
 
     /// Moves a schedule past times that produced nothing.
-    pub async fn advance_digest(&self, name: &str, slot: DateTime<Utc>) -> Result<()> {
+    async fn advance_digest(&self, name: &str, slot: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE digest_schedules SET last_slot = $1, updated = $2 WHERE name = $3 AND last_slot < $1",
@@ -147,7 +149,7 @@ impl PgStore {
     }
 
     /// Digests recorded for `name`, oldest first.
-    pub async fn digests_recorded(&self, name: &str) -> Result<Vec<DigestRecord>> {
+    async fn digests_recorded(&self, name: &str) -> Result<Vec<DigestRecord>> {
         let rows = sqlx::query(
             "SELECT name, scheduled_at, period_start, period_end, slots, trigger, content_hash \
              FROM digests WHERE name = $1 ORDER BY scheduled_at",
@@ -171,7 +173,7 @@ impl PgStore {
     }
 
     /// Alerts fired in `[start, end)`, oldest first; not a quiet backfill's.
-    pub async fn alerts_fired_between(
+    async fn alerts_fired_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
@@ -189,7 +191,7 @@ impl PgStore {
     }
 
     /// Alerts fired before `end` and still open, oldest first.
-    pub async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>> {
+    async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>> {
         let sql = format!(
             "SELECT {ALERT_COLUMNS} WHERE a.fired_at < $1 AND COALESCE(s.state, 'open') = 'open' \
              ORDER BY a.fired_at, a.fingerprint"
@@ -202,7 +204,7 @@ impl PgStore {
     }
 
     /// Rule errors audited in `[start, end)`.
-    pub async fn rule_errors_between(
+    async fn rule_errors_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
@@ -229,7 +231,7 @@ impl PgStore {
     }
 
     /// Notifications given up in `[start, end)`.
-    pub async fn dead_letters_between(
+    async fn dead_letters_between(
         &self,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
@@ -252,14 +254,5 @@ impl PgStore {
                 })
             })
             .collect()
-    }
-
-    /// Argos calls counted for a UTC day (`YYYY-MM-DD`).
-    pub async fn api_calls_on(&self, day: &str) -> Result<u64> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT calls FROM api_budget WHERE day = $1")
-            .bind(day)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
     }
 }

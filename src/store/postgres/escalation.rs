@@ -7,11 +7,13 @@ use sqlx::Row;
 
 use super::PgStore;
 use crate::store::escalation::{ActiveEscalation, LastStep, StepResult, StepSend};
+use crate::store::prelude::*;
 use crate::store::{Result, StoreError, fmt_time, parse_time};
 
-impl PgStore {
+#[async_trait::async_trait]
+impl EscalationStore for PgStore {
     /// Escalations with steps left, oldest first.
-    pub async fn active_escalations(&self) -> Result<Vec<ActiveEscalation>> {
+    async fn active_escalations(&self) -> Result<Vec<ActiveEscalation>> {
         let rows = sqlx::query(
             "SELECT e.fingerprint, e.policy, e.started_at, e.next_step, COALESCE(s.state, 'open') \
              FROM escalations e LEFT JOIN alert_states s ON s.fingerprint = e.fingerprint \
@@ -33,7 +35,7 @@ impl PgStore {
     }
 
     /// Ends an escalation without sending more; false when it had already ended.
-    pub async fn end_escalation(
+    async fn end_escalation(
         &self,
         fingerprint: &str,
         policy: &str,
@@ -50,7 +52,7 @@ impl PgStore {
     /// the index expected (two senders cannot both send); the alert's row is
     /// read `FOR SHARE`, so an acknowledgement (which locks it `FOR UPDATE`)
     /// lands before the read or after the commit, never between.
-    pub async fn send_escalation_step(&self, s: &StepSend<'_>) -> Result<StepResult> {
+    async fn send_escalation_step(&self, s: &StepSend<'_>) -> Result<StepResult> {
         let now = fmt_time(s.now);
         let wall = fmt_time(Utc::now());
         let mut tx = self.write_tx().await?;
@@ -158,7 +160,7 @@ impl PgStore {
     }
 
     /// The last step sent for each of these alerts (the latest wins).
-    pub async fn last_escalation_steps(
+    async fn last_escalation_steps(
         &self,
         fingerprints: &[&str],
     ) -> Result<HashMap<String, LastStep>> {

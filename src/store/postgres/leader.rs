@@ -85,9 +85,9 @@ impl std::fmt::Debug for Leadership {
 }
 
 async fn connect(url: &str) -> Result<PgConnection> {
-    let open_err = |source| StoreError::Open {
+    let open_err = |source: sqlx::Error| StoreError::Open {
         path: redact_url(url),
-        source,
+        message: source.to_string(),
     };
     let opts = PgConnectOptions::from_str(url)
         .map_err(open_err)?

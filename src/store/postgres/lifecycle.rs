@@ -4,64 +4,51 @@ use chrono::Utc;
 use sqlx::Row;
 
 use super::PgStore;
-use crate::store::lifecycle::{
-    Action, AlertFilter, AlertListItem, AlertState, ChangeError, LifecycleError, transition,
-};
+use crate::lifecycle::{Current, check_request, decide};
+use crate::store::lifecycle::{Action, AlertFilter, AlertListItem, AlertState, ChangeError};
+use crate::store::prelude::*;
 use crate::store::{Result, fmt_time};
 
-impl PgStore {
+#[async_trait::async_trait]
+impl LifecycleStore for PgStore {
     /// Applies `action` by `by` to the alert; returns the new state. The
     /// alert's row is locked (`FOR UPDATE`): two people acting at once are
     /// served one after the other, and an escalation step (which locks it
     /// `FOR SHARE`) sees the state before or after, never between.
-    pub async fn change_alert(
+    async fn change_alert(
         &self,
         fingerprint: &str,
         by: &str,
         action: Action,
     ) -> std::result::Result<AlertState, ChangeError> {
-        if by.trim().is_empty() {
-            return Err(LifecycleError::NoActor.into());
-        }
-        if let Action::Resolve { outcome, .. } = &action
-            && outcome.trim().is_empty()
-        {
-            return Err(LifecycleError::EmptyOutcome.into());
-        }
+        check_request(by, &action)?;
         let now = fmt_time(Utc::now());
-        let mut tx = self.write_tx().await?;
+        // A person's action, valid from any instance (leader or standby):
+        // not fenced. The row lock serialises it with the leader's steps.
+        let mut tx = self.pool().begin().await?;
         let exists: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = $1 FOR UPDATE")
                 .bind(fingerprint)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if exists.is_none() {
-            return Err(LifecycleError::NoSuchAlert(fingerprint.to_owned()).into());
-        }
-        let row = sqlx::query(
-            "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = $1",
-        )
-        .bind(fingerprint)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (current, prev_by, prev_at) = match &row {
-            Some(r) => (
-                AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
-                r.get::<String, _>(1),
-                r.get::<String, _>(2),
+        let current = match exists {
+            None => None,
+            Some(_) => Some(
+                sqlx::query(
+                    "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = $1",
+                )
+                .bind(fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| Current {
+                    state: AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
+                    by: r.get(1),
+                    at: r.get(2),
+                })
+                .unwrap_or_else(Current::open),
             ),
-            None => (AlertState::Open, String::new(), String::new()),
         };
-        let next = transition(current, &action).map_err(|state| LifecycleError::Already {
-            fingerprint: fingerprint.to_owned(),
-            state,
-            by: prev_by,
-            at: prev_at,
-        })?;
-        let (note, outcome) = match &action {
-            Action::Ack { note } => (note.clone(), None),
-            Action::Resolve { outcome, note } => (note.clone(), Some(outcome.clone())),
-        };
+        let d = decide(fingerprint, current, &action)?;
         sqlx::query(
             "INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, note, outcome) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO UPDATE SET state = excluded.state, \
@@ -69,11 +56,11 @@ impl PgStore {
              outcome = excluded.outcome",
         )
         .bind(fingerprint)
-        .bind(next.as_str())
+        .bind(d.to.as_str())
         .bind(&now)
         .bind(by)
-        .bind(&note)
-        .bind(&outcome)
+        .bind(&d.note)
+        .bind(&d.outcome)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -83,28 +70,26 @@ impl PgStore {
         .bind(fingerprint)
         .bind(&now)
         .bind(by)
-        .bind(current.as_str())
-        .bind(next.as_str())
-        .bind(&note)
-        .bind(&outcome)
+        .bind(d.from.as_str())
+        .bind(d.to.as_str())
+        .bind(&d.note)
+        .bind(&d.outcome)
         .execute(&mut *tx)
         .await?;
-        let detail = serde_json::json!({"by": by, "from": current.as_str(), "to": next.as_str(),
-            "note": note, "outcome": outcome});
         sqlx::query(
             "INSERT INTO audit_log (at, kind, fingerprint, detail) VALUES ($1, 'state_change', $2, $3)",
         )
         .bind(&now)
         .bind(fingerprint)
-        .bind(detail.to_string())
+        .bind(d.audit_detail(by).to_string())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(next)
+        Ok(d.to)
     }
 
     /// Alerts, newest first, filtered.
-    pub async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertListItem>> {
+    async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertListItem>> {
         let rows = sqlx::query(
             "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.fired_at, \
              COALESCE(s.state, 'open'), s.changed_by, s.outcome, \

@@ -6,10 +6,12 @@ use super::PgStore;
 use crate::store::Result;
 use crate::store::lifecycle::AlertState;
 use crate::store::lookup::{AlertView, Candidate, LookupError, MAX_CANDIDATES, valid_prefix};
+use crate::store::prelude::*;
 
-impl PgStore {
+#[async_trait::async_trait]
+impl LookupStore for PgStore {
     /// The full fingerprint of the one alert `prefix` starts (case ignored).
-    pub async fn resolve_fingerprint(
+    async fn resolve_fingerprint(
         &self,
         prefix: &str,
     ) -> Result<std::result::Result<String, LookupError>> {
@@ -42,7 +44,7 @@ impl PgStore {
     }
 
     /// One alert with its state, for the alert page and the acknowledge page.
-    pub async fn alert_view(&self, fingerprint: &str) -> Result<Option<AlertView>> {
+    async fn alert_view(&self, fingerprint: &str) -> Result<Option<AlertView>> {
         let Some(r) = sqlx::query(
             "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.group_key, a.event_time, \
              a.fired_at, COALESCE(s.state, 'open'), s.changed_by, s.changed_at, a.body \

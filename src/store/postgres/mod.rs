@@ -22,7 +22,6 @@ mod lookup;
 mod outbox;
 mod pipeline;
 mod silences;
-mod store_trait;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,7 +29,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-use super::{Result, StoreError, Summary};
+use super::{Result, StoreError};
 
 /// Rows per multi-row INSERT (at most 10 columns: far below 65535 parameters).
 pub(crate) const ROWS_PER_INSERT: usize = 500;
@@ -76,9 +75,9 @@ impl PgStore {
     /// The password comes from the URL or `PGPASSWORD`; `sslmode` and
     /// `sslrootcert` in the query string as libpq names them.
     pub async fn open(url: &str) -> Result<Self> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: sqlx::Error| StoreError::Open {
             path: redact_url(url),
-            source,
+            message: source.to_string(),
         };
         check_url(url).map_err(|e| open_err(sqlx::Error::Configuration(e.into())))?;
         let opts = PgConnectOptions::from_str(url)
@@ -127,28 +126,6 @@ impl PgStore {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
     }
-
-    /// Counts for progress displays and summaries (as [`super::SqliteStore::summary`]).
-    pub async fn summary(&self) -> Result<Summary> {
-        let submissions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submission_versions")
-            .fetch_one(&self.pool)
-            .await?;
-        let alerts_by_rule = self
-            .grouped_counts(
-                "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
-            )
-            .await?;
-        let outbox = self
-            .grouped_counts(
-                "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
-            )
-            .await?;
-        Ok(Summary {
-            submissions,
-            alerts_by_rule,
-            outbox,
-        })
-    }
 }
 
 /// `$first,$first+1,..` for `n` values.
@@ -186,7 +163,7 @@ pub(crate) async fn insert_many<T>(
         }
         let args = q
             .take_arguments()
-            .map_err(|e| StoreError::Sql(sqlx::Error::Encode(e)))?
+            .map_err(|e| StoreError::from(sqlx::Error::Encode(e)))?
             .unwrap_or_default();
         if args.len() != cols * chunk.len() {
             return Err(StoreError::Binding {

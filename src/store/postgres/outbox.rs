@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PgStore;
+use crate::store::prelude::*;
 use crate::store::{
     DeliveryOutcome, GroupInsert, OutboxRow, OutboxStats, Result, StoreError, fmt_time, parse_time,
 };
@@ -82,8 +83,13 @@ pub(super) async fn join_groups(
     Ok(())
 }
 
-impl PgStore {
-    pub async fn due_outbox(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxRow>> {
+#[async_trait::async_trait]
+impl OutboxStore for PgStore {
+    async fn record_delivery(&self, row: &OutboxRow, outcome: &DeliveryOutcome) -> Result<()> {
+        self.record_deliveries(&[(row.clone(), outcome.clone())])
+            .await
+    }
+    async fn due_outbox(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxRow>> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox \
              WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
@@ -96,7 +102,7 @@ impl PgStore {
         outbox_rows(rows)
     }
 
-    pub async fn due_outbox_for(
+    async fn due_outbox_for(
         &self,
         receiver: &str,
         now: DateTime<Utc>,
@@ -115,7 +121,7 @@ impl PgStore {
         outbox_rows(rows)
     }
 
-    pub async fn due_receivers(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+    async fn due_receivers(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT receiver FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1",
         )
@@ -125,7 +131,7 @@ impl PgStore {
     }
 
     /// Pending outbox rows of one notification (every receiver).
-    pub async fn pending_outbox_of(&self, key: &str) -> Result<Vec<OutboxRow>> {
+    async fn pending_outbox_of(&self, key: &str) -> Result<Vec<OutboxRow>> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' AND fingerprint = $1 ORDER BY id"
         );
@@ -138,7 +144,7 @@ impl PgStore {
 
     /// Several deliveries' outcomes in one (fenced) transaction; the
     /// `delivery_attempts` trigger writes their audit rows.
-    pub async fn record_deliveries(&self, done: &[(OutboxRow, DeliveryOutcome)]) -> Result<()> {
+    async fn record_deliveries(&self, done: &[(OutboxRow, DeliveryOutcome)]) -> Result<()> {
         if done.is_empty() {
             return Ok(());
         }
@@ -208,7 +214,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn outbox_stats(&self) -> Result<OutboxStats> {
+    async fn outbox_stats(&self) -> Result<OutboxStats> {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
@@ -228,7 +234,7 @@ impl PgStore {
     /// See [`crate::store::Store::flush_groups`]. The due groups are locked
     /// (`FOR UPDATE`), so a batch joining one of them waits for the flush;
     /// only the alerts the notification carries are marked sent.
-    pub async fn flush_groups(&self, now: DateTime<Utc>) -> Result<usize> {
+    async fn flush_groups(&self, now: DateTime<Utc>) -> Result<usize> {
         let now_s = fmt_time(now);
         let mut tx = self.write_tx().await?;
         let groups = sqlx::query(

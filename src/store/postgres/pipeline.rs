@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{PgStore, insert_many};
+use crate::store::prelude::*;
 use crate::store::{
     BatchCommit, BatchPrefetch, OpenWindows, Result, SeenVersion, StateChange, StoreError,
     StoredWindowMember, fmt_time, parse_time,
@@ -22,8 +23,9 @@ fn window_member(r: &sqlx::postgres::PgRow) -> Result<StoredWindowMember> {
     })
 }
 
-impl PgStore {
-    pub async fn seen_versions(&self, ids: &[&str]) -> Result<HashMap<String, SeenVersion>> {
+#[async_trait::async_trait]
+impl PipelineStore for PgStore {
+    async fn seen_versions(&self, ids: &[&str]) -> Result<HashMap<String, SeenVersion>> {
         let rows = sqlx::query(
             "SELECT submission_id, content_hash, kyc_result FROM submission_versions \
              WHERE submission_id = ANY($1)",
@@ -45,7 +47,7 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn undecided_since(
+    async fn undecided_since(
         &self,
         horizon: DateTime<Utc>,
     ) -> Result<Vec<(String, Option<DateTime<Utc>>)>> {
@@ -68,7 +70,7 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn prefetch(
+    async fn prefetch(
         &self,
         submission_ids: &[&str],
         applicant_ids: &[&str],
@@ -108,7 +110,7 @@ impl PgStore {
         Ok(out)
     }
 
-    pub async fn open_windows(&self, since: DateTime<Utc>) -> Result<OpenWindows> {
+    async fn open_windows(&self, since: DateTime<Utc>) -> Result<OpenWindows> {
         let since = fmt_time(since);
         let members = sqlx::query(
             "SELECT rule_id, group_key, submission_id, event_time, consumed FROM window_members \
@@ -136,7 +138,7 @@ impl PgStore {
     }
 
     /// The stored members among `(rule_id, group_key, submission_id)` triples.
-    pub async fn window_members_among(
+    async fn window_memberships(
         &self,
         members: &[(&str, &str, &str)],
     ) -> Result<Vec<StoredWindowMember>> {
@@ -159,7 +161,7 @@ impl PgStore {
         .collect()
     }
 
-    pub async fn latest_window_event(&self) -> Result<Option<DateTime<Utc>>> {
+    async fn latest_window_event(&self) -> Result<Option<DateTime<Utc>>> {
         let t: Option<String> = sqlx::query_scalar("SELECT MAX(event_time) FROM window_members")
             .fetch_one(&self.pool)
             .await?;
@@ -168,7 +170,7 @@ impl PgStore {
     }
 
     /// See [`crate::store::Store::commit_batch`]: one transaction, fenced when leading.
-    pub async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {
+    async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {
         let now = fmt_time(Utc::now());
         // One upsert statement may not touch a key twice (see write_state).
         let versions = last_per_key(batch.versions.iter().collect(), |v| v.submission_id.clone());
@@ -288,10 +290,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn submissions_raw(
-        &self,
-        ids: &[&str],
-    ) -> Result<HashMap<String, serde_json::Value>> {
+    async fn submissions_raw(&self, ids: &[&str]) -> Result<HashMap<String, serde_json::Value>> {
         let rows = sqlx::query(
             "SELECT submission_id, raw FROM submission_versions \
              WHERE raw IS NOT NULL AND submission_id = ANY($1)",
@@ -310,8 +309,11 @@ impl PgStore {
         }
         Ok(out)
     }
+}
 
-    pub async fn add_api_calls(&self, day: &str, n: u64) -> Result<u64> {
+#[async_trait::async_trait]
+impl MetaStore for PgStore {
+    async fn add_api_calls(&self, day: &str, n: u64) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let calls: i64 = sqlx::query_scalar(
             "INSERT INTO api_budget (day, calls) VALUES ($1, $2) \
@@ -325,7 +327,7 @@ impl PgStore {
         Ok(calls.max(0) as u64)
     }
 
-    pub async fn found_first(&self) -> Result<HashMap<String, u64>> {
+    async fn found_first(&self) -> Result<HashMap<String, u64>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT source, versions FROM version_sources")
                 .fetch_all(&self.pool)
@@ -336,17 +338,26 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
     }
 
-    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         set_meta(&mut tx, key, value).await?;
         Ok(tx.commit().await?)
+    }
+
+    /// Argos calls counted for a UTC day (`YYYY-MM-DD`).
+    async fn api_calls_on(&self, day: &str) -> Result<u64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT calls FROM api_budget WHERE day = $1")
+            .bind(day)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 }
 

@@ -5,10 +5,12 @@ use sqlx::Row;
 
 use super::PgStore;
 use crate::notify::silence::{NewSilence, Silence};
+use crate::store::prelude::*;
 use crate::store::{Result, StoreError, fmt_time, parse_time};
 
-impl PgStore {
-    pub async fn add_silence(&self, s: &NewSilence) -> Result<i64> {
+#[async_trait::async_trait]
+impl SilenceStore for PgStore {
+    async fn add_silence(&self, s: &NewSilence) -> Result<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO silences (rule_id, matchers, reason, author, created_at, starts_at, ends_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -24,11 +26,7 @@ impl PgStore {
         .await?)
     }
 
-    pub async fn silences(
-        &self,
-        now: DateTime<Utc>,
-        include_expired: bool,
-    ) -> Result<Vec<Silence>> {
+    async fn silences(&self, now: DateTime<Utc>, include_expired: bool) -> Result<Vec<Silence>> {
         let rows = sqlx::query(
             "SELECT id, rule_id, matchers, reason, author, created_at, starts_at, ends_at \
              FROM silences WHERE $1 OR ends_at > $2 ORDER BY id DESC",
@@ -58,7 +56,7 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn expire_silence(&self, id: i64, now: DateTime<Utc>) -> Result<bool> {
+    async fn expire_silence(&self, id: i64, now: DateTime<Utc>) -> Result<bool> {
         let n = sqlx::query("UPDATE silences SET ends_at = LEAST(ends_at, $1) WHERE id = $2")
             .bind(fmt_time(now))
             .bind(id)

@@ -15,6 +15,8 @@ use kyc_sentinel::simulator::generator::{Generator, decide, published_by};
 use serde_json::Value;
 use std::time::Duration;
 
+pub mod smtp;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -140,5 +142,31 @@ pub fn recent_backlog() -> SimConfig {
         base_time: Some(Utc::now() - chrono::Duration::minutes(5)),
         backlog_span: Some(Duration::from_secs(7200)),
         ..SimConfig::default()
+    }
+}
+
+/// A child process killed when the test ends, also when it fails early (an
+/// assertion must not leave a daemon running).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }

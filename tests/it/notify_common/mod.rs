@@ -11,8 +11,9 @@ use chrono::Utc;
 use kyc_sentinel::config::Config;
 use kyc_sentinel::notify::outbox::Outbox;
 use kyc_sentinel::notify::{Notification, group_key_hash};
+use kyc_sentinel::store::prelude::*;
 use kyc_sentinel::store::{
-    AlertRow, BatchCommit, OutboxInsert, OutboxStats, SqliteStore, Store, VersionRow,
+    AlertRow, BatchCommit, OutboxInsert, OutboxStats, SqliteStore, VersionRow,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -179,56 +180,4 @@ pub fn verify_with_python(dir: &Path, secret: &str, header: &str, body: &str) ->
         .output()
         .expect("python3 runs");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A Python with aiosmtpd: `KYC_SENTINEL_PYTHON` (set by scripts/test), the
-/// repository's `.venv`, or a virtualenv this creates under the target folder.
-pub fn python_with_aiosmtpd() -> PathBuf {
-    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PY.get_or_init(|| {
-        let has = |py: &Path| {
-            Command::new(py)
-                .args(["-c", "import aiosmtpd"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if let Ok(p) = std::env::var("KYC_SENTINEL_PYTHON") {
-            let p = PathBuf::from(p);
-            assert!(
-                has(&p),
-                "KYC_SENTINEL_PYTHON={} cannot import aiosmtpd",
-                p.display()
-            );
-            return p;
-        }
-        let repo_venv = repo().join(".venv/bin/python");
-        if has(&repo_venv) {
-            return repo_venv;
-        }
-        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aiosmtpd-venv");
-        let py = venv.join("bin/python");
-        if !has(&py) {
-            let ok = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success())
-                && Command::new(venv.join("bin/pip"))
-                    .args([
-                        "install",
-                        "--quiet",
-                        "--disable-pip-version-check",
-                        "aiosmtpd>=1.4,<2",
-                    ])
-                    .status()
-                    .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "could not create a virtualenv with aiosmtpd in {}",
-                venv.display()
-            );
-        }
-        py
-    })
-    .clone()
 }

@@ -1,4 +1,12 @@
-//! [`Store`] on a SQLite file (WAL), with the migrations embedded in the binary.
+//! The SQLite backend: every role trait on a SQLite file (WAL), with the
+//! migrations embedded in the binary. SQL text lives here and in the files
+//! beside this one, nowhere else.
+
+mod audit;
+mod digests;
+mod escalation;
+mod lifecycle;
+mod lookup;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::*;
+use crate::outbox_payload::{OutboxPayload, group_key_hash};
 
 /// SQLite keeps a bound on host parameters per statement; `IN (...)` lists are
 /// chunked below it.
@@ -24,9 +33,9 @@ impl SqliteStore {
     /// Opens (creating if missing) the store at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| StoreError::Open {
+            .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
-                source,
+                message: e.to_string(),
             })?
             .filename(path)
             .create_if_missing(true)
@@ -55,9 +64,9 @@ impl SqliteStore {
             .max_connections(2)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
+            .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
-                source,
+                message: e.to_string(),
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
@@ -84,297 +93,6 @@ impl SqliteStore {
             .into_iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
-    }
-
-    /// Counts for progress displays and summaries.
-    pub async fn summary(&self) -> Result<Summary> {
-        let submissions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submission_versions")
-            .fetch_one(&self.pool)
-            .await?;
-        let alerts_by_rule = self
-            .grouped_counts(
-                "SELECT rule_id, severity, COUNT(*) FROM alerts GROUP BY rule_id, severity ORDER BY 3 DESC, 1",
-            )
-            .await?;
-        let outbox = self
-            .grouped_counts(
-                "SELECT receiver, state, COUNT(*) FROM outbox GROUP BY receiver, state ORDER BY 1, 2",
-            )
-            .await?;
-        Ok(Summary {
-            submissions,
-            alerts_by_rule,
-            outbox,
-        })
-    }
-}
-
-/// One row of the audit log, as `audit` shows and exports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub at: String,
-    pub kind: String,
-    pub submission_id: Option<String>,
-    pub version_hash: Option<String>,
-    pub rule_id: Option<String>,
-    pub rule_version: Option<String>,
-    pub fingerprint: Option<String>,
-    pub detail: serde_json::Value,
-}
-
-/// A stored alert and what happened to its notifications.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AlertRecord {
-    pub fingerprint: String,
-    pub fired_at: String,
-    pub rule_version: String,
-    /// The alert as `eval` prints it.
-    pub alert: serde_json::Value,
-    /// Every notification that carried it (alone, grouped, an escalation
-    /// step, a digest): (receiver, state, attempts, last_error)
-    pub notifications: Vec<(String, String, i64, Option<String>)>,
-    /// (receiver, at, ok, detail)
-    pub attempts: Vec<(String, String, bool, Option<String>)>,
-}
-
-const AUDIT_COLUMNS: &str =
-    "id, at, kind, submission_id, version_hash, rule_id, rule_version, fingerprint, detail";
-
-fn audit_entry(r: &sqlx::sqlite::SqliteRow) -> AuditEntry {
-    let detail: Option<String> = r.get(8);
-    AuditEntry {
-        id: r.get(0),
-        at: r.get(1),
-        kind: r.get(2),
-        submission_id: r.get(3),
-        version_hash: r.get(4),
-        rule_id: r.get(5),
-        rule_version: r.get(6),
-        fingerprint: r.get(7),
-        detail: detail
-            .and_then(|d| serde_json::from_str(&d).ok())
-            .unwrap_or(serde_json::Value::Null),
-    }
-}
-
-impl SqliteStore {
-    /// Audit rows whose `column` equals `value`, oldest first.
-    async fn audit_where(&self, column: &'static str, value: &str) -> Result<Vec<AuditEntry>> {
-        // `column` is one of two constants below, never user input.
-        let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {column} = ? ORDER BY id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(audit_entry).collect())
-    }
-
-    /// Audit rows about a submission, oldest first.
-    pub async fn audit_for_submission(&self, id: &str) -> Result<Vec<AuditEntry>> {
-        self.audit_where("submission_id", id).await
-    }
-
-    /// Audit rows about an alert, oldest first.
-    pub async fn audit_for_alert(&self, fingerprint: &str) -> Result<Vec<AuditEntry>> {
-        self.audit_where("fingerprint", fingerprint).await
-    }
-
-    /// Audit rows written in `[from, to)`, for an auditor's export.
-    pub async fn audit_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<AuditEntry>> {
-        let sql =
-            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE at >= ? AND at < ? ORDER BY id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(fmt_time(from))
-            .bind(fmt_time(to))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(audit_entry).collect())
-    }
-
-    /// The last processed version of a submission: (content hash, result, raw JSON if kept).
-    pub async fn submission(
-        &self,
-        id: &str,
-    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
-        let row = sqlx::query(
-            "SELECT content_hash, kyc_result, raw FROM submission_versions WHERE submission_id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
-    }
-
-    /// Fingerprints of the alerts a submission took part in.
-    pub async fn alerts_of_submission(&self, id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT fingerprint FROM alerts WHERE submission_id = ? \
-             OR EXISTS (SELECT 1 FROM json_each(json_extract(body, '$.submission_ids')) WHERE value = ?) \
-             ORDER BY fired_at",
-        )
-        .bind(id)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Where a submission was counted in windows: each (rule, group key)
-    /// with the alert that consumed it, or the window's open members.
-    pub async fn window_memberships(&self, id: &str) -> Result<Vec<WindowMembership>> {
-        // No index by submission: a scan, for an auditor's one-off question,
-        // rather than an index every batch would have to write.
-        let rows = sqlx::query(
-            "SELECT rule_id, group_key, event_time, consumed FROM window_members \
-             WHERE submission_id = ? ORDER BY rule_id, group_key",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let newest = self.latest_window_event().await?.map(fmt_time);
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (rule_id, group_key): (String, String) = (r.get(0), r.get(1));
-            let consumed_by = if r.get::<i64, _>(3) != 0 {
-                sqlx::query(
-                    "SELECT fingerprint, json_extract(body, '$.submission_ids') FROM alerts \
-                     WHERE rule_id = ? AND group_key = ? AND EXISTS \
-                     (SELECT 1 FROM json_each(json_extract(body, '$.submission_ids')) WHERE value = ?)",
-                )
-                .bind(&rule_id)
-                .bind(&group_key)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|a| {
-                    let ids: Vec<String> =
-                        serde_json::from_str(&a.get::<String, _>(1)).unwrap_or_default();
-                    (a.get(0), ids)
-                })
-            } else {
-                None
-            };
-            let open_members = sqlx::query_scalar(
-                "SELECT event_time FROM window_members \
-                 WHERE rule_id = ? AND group_key = ? AND consumed = 0 ORDER BY event_time",
-            )
-            .bind(&rule_id)
-            .bind(&group_key)
-            .fetch_all(&self.pool)
-            .await?;
-            out.push(WindowMembership {
-                rule_id,
-                group_key,
-                event_time: r.get(2),
-                consumed: r.get::<i64, _>(3) != 0,
-                consumed_by,
-                open_members,
-                newest_event: newest.clone(),
-            });
-        }
-        Ok(out)
-    }
-
-    pub async fn alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
-        let Some(row) =
-            sqlx::query("SELECT fired_at, rule_version, body FROM alerts WHERE fingerprint = ?")
-                .bind(fingerprint)
-                .fetch_optional(&self.pool)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let body: String = row.get(2);
-        let notifications = sqlx::query(
-            "SELECT receiver, state, attempts, last_error FROM outbox \
-             WHERE fingerprint = ?1 OR id IN (SELECT outbox_id FROM outbox_alerts WHERE fingerprint = ?1) \
-             ORDER BY receiver, id",
-        )
-        .bind(fingerprint)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-        let attempts = sqlx::query(
-            "SELECT o.receiver, d.at, d.ok, d.detail FROM delivery_attempts d JOIN outbox o ON o.id = d.outbox_id \
-             WHERE o.fingerprint = ?1 OR o.id IN (SELECT outbox_id FROM outbox_alerts WHERE fingerprint = ?1) \
-             ORDER BY d.id",
-        )
-        .bind(fingerprint)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0, r.get(3)))
-        .collect();
-        Ok(Some(AlertRecord {
-            fingerprint: fingerprint.to_owned(),
-            fired_at: row.get(0),
-            rule_version: row.get(1),
-            alert: serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                what: "alerts.body",
-                detail: e.to_string(),
-            })?,
-            notifications,
-            attempts,
-        }))
-    }
-
-    /// Retention: forgets the raw JSON of versions unchanged for `days`;
-    /// decisions, alerts and the audit log stay. Returns the rows purged.
-    pub async fn purge_raw_older_than(&self, cutoff: DateTime<Utc>) -> Result<u64> {
-        let r = sqlx::query(
-            "UPDATE submission_versions SET raw = NULL WHERE raw IS NOT NULL AND last_changed < ?",
-        )
-        .bind(fmt_time(cutoff))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
-    }
-}
-
-/// A submission counted in a rule's window (see [`SqliteStore::window_memberships`]).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WindowMembership {
-    pub rule_id: String,
-    pub group_key: String,
-    /// The member's event time.
-    pub event_time: String,
-    pub consumed: bool,
-    /// The alert that consumed it, with that alert's members in order.
-    pub consumed_by: Option<(String, Vec<String>)>,
-    /// Event times of the window's members not consumed yet (this one included when open).
-    pub open_members: Vec<String>,
-    /// The newest event time in the engine's window state (how far time has moved on).
-    pub newest_event: Option<String>,
-}
-
-/// See [`SqliteStore::summary`].
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
-    /// Distinct submissions processed.
-    pub submissions: i64,
-    /// (rule, severity, alerts), most alerts first.
-    pub alerts_by_rule: Vec<(String, String, i64)>,
-    /// (receiver, state, rows).
-    pub outbox: Vec<(String, String, i64)>,
-}
-
-impl Summary {
-    pub fn alerts(&self) -> i64 {
-        self.alerts_by_rule.iter().map(|r| r.2).sum()
-    }
-    pub fn delivered(&self) -> i64 {
-        self.outbox
-            .iter()
-            .filter(|r| r.1 == "delivered")
-            .map(|r| r.2)
-            .sum()
     }
 }
 
@@ -408,7 +126,7 @@ async fn insert_many<T>(
         }
         let args = q
             .take_arguments()
-            .map_err(|e| StoreError::Sql(sqlx::Error::Encode(e)))?
+            .map_err(|e| StoreError::from(sqlx::Error::Encode(e)))?
             .unwrap_or_default();
         // SQLite does not complain about a bind too many or too few in a
         // multi-row INSERT: the rows come out shifted. A bind closure that
@@ -482,7 +200,8 @@ fn placeholders(n: usize) -> String {
     s
 }
 
-impl Store for SqliteStore {
+#[async_trait::async_trait]
+impl PipelineStore for SqliteStore {
     async fn seen_versions(&self, ids: &[&str]) -> Result<HashMap<String, SeenVersion>> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(IN_CHUNK) {
@@ -948,6 +667,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn submissions_raw(&self, ids: &[&str]) -> Result<HashMap<String, serde_json::Value>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT submission_id, raw FROM submission_versions \
+                 WHERE raw IS NOT NULL AND submission_id IN ({})",
+                placeholders(chunk.len())
+            );
+            // Only `?` placeholders are interpolated; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let raw: String = row.get(1);
+                let v = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt {
+                    what: "submission_versions.raw",
+                    detail: e.to_string(),
+                })?;
+                out.insert(row.get(0), v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxStore for SqliteStore {
     async fn due_outbox(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, fingerprint, receiver, payload, created_at, attempts FROM outbox \
@@ -1078,37 +825,6 @@ impl Store for SqliteStore {
         Ok(s)
     }
 
-    async fn add_api_calls(&self, day: &str, n: u64) -> Result<u64> {
-        let row = sqlx::query(
-            "INSERT INTO api_budget (day, calls) VALUES (?, ?) \
-             ON CONFLICT (day) DO UPDATE SET calls = calls + excluded.calls RETURNING calls",
-        )
-        .bind(day)
-        .bind(n as i64)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.get::<i64, _>(0) as u64)
-    }
-
-    async fn found_first(&self) -> Result<HashMap<String, u64>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT source, versions FROM version_sources")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(s, n)| (s, n.max(0) as u64))
-            .collect())
-    }
-
-    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
     async fn flush_groups(&self, now: DateTime<Utc>) -> Result<usize> {
         let now_s = fmt_time(now);
         let mut tx = self.write_tx().await?;
@@ -1150,8 +866,8 @@ impl Store for SqliteStore {
                     })
                     .collect::<Result<Vec<serde_json::Value>>>()?;
                 let refs: Vec<&str> = fps.iter().map(String::as_str).collect();
-                let key = crate::notify::group_key_hash(&refs);
-                let payload = crate::notify::Notification::payload(Some(&group_key), &alerts);
+                let key = group_key_hash(&refs);
+                let payload = OutboxPayload::group(Some(&group_key), &alerts);
                 sqlx::query(
                     "INSERT OR IGNORE INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at) \
                      VALUES (?, ?, ?, ?, ?)",
@@ -1202,32 +918,86 @@ impl Store for SqliteStore {
         Ok(written)
     }
 
-    async fn submissions_raw(&self, ids: &[&str]) -> Result<HashMap<String, serde_json::Value>> {
-        let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT submission_id, raw FROM submission_versions \
-                 WHERE raw IS NOT NULL AND submission_id IN ({})",
-                placeholders(chunk.len())
-            );
-            // Only `?` placeholders are interpolated; every value is bound.
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(&self.pool).await? {
-                let raw: String = row.get(1);
-                let v = serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt {
-                    what: "submission_versions.raw",
-                    detail: e.to_string(),
-                })?;
-                out.insert(row.get(0), v);
-            }
-        }
-        Ok(out)
+    async fn pending_outbox_of(&self, key: &str) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, fingerprint, receiver, payload, created_at, attempts FROM outbox \
+             WHERE state = 'pending' AND fingerprint = ? ORDER BY id",
+        )
+        .bind(key)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.get(0),
+                    fingerprint: r.get(1),
+                    receiver: r.get(2),
+                    payload: r.get(3),
+                    created_at: parse_time("outbox.created_at", &r.get::<String, _>(4))?,
+                    attempts: r.get(5),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl MetaStore for SqliteStore {
+    async fn add_api_calls(&self, day: &str, n: u64) -> Result<u64> {
+        let row = sqlx::query(
+            "INSERT INTO api_budget (day, calls) VALUES (?, ?) \
+             ON CONFLICT (day) DO UPDATE SET calls = calls + excluded.calls RETURNING calls",
+        )
+        .bind(day)
+        .bind(n as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get::<i64, _>(0) as u64)
     }
 
-    async fn add_silence(&self, s: &crate::notify::silence::NewSilence) -> Result<i64> {
+    async fn found_first(&self) -> Result<HashMap<String, u64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT source, versions FROM version_sources")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, n.max(0) as u64))
+            .collect())
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn api_calls_on(&self, day: &str) -> Result<u64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT calls FROM api_budget WHERE day = ?")
+            .bind(day)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl SilenceStore for SqliteStore {
+    async fn add_silence(&self, s: &crate::store::silences::NewSilence) -> Result<i64> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO silences (rule_id, matchers, reason, author, created_at, starts_at, ends_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -1248,7 +1018,7 @@ impl Store for SqliteStore {
         &self,
         now: DateTime<Utc>,
         include_expired: bool,
-    ) -> Result<Vec<crate::notify::silence::Silence>> {
+    ) -> Result<Vec<crate::store::silences::Silence>> {
         let rows = sqlx::query(
             "SELECT id, rule_id, matchers, reason, author, created_at, starts_at, ends_at \
              FROM silences WHERE ? OR ends_at > ? ORDER BY id DESC",
@@ -1261,7 +1031,7 @@ impl Store for SqliteStore {
             .map(|r| {
                 let m: String = r.get(2);
                 let t = |i: usize, what| parse_time(what, &r.get::<String, _>(i));
-                Ok(crate::notify::silence::Silence {
+                Ok(crate::store::silences::Silence {
                     id: r.get(0),
                     rule: r.get(1),
                     matchers: serde_json::from_str(&m).map_err(|e| StoreError::Corrupt {

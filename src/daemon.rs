@@ -167,7 +167,7 @@ pub async fn run_with_clock(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     // Before anything else touches the store: a second daemon is refused.
-    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "run")?;
+    let _lock = crate::store::lock::InstanceLock::for_store(&cfg.store, "run")?;
     let Engine {
         store,
         client,
@@ -508,7 +508,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
         opts.from,
         opts.to
     );
-    let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "backfill")?;
+    let _lock = crate::store::lock::InstanceLock::for_store(&cfg.store, "backfill")?;
     let Engine {
         client,
         pipeline,

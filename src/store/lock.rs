@@ -71,6 +71,19 @@ fn try_flock(file: &File) -> std::io::Result<bool> {
 }
 
 impl InstanceLock {
+    /// The lock of a SQLite store; `None` for PostgreSQL, where several
+    /// instances share the database and leadership decides who acts
+    /// (`crate::ha`).
+    pub fn for_store(
+        store: &crate::config::StoreConfig,
+        command: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        match &store.url {
+            Some(_) => Ok(None),
+            None => Self::acquire(&store.path, command).map(Some),
+        }
+    }
+
     /// Takes the lock of the store at `store` for `command` (`run`,
     /// `backfill`), or says which process holds it.
     pub fn acquire(store: &Path, command: &str) -> anyhow::Result<Self> {

@@ -82,6 +82,19 @@ async fn sigterm_stops_within_10s_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_times_loses_nothing() {
+    sigkill_twenty_times_loses_nothing_on(Backend::Sqlite).await;
+}
+
+/// The same kills with the state in PostgreSQL (one instance: it leads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_twenty_times_on_postgres_loses_nothing() {
+    let Some(pg) = Backend::postgres("sigkill") else {
+        return;
+    };
+    sigkill_twenty_times_loses_nothing_on(pg).await;
+}
+
+async fn sigkill_twenty_times_loses_nothing_on(backend: Backend) {
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -95,7 +108,7 @@ async fn sigkill_twenty_times_loses_nothing() {
     })
     .await
     .unwrap();
-    let cfg = write_config(dir.path(), &sim.base_url(), "");
+    let cfg = write_config_on(dir.path(), &sim.base_url(), &backend, "");
     // Submissions keep arriving for the whole run of kills. A version the
     // daemon never sees cannot be judged, so pending versions live 6s: several
     // short-lived daemons poll during that time.
@@ -125,8 +138,9 @@ async fn sigkill_twenty_times_loses_nothing() {
     let got = delivered(&dir.path().join("alerts.jsonl"));
     let dups = assert_delivered_exactly(&expected, &got);
     println!(
-        "crash test (CRASH_SEED={seed}): {kills} SIGKILLs, {} alerts expected and delivered, \
+        "crash test on {} (CRASH_SEED={seed}): {kills} SIGKILLs, {} alerts expected and delivered, \
          {dups} duplicate deliveries (same idempotency key)",
+        backend.name(),
         expected.len()
     );
 }

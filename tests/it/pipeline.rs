@@ -1,4 +1,5 @@
-//! The durable pipeline against the simulator over HTTP, with a real SQLite file.
+//! The durable pipeline against the simulator over HTTP, with a real SQLite
+//! file, and the same tests on a real PostgreSQL database where it matters.
 
 use crate::common;
 
@@ -34,6 +35,18 @@ async fn run_daemon_while<F: std::future::Future<Output = ()>>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_run_delivers_exactly_the_alerts_eval_finds() {
+    live_run_delivers_what_eval_finds_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_run_on_postgres_delivers_exactly_the_alerts_eval_finds() {
+    let Some(pg) = Backend::postgres("live_run") else {
+        return;
+    };
+    live_run_delivers_what_eval_finds_on(pg).await;
+}
+
+async fn live_run_delivers_what_eval_finds_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulator::start(SimConfig {
         seed: 11,
@@ -42,7 +55,7 @@ async fn live_run_delivers_exactly_the_alerts_eval_finds() {
     })
     .await
     .unwrap();
-    let cfg = write_config(dir.path(), &sim.base_url(), "");
+    let cfg = write_config_on(dir.path(), &sim.base_url(), &backend, "");
     run_daemon_while(
         &cfg,
         drive_arrivals(&sim, 12, 6, Duration::from_millis(2500)),
@@ -106,6 +119,18 @@ fn too_many_retry(id: &str, userid: &str, at: chrono::DateTime<Utc>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_state_survives_a_restart() {
+    window_state_survives_a_restart_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_state_survives_a_restart_on_postgres() {
+    let Some(pg) = Backend::postgres("window_restart") else {
+        return;
+    };
+    window_state_survives_a_restart_on(pg).await;
+}
+
+async fn window_state_survives_a_restart_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let sim = Simulator::start(SimConfig {
         submissions: 0,
@@ -113,7 +138,7 @@ async fn window_state_survives_a_restart() {
     })
     .await
     .unwrap();
-    let cfg = Config::load(&write_config(dir.path(), &sim.base_url(), "")).unwrap();
+    let cfg = Config::load(&write_config_on(dir.path(), &sim.base_url(), &backend, "")).unwrap();
     let now = Utc::now();
     sim.insert(too_many_retry(
         "s-1",
@@ -130,7 +155,7 @@ async fn window_state_survives_a_restart() {
         let mut poller = Poller::new(engine.client.clone(), cfg.poll.clone(), 0);
         let rep = poller.poll_once(&mut engine.pipeline).await.unwrap();
         assert_eq!((rep.batch.changed, rep.batch.alerts), (2, 0));
-    } // the engine is gone: only the SQLite file remembers the two rejections
+    } // the engine is gone: only the store remembers the two rejections
     sim.insert(too_many_retry(
         "s-3",
         "probe-user",
@@ -156,6 +181,18 @@ async fn window_state_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_twice_alerts_once() {
+    backfill_twice_alerts_once_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_twice_on_postgres_alerts_once() {
+    let Some(pg) = Backend::postgres("backfill_twice") else {
+        return;
+    };
+    backfill_twice_alerts_once_on(pg).await;
+}
+
+async fn backfill_twice_alerts_once_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let end = Utc::now() - chrono::Duration::days(1);
     let sim = Simulator::start(SimConfig {
@@ -167,7 +204,7 @@ async fn backfill_twice_alerts_once() {
     })
     .await
     .unwrap();
-    let cfg_path = write_config(dir.path(), &sim.base_url(), "");
+    let cfg_path = write_config_on(dir.path(), &sim.base_url(), &backend, "");
     let opts = BackfillOptions {
         from: (end - chrono::Duration::days(5)).date_naive(),
         to: end.date_naive(),

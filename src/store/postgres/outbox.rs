@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::PgStore;
+use super::{PgStore, insert_many};
 use crate::store::prelude::*;
 use crate::store::{
     DeliveryOutcome, GroupInsert, OutboxRow, OutboxStats, Result, StoreError, fmt_time, parse_time,
@@ -150,19 +150,28 @@ impl OutboxStore for PgStore {
         }
         let now = fmt_time(Utc::now());
         let mut tx = self.write_tx().await?;
+        // Set-based for the common case: a round of N deliveries is a few
+        // statements, not 2N round trips (a crash between the sends and this
+        // commit re-sends the round, so the commit should be short).
+        let delivered: Vec<i64> = done
+            .iter()
+            .filter(|(_, o)| matches!(o, DeliveryOutcome::Delivered))
+            .map(|(r, _)| r.id)
+            .collect();
+        if !delivered.is_empty() {
+            sqlx::query(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, done_at = $1 \
+                 WHERE id = ANY($2)",
+            )
+            .bind(&now)
+            .bind(&delivered)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut attempts: Vec<(i64, bool, Option<String>)> = Vec::with_capacity(done.len());
         for (row, outcome) in done {
-            let (ok, detail) = match outcome {
-                DeliveryOutcome::Delivered => {
-                    sqlx::query(
-                        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, done_at = $1 \
-                         WHERE id = $2",
-                    )
-                    .bind(&now)
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    (true, None)
-                }
+            let detail = match outcome {
+                DeliveryOutcome::Delivered => None,
                 DeliveryOutcome::Retry {
                     error,
                     next_attempt_at,
@@ -176,7 +185,7 @@ impl OutboxStore for PgStore {
                     .bind(row.id)
                     .execute(&mut *tx)
                     .await?;
-                    (false, Some(error.clone()))
+                    Some(error.clone())
                 }
                 DeliveryOutcome::Dead { error } => {
                     sqlx::query(
@@ -197,19 +206,20 @@ impl OutboxStore for PgStore {
                     .bind(serde_json::json!({"receiver": row.receiver, "error": error}).to_string())
                     .execute(&mut *tx)
                     .await?;
-                    (false, Some(error.clone()))
+                    Some(error.clone())
                 }
             };
-            sqlx::query(
-                "INSERT INTO delivery_attempts (outbox_id, at, ok, detail) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(row.id)
-            .bind(&now)
-            .bind(ok)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
+            attempts.push((row.id, detail.is_none(), detail));
         }
+        insert_many(
+            &mut tx,
+            "INSERT INTO delivery_attempts (outbox_id, at, ok, detail)",
+            4,
+            "",
+            &attempts,
+            |q, (id, ok, detail)| q.bind(*id).bind(&now).bind(*ok).bind(detail.clone()),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -24,16 +24,53 @@ pub fn repo() -> PathBuf {
 /// Writes `sentinel.yaml` in `dir` for a simulator at `base_url`, with a file
 /// receiver at `dir/alerts.jsonl` and the shipped rules. `extra` is appended.
 pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
+    write_config_on(dir, base_url, &Backend::Sqlite, extra)
+}
+
+/// The state store a test's daemon uses: the same tests run on both.
+pub enum Backend {
+    /// `state.db` in the test's directory.
+    Sqlite,
+    /// A fresh database of the throwaway cluster (dropped with the value).
+    Postgres(pg::Database<'static>),
+}
+
+impl Backend {
+    /// A PostgreSQL database, or `None` (with a message) where PostgreSQL is
+    /// not available and not required (see `pg::shared`).
+    pub fn postgres(prefix: &str) -> Option<Backend> {
+        pg::shared().map(|c| Backend::Postgres(c.database(prefix)))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The `store:` section's body.
+    fn yaml(&self) -> String {
+        match self {
+            Backend::Sqlite => "  path: state.db\n".into(),
+            Backend::Postgres(db) => format!("  url: {}\n", db.url()),
+        }
+    }
+}
+
+/// [`write_config`] with the store on `backend`.
+pub fn write_config_on(dir: &Path, base_url: &str, backend: &Backend, extra: &str) -> PathBuf {
     let text = format!(
         "argos:\n  base_url: {base_url}\n  api_key: sim-key\n  rate_limit_per_sec: 1000\n  \
          retry_base_delay: 10ms\n  max_retries: 8\n  timeout: 5s\n  page_size: 50\n\
          poll:\n  interval: 1s\n  midnight_overlap: 24h\n\
          rules: {rules}\n\
-         store:\n  path: state.db\n\
+         store:\n{store}\
          outbox:\n  retry_base: 50ms\n  flush_deadline: 5s\n\
          telemetry:\n  listen: 127.0.0.1:0\n\
          receivers:\n  - name: file\n    type: file\n    path: alerts.jsonl\n{extra}",
-        rules = repo().join("rules").display()
+        rules = repo().join("rules").display(),
+        store = backend.yaml(),
     );
     let path = dir.join("sentinel.yaml");
     std::fs::write(&path, text).unwrap();

@@ -204,6 +204,10 @@ pub struct StoreConfig {
     /// `postgres://USER@HOST:PORT/DB[?sslmode=..&sslrootcert=..]`; the
     /// password from `PGPASSWORD` or `${VAR}` in the URL.
     pub url: Option<String>,
+    /// Not read from the file: the epoch this process leads with, set by
+    /// `crate::ha` on the leader's copy of the config, so the engine's store
+    /// is fenced by it (`store::open`).
+    pub leader_epoch: Option<i64>,
     /// Raw submission JSON is forgotten this long after its last change;
     /// decisions, alerts and the audit log stay. Unset: kept.
     pub raw_retention: Option<Dur>,
@@ -226,6 +230,7 @@ impl From<RawStoreConfig> for StoreConfig {
             path_given: r.path.is_some(),
             path: r.path.unwrap_or_else(d_store),
             url: r.url,
+            leader_epoch: None,
             raw_retention: r.raw_retention,
         }
     }
@@ -241,6 +246,7 @@ impl Default for StoreConfig {
             path: d_store(),
             path_given: false,
             url: None,
+            leader_epoch: None,
             raw_retention: None,
         }
     }

@@ -28,7 +28,7 @@ use crate::store::StateStore;
 use crate::templates::Templates;
 
 /// The API key from the config, else from `ARGOS_API_KEY`.
-fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
+pub(crate) fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
     if let Some(k) = &cfg.argos.api_key {
         return Ok(k.clone());
     }
@@ -164,7 +164,19 @@ pub async fn run_with_clock(
     cfg: Config,
     rules: Arc<RuleSet>,
     clock: Arc<dyn Clock>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_with_hints(cfg, rules, clock, shutdown, None).await
+}
+
+/// [`run_with_clock`] with webhook hints from elsewhere too: `crate::ha`
+/// passes the channel it feeds with the hints standbys received.
+pub async fn run_with_hints(
+    cfg: Config,
+    rules: Arc<RuleSet>,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
+    more_hints: Option<(mpsc::Sender<Hint>, mpsc::Receiver<Hint>)>,
 ) -> anyhow::Result<()> {
     // Before anything else touches the store: a second daemon is refused.
     let _lock = crate::store::lock::InstanceLock::for_store(&cfg.store, "run")?;
@@ -182,8 +194,10 @@ pub async fn run_with_clock(
         "kyc-sentinel running"
     );
     let (ingest_stop, ingest_stop_rx) = watch::channel(false);
-    let (hint_tx, mut hint_rx) =
-        mpsc::channel::<Hint>(cfg.ingest.as_ref().map_or(1, |i| i.queue_capacity));
+    let external_hints = more_hints.is_some();
+    let (hint_tx, mut hint_rx) = more_hints.unwrap_or_else(|| {
+        mpsc::channel::<Hint>(cfg.ingest.as_ref().map_or(1, |i| i.queue_capacity))
+    });
     let ingest = match &cfg.ingest {
         Some(i) => {
             // Argos encrypts webhook bodies with the same key as API answers;
@@ -199,7 +213,7 @@ pub async fn run_with_clock(
             None
         }
     };
-    let hints_on = ingest.is_some();
+    let hints_on = ingest.is_some() || external_hints;
     let fetch_concurrency = cfg.ingest.as_ref().map_or(1, |i| i.fetch_concurrency);
     let catch_up = cfg.ingest.as_ref().is_some_and(|i| i.catch_up);
     // The outbox stops on its own signal, sent after the main loop ends, so it

@@ -43,6 +43,7 @@ pub mod daemon;
 pub mod demo;
 pub mod digest;
 pub mod escalation;
+pub mod ha;
 pub mod http_guard;
 pub mod ingest;
 pub mod lifecycle;

@@ -359,10 +359,39 @@ async fn metrics_route() -> String {
     metrics_handle().render()
 }
 
+/// With high availability (`crate::ha`): this instance's role, the first
+/// line of `/healthz` (`role: leader (epoch N)` or `role: standby`).
+static HA_ROLE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Records the role (`/healthz`) and sets the `kyc_sentinel_leader` gauge.
+pub fn set_ha_role(leader_epoch: Option<i64>) {
+    let line = match leader_epoch {
+        Some(e) => format!("role: leader (epoch {e})"),
+        None => "role: standby".to_owned(),
+    };
+    *HA_ROLE.lock().expect("role lock") = Some(line);
+    metrics_handle();
+    metrics::describe_gauge!(
+        "kyc_sentinel_leader",
+        "1 while this instance leads (polls, evaluates, delivers), 0 on a standby"
+    );
+    gauge!("kyc_sentinel_leader").set(if leader_epoch.is_some() { 1.0 } else { 0.0 });
+}
+
+/// The role line for `/healthz` ("" without high availability).
+pub fn ha_role_line() -> String {
+    HA_ROLE
+        .lock()
+        .expect("role lock")
+        .as_ref()
+        .map(|r| format!("{r}\n"))
+        .unwrap_or_default()
+}
+
 async fn health_route(State(h): State<Health>) -> (StatusCode, String) {
     // Degraded stays 200: a probe that restarts the process on it would
     // meet the same broken file at start and take a working daemon down.
-    let degraded = h.degraded().map(|d| d + "\n").unwrap_or_default();
+    let degraded = ha_role_line() + h.degraded().map(|d| d + "\n").unwrap_or_default().as_str();
     match h.check(chrono::Utc::now().timestamp()) {
         Ok(msg) => (StatusCode::OK, format!("{degraded}{msg}\n")),
         Err(msg) => (

@@ -20,6 +20,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
             let _ = tx.send(true);
         });
+        // With PostgreSQL, several instances may share the store: one leads.
+        if cfg.store.url.is_some() {
+            let rules = std::sync::Arc::new(crate::daemon::load_rules(&cfg)?);
+            let clock = std::sync::Arc::new(crate::escalation::SystemClock);
+            return crate::ha::run(cfg, rules, clock, rx).await;
+        }
         crate::daemon::run(cfg, rx).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod digests;
 pub mod escalation;
+pub mod hints;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
@@ -102,9 +103,17 @@ pub mod prelude {
 
 /// Opens the configured store (the one place that picks a backend).
 /// `store.url` means PostgreSQL, otherwise `store.path` is a SQLite file.
+/// With `leader_epoch` (set by `crate::ha` for the leader's engine), every
+/// write and outbox claim of the engine is fenced by that epoch.
 pub async fn open(cfg: &crate::config::StoreConfig) -> Result<Arc<dyn StateStore>> {
     Ok(match &cfg.url {
-        Some(url) => Arc::new(PgStore::open(url).await?),
+        Some(url) => {
+            let pg = PgStore::open(url).await?;
+            Arc::new(match cfg.leader_epoch {
+                Some(epoch) => pg.fenced(epoch),
+                None => pg,
+            })
+        }
         None => Arc::new(SqliteStore::open(&cfg.path).await?),
     })
 }

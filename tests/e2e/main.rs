@@ -7,4 +7,5 @@ mod common;
 mod daemon_process;
 mod day_one;
 mod demo;
+mod ha;
 mod hardening_delivery;

@@ -16,6 +16,7 @@ mod audit;
 pub mod copy;
 mod digests;
 mod escalation;
+mod hints;
 pub mod leader;
 mod lifecycle;
 mod lookup;

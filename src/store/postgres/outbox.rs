@@ -83,6 +83,23 @@ pub(super) async fn join_groups(
     Ok(())
 }
 
+impl PgStore {
+    /// Reads due rows for delivery: a claim. When leading, it is fenced
+    /// like a commit, so an instance deposed (or frozen, then woken) after
+    /// the takeover reads nothing to send; only rows it read before the
+    /// takeover can still go out twice, with the same idempotency key.
+    async fn claim(&self, q: super::PgQuery<'_>) -> Result<Vec<sqlx::postgres::PgRow>> {
+        let Some(epoch) = self.fence else {
+            return Ok(q.fetch_all(&self.pool).await?);
+        };
+        let mut tx = self.pool.begin().await?;
+        super::leader::fence(&mut tx, epoch).await?;
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+}
+
 #[async_trait::async_trait]
 impl OutboxStore for PgStore {
     async fn record_delivery(&self, row: &OutboxRow, outcome: &DeliveryOutcome) -> Result<()> {
@@ -94,12 +111,10 @@ impl OutboxStore for PgStore {
             "SELECT {OUTBOX_COLUMNS} FROM outbox \
              WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(fmt_time(now))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        outbox_rows(rows)
+            .bind(limit);
+        outbox_rows(self.claim(q).await?)
     }
 
     async fn due_outbox_for(
@@ -112,13 +127,11 @@ impl OutboxStore for PgStore {
             "SELECT {OUTBOX_COLUMNS} FROM outbox \
              WHERE state = 'pending' AND next_attempt_at <= $1 AND receiver = $2 ORDER BY id LIMIT $3"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(fmt_time(now))
             .bind(receiver)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        outbox_rows(rows)
+            .bind(limit);
+        outbox_rows(self.claim(q).await?)
     }
 
     async fn due_receivers(&self, now: DateTime<Utc>) -> Result<Vec<String>> {

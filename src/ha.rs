@@ -1,0 +1,324 @@
+//! High availability: several `run` instances on one PostgreSQL database
+//! (`store.url`), exactly one of them leading.
+//!
+//! Each instance loops between two roles:
+//!
+//! - **Standby**: serves `/healthz` (`role: standby`), `/metrics`
+//!   (`kyc_sentinel_leader 0`) and the alert API, and accepts Argos webhooks,
+//!   whose hints it writes to `ingest_hints` for the leader. Every second it
+//!   tries to take leadership (`store::postgres::leader`).
+//! - **Leader**: runs the whole engine (`daemon::run_with_hints`: polls,
+//!   evaluates, delivers, escalates, sends digests) on a store fenced by its
+//!   epoch, drains `ingest_hints` into the engine, and renews its lease. When
+//!   a renewal fails (connection lost, deposed, frozen past its lease) it
+//!   stops the engine and becomes a standby again.
+//!
+//! The standby's servers stop before the leader's engine binds the same
+//! addresses, so one configuration serves both roles.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::argos::crypto::{AesEcb, Cipher};
+use crate::config::Config;
+use crate::escalation::Clock;
+use crate::ingest::{Hint, IngestServer};
+use crate::rules::RuleSet;
+use crate::store::PgStore;
+use crate::store::hints::{HintStore, StoredHint};
+use crate::store::postgres::leader::{LeaseConfig, Leadership};
+
+/// A leader not renewed for this long may be deposed. With [`CONTEND_EVERY`]
+/// it bounds the takeover after a freeze (SIGSTOP) to about 8 s.
+pub const LEASE: Duration = Duration::from_secs(7);
+/// How often a standby tries to take leadership (after a crash of the
+/// leader, its lock is free at once: this is the takeover time).
+pub const CONTEND_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader drains the hints standbys received.
+const DRAIN_EVERY: Duration = Duration::from_millis(250);
+
+fn lease() -> LeaseConfig {
+    LeaseConfig {
+        lease: LEASE,
+        renew_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Runs this instance until `shutdown`: standby, leader when it can be, and
+/// standby again when leadership is lost.
+pub async fn run(
+    cfg: Config,
+    rules: Arc<RuleSet>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let url = cfg
+        .store
+        .url
+        .clone()
+        .context("high availability needs store.url (a PostgreSQL database)")?;
+    let store = Arc::new(PgStore::open(&url).await?);
+    loop {
+        crate::telemetry::set_ha_role(None);
+        let standby = Standby::start(&cfg, store.clone()).await?;
+        tracing::info!("standby: another instance leads; trying every {CONTEND_EVERY:?}");
+        let taken = tokio::select! {
+            _ = shutdown.changed() => None,
+            l = contend(&url) => Some(l),
+        };
+        standby.stop().await;
+        let Some(leadership) = taken else {
+            return Ok(());
+        };
+        match lead(&cfg, rules.clone(), clock.clone(), &store, leadership, &mut shutdown).await? {
+            Ended::Shutdown => return Ok(()),
+            Ended::Lost => continue,
+        }
+    }
+}
+
+/// Tries every [`CONTEND_EVERY`] until this instance leads. A database that
+/// cannot be reached is logged and tried again: a standby outlives it.
+async fn contend(url: &str) -> Leadership {
+    let cfg = lease();
+    loop {
+        match Leadership::try_acquire(url, &cfg).await {
+            Ok(Some(l)) => return l,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("standby: cannot contend for leadership: {e}"),
+        }
+        tokio::time::sleep(CONTEND_EVERY).await;
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Lost,
+}
+
+/// Runs the engine while leading; returns when shut down or deposed.
+async fn lead(
+    cfg: &Config,
+    rules: Arc<RuleSet>,
+    clock: Arc<dyn Clock>,
+    store: &PgStore,
+    mut leadership: Leadership,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
+    let epoch = leadership.epoch();
+    crate::telemetry::set_ha_role(Some(epoch));
+    tracing::warn!(
+        epoch,
+        "leader with epoch {epoch}: polling, evaluating and delivering"
+    );
+    let mut led = cfg.clone();
+    led.store.leader_epoch = Some(epoch);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cap = cfg.ingest.as_ref().map_or(1000, |i| i.queue_capacity);
+    let (hint_tx, hint_rx) = mpsc::channel::<Hint>(cap);
+    let drain = tokio::spawn(drain_hints(store.fenced(epoch), hint_tx.clone()));
+    let mut engine = tokio::spawn(crate::daemon::run_with_hints(
+        led,
+        rules,
+        clock,
+        stop_rx,
+        Some((hint_tx, hint_rx)),
+    ));
+    let mut renew = tokio::time::interval(LEASE / 5);
+    renew.tick().await; // the first tick is now: the lease was just taken
+    let ended = loop {
+        tokio::select! {
+            _ = shutdown.changed() => break Ended::Shutdown,
+            _ = renew.tick() => {
+                if !leadership.renew().await {
+                    break Ended::Lost;
+                }
+            }
+            r = &mut engine => {
+                // The engine stopped on its own: a fatal error.
+                drain.abort();
+                leadership.release().await;
+                return Err(r.map_err(anyhow::Error::from).and_then(|r| r).err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the engine stopped")));
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    drain.abort();
+    let stopped = engine.await;
+    match ended {
+        Ended::Shutdown => {
+            leadership.release().await;
+            stopped??;
+        }
+        Ended::Lost => {
+            // Its writes after the takeover were refused (fenced); what it
+            // sent before is re-sent by the new leader with the same keys.
+            tracing::warn!(
+                epoch,
+                "no longer leader (epoch {epoch}): engine stopped, standing by"
+            );
+            if let Ok(Err(e)) = stopped {
+                tracing::warn!("the engine stopped with: {e:#}");
+            }
+        }
+    }
+    Ok(ended)
+}
+
+/// Feeds the engine the hints standbys wrote, until aborted.
+async fn drain_hints(store: PgStore, hints: mpsc::Sender<Hint>) {
+    loop {
+        match store.take_hints(200).await {
+            Ok(taken) => {
+                for h in taken {
+                    let hint = Hint {
+                        trigger: crate::argos::webhook::Trigger::parse(&h.trigger),
+                        submission_id: h.submission_id,
+                        received: Instant::now(),
+                    };
+                    if hints.send(hint).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the standbys' webhook hints: {e}"),
+        }
+        tokio::time::sleep(DRAIN_EVERY).await;
+    }
+}
+
+/// What a standby serves: telemetry with the alert API, and the webhook
+/// endpoint whose hints go to the database.
+struct Standby {
+    telemetry: Option<tokio::task::JoinHandle<()>>,
+    ingest: Option<(watch::Sender<bool>, IngestServer, tokio::task::JoinHandle<()>)>,
+}
+
+impl Standby {
+    async fn start(cfg: &Config, store: Arc<PgStore>) -> anyhow::Result<Standby> {
+        let telemetry = match cfg.telemetry.listen {
+            Some(addr) => serve_standby(addr, cfg, store.clone()).await,
+            None => None,
+        };
+        let ingest = match &cfg.ingest {
+            Some(i) => {
+                let key = crate::daemon::api_key(cfg)?;
+                let (tx, rx) = mpsc::channel::<Hint>(i.queue_capacity);
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let server = with_retries(|| {
+                    // The same key as API answers, as the leader's endpoint.
+                    let cipher: Box<dyn Cipher> = Box::new(AesEcb::from_api_key(&key));
+                    IngestServer::start(i.clone(), Some(cipher), tx.clone(), stop_rx.clone())
+                })
+                .await
+                .context("standby: cannot start the webhook endpoint")?;
+                drop(tx);
+                let keep = tokio::spawn(keep_hints(store, rx));
+                Some((stop_tx, server, keep))
+            }
+            None => None,
+        };
+        Ok(Standby { telemetry, ingest })
+    }
+
+    /// Stops serving, so the leader's engine can bind the same addresses.
+    async fn stop(self) {
+        if let Some(t) = self.telemetry {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some((stop, server, keep)) = self.ingest {
+            let _ = stop.send(true);
+            server.stopped().await;
+            // The endpoint's sender is gone: the writer ends after the last hint.
+            let _ = keep.await;
+        }
+    }
+}
+
+/// Binds again a few times: the engine that just stopped may still be
+/// closing the same address.
+async fn with_retries<T, F, Fut>(mut start: F) -> std::io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match start().await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// `/healthz`, `/metrics` and the alert API of a standby. A standby that
+/// cannot serve them still stands by (logged), as the engine does.
+async fn serve_standby(
+    addr: std::net::SocketAddr,
+    cfg: &Config,
+    store: Arc<PgStore>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use axum::routing::get;
+    let dyn_store: Arc<dyn crate::store::StateStore> = store;
+    let mut app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async { crate::telemetry::metrics_handle().render() }),
+        )
+        .route(
+            "/healthz",
+            get(|| async {
+                crate::telemetry::ha_role_line() + "ok: standing by (another instance leads)\n"
+            }),
+        );
+    if let Some(api) = crate::daemon::api_router(cfg, &dyn_store) {
+        app = app.merge(api);
+    }
+    let listener = match with_retries(|| crate::http_guard::bind(addr, "telemetry.listen")).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("standby: cannot serve metrics on {addr}: {e}; continuing without");
+            return None;
+        }
+    };
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!("standby: metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+    }
+    Some(tokio::spawn(crate::http_guard::serve(
+        listener,
+        app,
+        crate::http_guard::Limits::API,
+        "telemetry",
+        std::future::pending(),
+    )))
+}
+
+/// Writes the standby's webhook hints to the database for the leader.
+async fn keep_hints(store: Arc<PgStore>, mut rx: mpsc::Receiver<Hint>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(h) = rx.try_recv() {
+            batch.push(h);
+        }
+        let rows: Vec<StoredHint> = batch
+            .into_iter()
+            .map(|h| StoredHint {
+                submission_id: h.submission_id,
+                trigger: h.trigger.as_str().to_owned(),
+                received_at: chrono::Utc::now(),
+            })
+            .collect();
+        if let Err(e) = store.add_hints(&rows).await {
+            // The leader's poll finds these submissions anyway.
+            tracing::warn!(hints = rows.len(), "standby: cannot keep webhook hints: {e}");
+        }
+    }
+}

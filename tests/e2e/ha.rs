@@ -1,0 +1,348 @@
+//! High availability on PostgreSQL as an operator runs it: two `run`
+//! processes on one database, the leader SIGKILLed and SIGSTOPped while
+//! submissions arrive. The standby takes over within max(10 s, 2 poll
+//! intervals), logged with the new epoch; every alert `eval` finds is
+//! delivered, re-sends only with the same idempotency key. And a webhook sent
+//! to the standby is acted on by the leader.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kyc_sentinel::simulator::{SimConfig, SimHandle, Simulator, WebhookPush};
+use kyc_sentinel::store::PgStore;
+use kyc_sentinel::store::prelude::*;
+use rand::{Rng, SeedableRng};
+
+const TOKEN: &str = "ha-test-token-0123456";
+/// max(10 s, 2 poll intervals of 1 s).
+const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `run` process of the pair (restarted under the same config).
+struct Instance {
+    name: &'static str,
+    cfg: PathBuf,
+    log: PathBuf,
+    port: u16,
+    child: Option<KillOnDrop>,
+}
+
+impl Instance {
+    /// `sentinel-NAME.yaml` in `dir`: the shared store and file receiver,
+    /// telemetry on a port of its own, `extra` appended.
+    fn new(dir: &Path, name: &'static str, sim: &SimHandle, pg: &Backend, extra: &str) -> Self {
+        let port = free_port();
+        let text = std::fs::read_to_string(write_config_on(dir, &sim.base_url(), pg, extra))
+            .unwrap()
+            .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
+        let cfg = dir.join(format!("sentinel-{name}.yaml"));
+        std::fs::write(&cfg, text).unwrap();
+        Instance {
+            name,
+            cfg,
+            log: dir.join(format!("{name}.log")),
+            port,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+            .args(["run", "--config"])
+            .arg(&self.cfg)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kyc-sentinel run");
+        self.child = Some(KillOnDrop(child));
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{sig}"), &pid])
+                .status()
+                .unwrap()
+                .success(),
+            "kill -{sig} {pid}"
+        );
+    }
+
+    fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits (at most 15 s) for a clean exit.
+    fn stop(&mut self) {
+        self.signal("TERM");
+        let mut c = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(status.success(), "{} exited with {status}", self.name);
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "{} did not stop", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `/healthz`'s body, or `None` when it does not answer within 500 ms.
+    async fn health(&self) -> Option<String> {
+        let client = kyc_sentinel::util::http_client()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let r = client
+            .get(format!("http://127.0.0.1:{}/healthz", self.port))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    }
+
+    /// The epoch it leads with, from `/healthz` (`role: leader (epoch N)`).
+    async fn leading(&self) -> Option<i64> {
+        let h = self.health().await?;
+        let rest = h.lines().next()?.strip_prefix("role: leader (epoch ")?;
+        rest.strip_suffix(')')?.parse().ok()
+    }
+
+    async fn standing_by(&self) -> bool {
+        self.health()
+            .await
+            .is_some_and(|h| h.starts_with("role: standby"))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `check` every 50 ms for at most `limit`; how long it took.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    Kill,
+    Freeze,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() {
+    let Some(pg) = Backend::postgres("ha_failover") else {
+        return;
+    };
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1919);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Arc::new(
+        Simulator::start(SimConfig {
+            seed: 51,
+            submissions: 400,
+            ..recent_backlog()
+        })
+        .await
+        .unwrap(),
+    );
+    let mut a = Instance::new(dir.path(), "a", &sim, &pg, "");
+    let mut b = Instance::new(dir.path(), "b", &sim, &pg, "");
+    a.start();
+    within(Duration::from_secs(30), || async { a.leading().await.is_some() })
+        .await
+        .expect("the first instance leads");
+    b.start();
+    within(Duration::from_secs(30), || async { b.standing_by().await })
+        .await
+        .expect("the second instance stands by");
+    // Submissions arrive for the whole run of faults. A pending version lives
+    // 12 s, longer than any failover, so some leader always sees it.
+    let feeder = {
+        let sim = sim.clone();
+        tokio::spawn(async move { drive_arrivals(&sim, 52, 60, Duration::from_secs(12)).await })
+    };
+    use Fault::*;
+    let plan = [
+        Kill, Kill, Kill, Freeze, Kill, Kill, Kill, Freeze, Kill, Kill, Kill, Freeze, Kill,
+    ];
+    let mut failovers = Vec::new();
+    for fault in plan {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+        let a_leads = a.leading().await.is_some();
+        let (leader, standby) = if a_leads {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        let before = leader.leading().await.expect("one of the two leads");
+        let t0 = Instant::now();
+        match fault {
+            Kill => leader.kill9(),
+            Freeze => leader.signal("STOP"),
+        }
+        // From the signal to the standby's /healthz saying it leads.
+        let (took, epoch) = loop {
+            if let Some(e) = standby.leading().await {
+                break (t0.elapsed(), e);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{} did not take over after {fault:?}",
+                standby.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            took <= FAILOVER_LIMIT,
+            "{fault:?}: {} took over after {took:?}, more than {FAILOVER_LIMIT:?}",
+            standby.name
+        );
+        assert!(epoch > before, "{fault:?}: epoch {epoch} after {before}");
+        assert!(
+            standby
+                .log_text()
+                .contains(&format!("leader with epoch {epoch}")),
+            "{}'s log does not name epoch {epoch}",
+            standby.name
+        );
+        failovers.push((fault, took));
+        // The old leader comes back as a standby.
+        match fault {
+            Kill => leader.start(),
+            Freeze => leader.signal("CONT"),
+        }
+        within(Duration::from_secs(30), || async { leader.standing_by().await })
+            .await
+            .unwrap_or_else(|| panic!("{} did not stand by after {fault:?}", leader.name));
+    }
+    feeder.await.unwrap();
+    // Let the last decided versions be polled and delivered.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.stop();
+    b.stop();
+
+    let expected = expected_alerts(&sim.dump());
+    assert!(expected.len() > 20, "the scenario raises alerts");
+    let got = delivered(&dir.path().join("alerts.jsonl"));
+    let dups = assert_delivered_exactly(&expected, &got);
+    let kills: Vec<_> = failovers.iter().filter(|(f, _)| *f == Kill).collect();
+    let freezes: Vec<_> = failovers.iter().filter(|(f, _)| *f == Freeze).collect();
+    let max = |v: &[&(Fault, Duration)]| v.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    println!(
+        "HA crash test (CRASH_SEED={seed}): {} SIGKILLs (failover max {:?}), {} SIGSTOPs \
+         (failover max {:?}); {} alerts expected and delivered, {dups} duplicate deliveries \
+         (same idempotency key)",
+        kills.len(),
+        max(&kills),
+        freezes.len(),
+        max(&freezes),
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
+    let Some(pg) = Backend::postgres("ha_hints") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let sim = Simulator::start(SimConfig {
+        submissions: 0,
+        // Argos calls the standby's endpoint.
+        webhook: Some(WebhookPush {
+            url: format!("http://127.0.0.1:{port_b}/argos/webhook/{TOKEN}"),
+            drop: 0.0,
+        }),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let ingest = |port: u16| format!("ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\n");
+    let mut a = Instance::new(dir.path(), "a", &sim, &pg, &ingest(port_a));
+    let mut b = Instance::new(dir.path(), "b", &sim, &pg, &ingest(port_b));
+    // One poll at start, the next in an hour: only the hint can bring it in.
+    for i in [&a, &b] {
+        let text = std::fs::read_to_string(&i.cfg)
+            .unwrap()
+            .replace("interval: 1s", "interval: 1h");
+        std::fs::write(&i.cfg, text).unwrap();
+    }
+    a.start();
+    within(Duration::from_secs(30), || async {
+        a.health()
+            .await
+            .is_some_and(|h| h.starts_with("role: leader") && h.contains("last successful poll"))
+    })
+    .await
+    .expect("the first instance leads and has polled");
+    b.start();
+    within(Duration::from_secs(30), || async { b.standing_by().await })
+        .await
+        .expect("the second instance stands by");
+
+    let now = kyc_sentinel::argos::model::format_argos_timestamp(chrono::Utc::now());
+    sim.insert(serde_json::json!({
+        "submission_id": "hinted-1", "userid": "u-hinted", "email": "hinted@example.com",
+        "created_at": now, "updated_at": now, "kyc": {"result": "approved"}
+    }));
+    let store = PgStore::open(&match &pg {
+        Backend::Postgres(db) => db.url(),
+        Backend::Sqlite => unreachable!(),
+    })
+    .await
+    .unwrap();
+    let took = within(Duration::from_secs(10), || async {
+        store.submission("hinted-1").await.unwrap().is_some()
+    })
+    .await
+    .expect("the leader fetched the submission the standby was told about");
+    let found = store.found_first().await.unwrap();
+    assert_eq!(found.get("webhook"), Some(&1), "{found:?}");
+    assert!(
+        a.log_text().contains("leader with epoch"),
+        "{}",
+        a.log_text()
+    );
+    println!("webhook to the standby -> processed by the leader in {took:?}");
+    a.stop();
+    b.stop();
+}

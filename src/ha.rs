@@ -29,7 +29,7 @@ use crate::ingest::{Hint, IngestServer};
 use crate::rules::RuleSet;
 use crate::store::PgStore;
 use crate::store::hints::{HintStore, StoredHint};
-use crate::store::postgres::leader::{LeaseConfig, Leadership};
+use crate::store::postgres::leader::{Leadership, LeaseConfig};
 
 /// A leader not renewed for this long may be deposed. With [`CONTEND_EVERY`]
 /// it bounds the takeover after a freeze (SIGSTOP) to about 8 s.
@@ -73,7 +73,16 @@ pub async fn run(
         let Some(leadership) = taken else {
             return Ok(());
         };
-        match lead(&cfg, rules.clone(), clock.clone(), &store, leadership, &mut shutdown).await? {
+        match lead(
+            &cfg,
+            rules.clone(),
+            clock.clone(),
+            &store,
+            leadership,
+            &mut shutdown,
+        )
+        .await?
+        {
             Ended::Shutdown => return Ok(()),
             Ended::Lost => continue,
         }
@@ -92,6 +101,46 @@ async fn contend(url: &str) -> Leadership {
         }
         tokio::time::sleep(CONTEND_EVERY).await;
     }
+}
+
+/// Runs `work` (a `backfill`) as the leader: refused while another instance
+/// leads, fenced by its own epoch, and stopped if the lease cannot be kept,
+/// so a `run` standby taking over never writes beside it.
+pub async fn exclusively<T>(
+    mut cfg: Config,
+    command: &str,
+    work: impl AsyncFnOnce(Config) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let url = cfg.store.url.clone().context("store.url")?;
+    PgStore::open(&url).await?;
+    let Some(mut leadership) = Leadership::try_acquire(&url, &lease()).await? else {
+        anyhow::bail!(
+            "another kyc-sentinel leads on the store {} ; `{command}` needs it alone: stop the \
+             `run` instances first",
+            crate::store::postgres::redact_url(&url)
+        );
+    };
+    let epoch = leadership.epoch();
+    tracing::info!(epoch, "`{command}` leads with epoch {epoch}");
+    cfg.store.leader_epoch = Some(epoch);
+    let work = work(cfg);
+    tokio::pin!(work);
+    let mut renew = tokio::time::interval(LEASE / 5);
+    renew.tick().await;
+    let out = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = renew.tick() => {
+                if !leadership.renew().await {
+                    break Err(anyhow::anyhow!(
+                        "`{command}` lost leadership (epoch {epoch}): stopped; run it again to go on"
+                    ));
+                }
+            }
+        }
+    };
+    leadership.release().await;
+    out
 }
 
 enum Ended {
@@ -195,7 +244,11 @@ async fn drain_hints(store: PgStore, hints: mpsc::Sender<Hint>) {
 /// endpoint whose hints go to the database.
 struct Standby {
     telemetry: Option<tokio::task::JoinHandle<()>>,
-    ingest: Option<(watch::Sender<bool>, IngestServer, tokio::task::JoinHandle<()>)>,
+    ingest: Option<(
+        watch::Sender<bool>,
+        IngestServer,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Standby {
@@ -290,7 +343,9 @@ async fn serve_standby(
         }
     };
     if let Ok(bound) = listener.local_addr() {
-        tracing::info!("standby: metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+        tracing::info!(
+            "standby: metrics on http://{bound}/metrics, health on http://{bound}/healthz"
+        );
     }
     Some(tokio::spawn(crate::http_guard::serve(
         listener,
@@ -318,7 +373,10 @@ async fn keep_hints(store: Arc<PgStore>, mut rx: mpsc::Receiver<Hint>) {
             .collect();
         if let Err(e) = store.add_hints(&rows).await {
             // The leader's poll finds these submissions anyway.
-            tracing::warn!(hints = rows.len(), "standby: cannot keep webhook hints: {e}");
+            tracing::warn!(
+                hints = rows.len(),
+                "standby: cannot keep webhook hints: {e}"
+            );
         }
     }
 }

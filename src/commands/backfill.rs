@@ -18,7 +18,15 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         notify: args.notify,
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(backfill(cfg, opts))?;
+    let report = rt.block_on(async move {
+        match cfg.store.url {
+            // PostgreSQL: no instance may act beside it (see `ha`).
+            Some(_) => {
+                crate::ha::exclusively(cfg, "backfill", async |c| backfill(c, opts).await).await
+            }
+            None => backfill(cfg, opts).await,
+        }
+    })?;
     print!("{}", summary(&args, &report));
     Ok(ExitCode::SUCCESS)
 }

@@ -104,7 +104,11 @@ impl Instance {
                 assert!(status.success(), "{} exited with {status}", self.name);
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "{} did not stop", self.name);
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{} did not stop",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -186,9 +190,11 @@ async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() 
     let mut a = Instance::new(dir.path(), "a", &sim, &pg, "");
     let mut b = Instance::new(dir.path(), "b", &sim, &pg, "");
     a.start();
-    within(Duration::from_secs(30), || async { a.leading().await.is_some() })
-        .await
-        .expect("the first instance leads");
+    within(Duration::from_secs(30), || async {
+        a.leading().await.is_some()
+    })
+    .await
+    .expect("the first instance leads");
     b.start();
     within(Duration::from_secs(30), || async { b.standing_by().await })
         .await
@@ -249,9 +255,11 @@ async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() 
             Kill => leader.start(),
             Freeze => leader.signal("CONT"),
         }
-        within(Duration::from_secs(30), || async { leader.standing_by().await })
-            .await
-            .unwrap_or_else(|| panic!("{} did not stand by after {fault:?}", leader.name));
+        within(Duration::from_secs(30), || async {
+            leader.standing_by().await
+        })
+        .await
+        .unwrap_or_else(|| panic!("{} did not stand by after {fault:?}", leader.name));
     }
     feeder.await.unwrap();
     // Let the last decided versions be polled and delivered.
@@ -319,17 +327,17 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
         .await
         .expect("the second instance stands by");
 
-    let now = kyc_sentinel::argos::model::format_argos_timestamp(chrono::Utc::now());
-    sim.insert(serde_json::json!({
-        "submission_id": "hinted-1", "userid": "u-hinted", "email": "hinted@example.com",
-        "created_at": now, "updated_at": now, "kyc": {"result": "approved"}
-    }));
     let store = PgStore::open(&match &pg {
         Backend::Postgres(db) => db.url(),
         Backend::Sqlite => unreachable!(),
     })
     .await
     .unwrap();
+    let now = kyc_sentinel::argos::model::format_argos_timestamp(chrono::Utc::now());
+    sim.insert(serde_json::json!({
+        "submission_id": "hinted-1", "userid": "u-hinted", "email": "hinted@example.com",
+        "created_at": now, "updated_at": now, "kyc": {"result": "approved"}
+    }));
     let took = within(Duration::from_secs(10), || async {
         store.submission("hinted-1").await.unwrap().is_some()
     })

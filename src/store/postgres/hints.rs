@@ -51,7 +51,10 @@ impl HintStore for PgStore {
                     StoredHint {
                         submission_id: r.get(1),
                         trigger: r.get(2),
-                        received_at: parse_time("ingest_hints.received_at", &r.get::<String, _>(3))?,
+                        received_at: parse_time(
+                            "ingest_hints.received_at",
+                            &r.get::<String, _>(3),
+                        )?,
                     },
                 ))
             })

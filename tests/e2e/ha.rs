@@ -19,6 +19,7 @@ use kyc_sentinel::store::prelude::*;
 use rand::{Rng, SeedableRng};
 
 const TOKEN: &str = "ha-test-token-0123456";
+const API_TOKEN: &str = "ha-api-token-0123456789";
 /// max(10 s, 2 poll intervals of 1 s).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
 
@@ -145,6 +146,30 @@ impl Instance {
     }
 }
 
+fn pg_url(pg: &Backend) -> String {
+    match pg {
+        Backend::Postgres(db) => db.url(),
+        Backend::Sqlite => unreachable!("the HA tests run on PostgreSQL"),
+    }
+}
+
+/// `/metrics`' `kyc_sentinel_leader` value.
+async fn leader_gauge(port: u16) -> Option<String> {
+    let text = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("kyc_sentinel_leader "))
+        .map(str::to_owned)
+}
+
 /// Polls `check` every 50 ms for at most `limit`; how long it took.
 async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
 where
@@ -165,6 +190,9 @@ where
 enum Fault {
     Kill,
     Freeze,
+    /// The leader's lock connection ended by the database (as when the
+    /// network to it is cut or PostgreSQL fails over).
+    Cut,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,8 +235,10 @@ async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() 
     };
     use Fault::*;
     let plan = [
-        Kill, Kill, Kill, Freeze, Kill, Kill, Kill, Freeze, Kill, Kill, Kill, Freeze, Kill,
+        Kill, Kill, Cut, Kill, Freeze, Kill, Kill, Kill, Freeze, Kill, Cut, Kill, Kill, Freeze,
+        Kill,
     ];
+    let db = PgStore::open(&pg_url(&pg)).await.unwrap();
     let mut failovers = Vec::new();
     for fault in plan {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
@@ -223,6 +253,12 @@ async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() 
         match fault {
             Kill => leader.kill9(),
             Freeze => leader.signal("STOP"),
+            Cut => {
+                sqlx::query("SELECT pg_terminate_backend(holder_pid) FROM leadership")
+                    .execute(db.pool())
+                    .await
+                    .unwrap();
+            }
         }
         // From the signal to the standby's /healthz saying it leads.
         let (took, epoch) = loop {
@@ -254,6 +290,7 @@ async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() 
         match fault {
             Kill => leader.start(),
             Freeze => leader.signal("CONT"),
+            Cut => {}
         }
         within(Duration::from_secs(30), || async {
             leader.standing_by().await
@@ -273,15 +310,18 @@ async fn the_standby_takes_over_after_sigkill_and_sigstop_and_nothing_is_lost() 
     let dups = assert_delivered_exactly(&expected, &got);
     let kills: Vec<_> = failovers.iter().filter(|(f, _)| *f == Kill).collect();
     let freezes: Vec<_> = failovers.iter().filter(|(f, _)| *f == Freeze).collect();
+    let cuts: Vec<_> = failovers.iter().filter(|(f, _)| *f == Cut).collect();
     let max = |v: &[&(Fault, Duration)]| v.iter().map(|(_, d)| *d).max().unwrap_or_default();
     println!(
         "HA crash test (CRASH_SEED={seed}): {} SIGKILLs (failover max {:?}), {} SIGSTOPs \
-         (failover max {:?}); {} alerts expected and delivered, {dups} duplicate deliveries \
-         (same idempotency key)",
+         (failover max {:?}), {} lock connections cut (failover max {:?}); {} alerts expected \
+         and delivered, {dups} duplicate deliveries (same idempotency key)",
         kills.len(),
         max(&kills),
         freezes.len(),
         max(&freezes),
+        cuts.len(),
+        max(&cuts),
         expected.len()
     );
 }
@@ -304,7 +344,11 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
     })
     .await
     .unwrap();
-    let ingest = |port: u16| format!("ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\n");
+    let ingest = |port: u16| {
+        format!(
+            "ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\napi:\n  token: {API_TOKEN}\n"
+        )
+    };
     let mut a = Instance::new(dir.path(), "a", &sim, &pg, &ingest(port_a));
     let mut b = Instance::new(dir.path(), "b", &sim, &pg, &ingest(port_b));
     // One poll at start, the next in an hour: only the hint can bring it in.
@@ -327,12 +371,7 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
         .await
         .expect("the second instance stands by");
 
-    let store = PgStore::open(&match &pg {
-        Backend::Postgres(db) => db.url(),
-        Backend::Sqlite => unreachable!(),
-    })
-    .await
-    .unwrap();
+    let store = PgStore::open(&pg_url(&pg)).await.unwrap();
     let now = kyc_sentinel::argos::model::format_argos_timestamp(chrono::Utc::now());
     sim.insert(serde_json::json!({
         "submission_id": "hinted-1", "userid": "u-hinted", "email": "hinted@example.com",
@@ -345,6 +384,22 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
     .expect("the leader fetched the submission the standby was told about");
     let found = store.found_first().await.unwrap();
     assert_eq!(found.get("webhook"), Some(&1), "{found:?}");
+    assert_eq!(leader_gauge(a.port).await.as_deref(), Some("1"));
+    assert_eq!(leader_gauge(b.port).await.as_deref(), Some("0"));
+    // The standby answers the alert API from the shared store, as the leader.
+    let list = |port: u16| async move {
+        let r = kyc_sentinel::util::http_client()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/api/alerts"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET /api/alerts on port {port}");
+        r.text().await.unwrap()
+    };
+    assert_eq!(list(b.port).await, list(a.port).await);
     assert!(
         a.log_text().contains("leader with epoch"),
         "{}",

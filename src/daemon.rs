@@ -15,8 +15,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::argos::client::{ArgosClient, ArgosError, ClientConfig, ListQuery};
 use crate::argos::crypto::{AesEcb, Cipher};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::escalation::{Clock, SystemClock};
 use crate::ingest::{Hint, IngestServer};
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;

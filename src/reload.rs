@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::escalation::{Clock, Escalator};
+use crate::escalation::Escalator;
 use crate::notify::Receiver;
 use crate::notify::routing::Router;
 use crate::rules::RuleSet;

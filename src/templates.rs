@@ -20,7 +20,7 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::config::TemplatesConfig;
-use crate::notify::Notification;
+use crate::outbox_payload::Notification;
 use crate::rules::RuleSet;
 
 pub use message::{Links, count_phrase, display_value, human_duration, slack_escape, teams_escape};

@@ -13,7 +13,6 @@
 //! The scheduler is a task (`select!` over the next scheduled time and
 //! shutdown) with an injectable [`Clock`], so tests move time by hand.
 
-mod clock;
 pub mod report;
 mod schedule;
 
@@ -23,12 +22,12 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 
-pub use clock::{Clock, ManualClock, SystemClock};
+use crate::clock::{Clock, SystemClock};
 pub use report::{Report, ReportInput};
 pub use schedule::{MAX_CATCH_UP, Schedule};
 
 use crate::config::{CatchUp, Config, DigestConfig};
-use crate::notify::RenderedDigest;
+use crate::outbox_payload::RenderedDigest;
 use crate::store::{DigestRecord, OutboxInsert, SqliteStore, Store};
 use crate::templates::Templates;
 

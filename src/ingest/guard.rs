@@ -17,10 +17,7 @@ use sha2::{Digest, Sha256};
 pub fn token_matches(expected: &SecretString, presented: &[u8]) -> bool {
     let a = Sha256::digest(expected.expose_secret().as_bytes());
     let b = Sha256::digest(presented);
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    crate::util::constant_time_eq(&a, &b)
 }
 
 /// An address or a CIDR block of the allow-list (`10.0.0.0/8`, `::1`).

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kyc_sentinel::digest::{Digester, ManualClock};
+use kyc_sentinel::clock::ManualClock;
+use kyc_sentinel::digest::Digester;
 use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, Store, VersionRow};
 use notify_common::*;
 use serde_json::Value;

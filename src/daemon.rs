@@ -10,133 +10,18 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::NaiveDate;
 use futures::StreamExt;
-use secrecy::SecretString;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::argos::client::{ArgosClient, ArgosError, ClientConfig, ListQuery};
+use crate::argos::client::{ArgosClient, ArgosError, ListQuery};
 use crate::argos::crypto::{AesEcb, Cipher};
 use crate::clock::{Clock, SystemClock};
+use crate::compose::{Engine, api_key, load_rules};
 use crate::config::Config;
 use crate::ingest::{Hint, IngestServer};
-use crate::notify::Receiver;
-use crate::notify::outbox::Outbox;
-use crate::notify::routing::Router;
 use crate::pipeline::{BatchReport, Pipeline, Source};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
 use crate::store::{SqliteStore, Store};
-use crate::templates::Templates;
-
-/// The API key from the config, else from `ARGOS_API_KEY`.
-fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
-    if let Some(k) = &cfg.argos.api_key {
-        return Ok(k.clone());
-    }
-    std::env::var("ARGOS_API_KEY")
-        .map(SecretString::from)
-        .map_err(|_| anyhow::anyhow!("no Argos API key: set argos.api_key in the config (e.g. `${{ARGOS_API_KEY}}`) or the environment variable ARGOS_API_KEY"))
-}
-
-pub fn client_config(cfg: &Config) -> anyhow::Result<ClientConfig> {
-    let a = &cfg.argos;
-    let mut c = ClientConfig::new(a.base_url.clone(), api_key(cfg)?);
-    c.timeout = a.timeout.0;
-    c.max_retries = a.max_retries;
-    c.rate_limit_per_sec = a.rate_limit_per_sec;
-    c.encrypted = a.encrypted;
-    c.page_size = a.page_size;
-    c.max_pages = a.max_pages_per_day;
-    c.max_response_bytes = a.max_response_bytes.0;
-    c.daily_budget = a.daily_budget;
-    c.date_format = a.date_format;
-    if let Some(d) = a.retry_base_delay {
-        c.retry_base_delay = d.0;
-    }
-    Ok(c)
-}
-
-/// Loads the rule set, turning `check`-style problems into one error.
-pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
-    crate::rules::load_path(&cfg.rules, crate::rules::ScriptLimits::default()).map_err(|diags| {
-        let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!(
-            "the rules in {} have problems:\n{}",
-            cfg.rules.display(),
-            text.join("\n")
-        )
-    })
-}
-
-/// Compiles the templates and builds every receiver; all problems in one error.
-pub fn build_receivers(cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
-    let templates =
-        Arc::new(Templates::for_config(cfg).map_err(|errs| {
-            anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
-        })?);
-    let mut out = Vec::new();
-    let mut errs = Vec::new();
-    for r in &cfg.receivers {
-        match Receiver::from_config(r, &templates) {
-            Ok(r) => out.push(r),
-            Err(e) => errs.push(e),
-        }
-    }
-    anyhow::ensure!(
-        errs.is_empty(),
-        "the receivers have problems:\n{}",
-        errs.join("\n")
-    );
-    Ok(out)
-}
-
-/// The `route:` tree, or every alert to every receiver when there is none.
-pub fn build_router(cfg: &Config) -> anyhow::Result<Router> {
-    let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name()).collect();
-    match &cfg.route {
-        Some(r) => Router::build(r, &names)
-            .map_err(|errs| anyhow::anyhow!("the route has problems:\n{}", errs.join("\n"))),
-        None => Ok(Router::every_receiver(&names)),
-    }
-}
-
-/// The parts `run` and `backfill` share.
-pub struct Engine {
-    pub store: SqliteStore,
-    pub client: ArgosClient,
-    pub pipeline: Pipeline<SqliteStore>,
-    pub outbox: Arc<Outbox<SqliteStore>>,
-    pub wake: Arc<Notify>,
-}
-
-impl Engine {
-    pub async fn build(cfg: &Config) -> anyhow::Result<Engine> {
-        Self::build_with(cfg, Arc::new(load_rules(cfg)?)).await
-    }
-
-    /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
-    pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
-        let store = SqliteStore::open(&cfg.store.path).await?;
-        let client = ArgosClient::new(client_config(cfg)?)?;
-        let receivers = build_receivers(cfg)?;
-        let router = Arc::new(build_router(cfg)?);
-        let wake = Arc::new(Notify::new());
-        let outbox = Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()));
-        let mut pipeline = Pipeline::new(store.clone(), rules, router, wake.clone()).await?;
-        if let Some(ttl) = cfg.poll.applicant_lookup {
-            pipeline = pipeline.with_applicant_lookup(crate::pipeline::ApplicantLookup::new(
-                client.clone(),
-                ttl.0,
-            ));
-        }
-        Ok(Engine {
-            store,
-            client,
-            pipeline,
-            outbox,
-            wake,
-        })
-    }
-}
 
 /// Runs the daemon until `shutdown` becomes true: poll every interval,
 /// act on webhook hints as they come (when `ingest:` is configured), deliver
@@ -281,7 +166,7 @@ pub async fn run_with_clock(
                         crate::telemetry::emit::found_first(&found);
                         if let Some(i) = &ingest {
                             let stats = i.counters().snapshot();
-                            crate::telemetry::emit::webhooks(&stats);
+                            crate::telemetry::emit::webhooks(&stats.outcomes());
                             tracing::info!(webhooks = ?stats, "webhook endpoint");
                         }
                     }
@@ -414,20 +299,6 @@ async fn process_hints(
         "webhook batch done"
     );
     Ok(report)
-}
-
-/// The alert API, when a token is configured.
-pub fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
-    let token = cfg.api.token.clone()?;
-    Some(crate::api::router(crate::api::ApiState {
-        store: store.clone(),
-        token: Arc::new(token),
-        link_secret: cfg.api.link_secret.clone().map(Arc::new),
-        link_ttl: cfg
-            .api
-            .link_ttl
-            .map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
-    }))
 }
 
 /// Stops a background task when its owner goes away.

@@ -61,7 +61,7 @@ fn demo_config(base_url: &str, store: &Path, out: &Path, webhook: &str) -> anyho
         alerts = out.join("alerts.jsonl").display(),
         mail = out.join("mail").display(),
     );
-    Config::parse(Path::new("<demo>"), &text, |_| None).map_err(anyhow::Error::msg)
+    crate::compose::parse_config(Path::new("<demo>"), &text, |_| None).map_err(anyhow::Error::msg)
 }
 
 /// A stand-in for Slack: writes each webhook body to `dir/NNNN.json`.

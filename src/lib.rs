@@ -37,6 +37,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -159,10 +159,10 @@ pub struct Prepared {
 
 /// Reads and builds everything a reload swaps in; the first problem refuses it.
 pub fn prepare(path: &Path, store: &SqliteStore) -> anyhow::Result<Prepared> {
-    let cfg = Config::load(path).map_err(anyhow::Error::msg)?;
-    let rules = Arc::new(crate::daemon::load_rules(&cfg)?);
-    let receivers = crate::daemon::build_receivers(&cfg)?;
-    let router = Arc::new(crate::daemon::build_router(&cfg)?);
+    let cfg = crate::compose::load_config(path).map_err(anyhow::Error::msg)?;
+    let rules = Arc::new(crate::compose::load_rules(&cfg)?);
+    let receivers = crate::compose::build_receivers(&cfg)?;
+    let router = Arc::new(crate::compose::build_router(&cfg)?);
     // Digests compile their templates when built: built here to be checked.
     crate::digest::Digester::from_config(&cfg, store.clone())?;
     Ok(Prepared {
@@ -237,7 +237,7 @@ impl Live {
             templates: templates_digest(cfg),
             path,
             cfg: cfg.clone(),
-            api: Arc::new(RwLock::new(crate::daemon::api_router(cfg, &store))),
+            api: Arc::new(RwLock::new(crate::compose::api_router(cfg, &store))),
             store,
             wake,
             clock,
@@ -321,7 +321,7 @@ impl Live {
         pipeline.set_rules(new.rules.clone());
         pipeline.set_router(new.router.clone());
         outbox.set_receivers(new.receivers);
-        *self.api.write().expect("api slot") = crate::daemon::api_router(&new.cfg, &self.store);
+        *self.api.write().expect("api slot") = crate::compose::api_router(&new.cfg, &self.store);
         self.cfg = new.cfg;
         self.sections = new.sections;
         self.templates = new.templates;

@@ -5,11 +5,10 @@ use std::process::ExitCode;
 use tokio::sync::watch;
 
 use crate::cli::RunArgs;
-use crate::config::Config;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logs(args.log_format);
-    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let cfg = crate::compose::load_config(&args.config).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let (tx, rx) = watch::channel(false);

@@ -22,7 +22,7 @@ pub(super) fn store_path(at: &StoreLocation) -> anyhow::Result<PathBuf> {
 }
 
 pub(super) fn store_only_config(path: &Path) -> anyhow::Result<Config> {
-    Config::load_with(path, LoadMode::StoreOnly).map_err(anyhow::Error::msg)
+    crate::compose::load_config_with(path, LoadMode::StoreOnly).map_err(anyhow::Error::msg)
 }
 
 /// The store, which must exist already (these commands never create one).

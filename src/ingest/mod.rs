@@ -88,6 +88,22 @@ pub struct IngestStats {
     pub encrypted: u64,
 }
 
+impl IngestStats {
+    /// The counters by outcome, as the metrics name them.
+    pub fn outcomes(&self) -> [(&'static str, u64); 8] {
+        [
+            ("queued", self.queued),
+            ("replayed", self.replayed),
+            ("bad_body", self.bad_body),
+            ("unauthenticated", self.unauthenticated),
+            ("forbidden_ip", self.forbidden_ip),
+            ("too_large", self.too_large),
+            ("rate_limited", self.rate_limited),
+            ("queue_full", self.queue_full),
+        ]
+    }
+}
+
 impl IngestCounters {
     pub fn snapshot(&self) -> IngestStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -106,7 +105,7 @@ digests:
     let cfg_path = write_config(dir.path(), &sim.base_url(), &extra);
     let (tx, rx) = watch::channel(false);
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     // Poll, group, escalate, fail once at the webhook, retry (50ms base).

@@ -460,7 +460,7 @@ async fn config_errors_name_the_digest() {
         "argos:\n  base_url: http://127.0.0.1:9\nreceivers:\n{FILE_RECEIVER}\
          digests:\n  - name: daily\n    schedule: '0 0 8 * * *'\n    timezone: Asia/Soul\n    receivers: [archive, nobody]\n"
     );
-    let err = kyc_sentinel::config::Config::parse(&dir.path().join("s.yaml"), &text, |_| None)
+    let err = kyc_sentinel::compose::parse_config(&dir.path().join("s.yaml"), &text, |_| None)
         .unwrap_err();
     let p = dir.path().join("s.yaml").display().to_string();
     assert_eq!(

@@ -59,7 +59,7 @@ async fn setup(dir: &Path) -> (SimHandle, Config) {
     .await
     .unwrap();
     let path = write_config(dir, &sim.base_url(), POLICY);
-    (sim, Config::load(&path).unwrap())
+    (sim, kyc_sentinel::compose::load_config(&path).unwrap())
 }
 
 struct Daemon {
@@ -68,8 +68,8 @@ struct Daemon {
 }
 
 fn start(dir: &Path, clock: &Arc<ShiftedClock>) -> Daemon {
-    let cfg = Config::load(&dir.join("sentinel.yaml")).unwrap();
-    let rules = Arc::new(kyc_sentinel::daemon::load_rules(&cfg).unwrap());
+    let cfg = kyc_sentinel::compose::load_config(&dir.join("sentinel.yaml")).unwrap();
+    let rules = Arc::new(kyc_sentinel::compose::load_rules(&cfg).unwrap());
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(kyc_sentinel::daemon::run_with_clock(
         cfg,
@@ -319,14 +319,15 @@ fn config_errors_name_the_policy_step_and_route() {
 receivers:\n  - { name: mail, type: log }\n\
 route:\n  receiver: mail\n  routes:\n    - match: { severity: critical }\n      escalation: aml-escalatoin\n\
 escalation_policies:\n  - name: aml-escalation\n    steps:\n      - { after: 1h, receivers: [mail] }\n      - { after: 15m, receivers: [pager] }\n";
-    let err = Config::parse(Path::new("conf/sentinel.yaml"), text, |_| None).unwrap_err();
+    let err = kyc_sentinel::compose::parse_config(Path::new("conf/sentinel.yaml"), text, |_| None)
+        .unwrap_err();
     assert_eq!(
         err,
         "conf/sentinel.yaml:9:19: route.routes[0].escalation: no escalation policy is named `aml-escalatoin` (escalation_policies: aml-escalation)\n\
          conf/sentinel.yaml:14:18: escalation_policies[0].steps[1].after: 15m comes before the previous step's 1h; steps go in order\n\
          conf/sentinel.yaml:14:23: escalation_policies[0].steps[1].receivers: no receiver is named `pager` (receivers: mail)"
     );
-    let err = Config::parse(
+    let err = kyc_sentinel::compose::parse_config(
         Path::new("conf/sentinel.yaml"),
         "argos:\n  base_url: http://x\nescalation_policies:\n  - name: p\n    steps:\n      - { after: soon, receivers: [log] }\n",
         |_| None,

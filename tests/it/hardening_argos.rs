@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use kyc_sentinel::argos::{ArgosClient, ArgosError, ClientConfig, DateFormat, ListQuery};
+use kyc_sentinel::compose::Engine;
 use kyc_sentinel::config::Config;
-use kyc_sentinel::daemon::Engine;
 use kyc_sentinel::poller::{HoldLimit, PollReport, Poller};
 use kyc_sentinel::simulator::{Fault, Paging, SimConfig, SimHandle, Simulator};
 use kyc_sentinel::store::Store;
@@ -59,7 +59,7 @@ fn write_engine_config(dir: &Path, base_url: &str, argos_extra: &str, port: u16)
     );
     let path = dir.join("sentinel.yaml");
     std::fs::write(&path, text).unwrap();
-    Config::load(&path).unwrap()
+    kyc_sentinel::compose::load_config(&path).unwrap()
 }
 
 fn free_port() -> u16 {

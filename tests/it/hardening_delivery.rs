@@ -93,7 +93,7 @@ async fn a_black_hole_receiver_delays_only_itself_and_shutdown_cuts_it() {
         h.enqueue("hole", 1).await,
         h.enqueue_from("hole", 1, 2).await,
     ];
-    let receivers = kyc_sentinel::daemon::build_receivers(&h.cfg).unwrap();
+    let receivers = kyc_sentinel::compose::build_receivers(&h.cfg).unwrap();
     let outbox = Arc::new(Outbox::new(
         h.store.clone(),
         receivers,

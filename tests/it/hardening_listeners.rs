@@ -470,7 +470,7 @@ async fn alerts_list_and_audit_show_control_characters_escaped() {
     let cfg_path = crate::common::write_config(dir.path(), &sim.base_url(), "");
     let (tx, rx) = watch::channel(false);
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        kyc_sentinel::config::Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     let cli = |args: &[&str]| {

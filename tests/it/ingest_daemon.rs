@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::daemon;
 use kyc_sentinel::simulator::{PushRecord, SimConfig, SimHandle, Simulator, WebhookPush};
 use kyc_sentinel::store::{SqliteStore, Store};
@@ -111,7 +110,7 @@ async fn dropped_webhooks_are_found_by_the_poller_and_every_alert_arrives_once()
     })
     .await
     .unwrap();
-    let cfg = Config::load(&config(dir.path(), &sim, port, "10s")).unwrap();
+    let cfg = kyc_sentinel::compose::load_config(&config(dir.path(), &sim, port, "10s")).unwrap();
     let (tx, rx) = watch::channel(false);
     let (tail_stop, tail_rx) = watch::channel(false);
     let tailer = tail(dir.path().join("alerts.jsonl"), tail_rx);
@@ -239,7 +238,7 @@ async fn webhook_to_delivery_latency() {
     })
     .await
     .unwrap();
-    let cfg = Config::load(&config(dir.path(), &sim, port, "60s")).unwrap();
+    let cfg = kyc_sentinel::compose::load_config(&config(dir.path(), &sim, port, "60s")).unwrap();
     let (tx, rx) = watch::channel(false);
     let (tail_stop, tail_rx) = watch::channel(false);
     let tailer = tail(dir.path().join("alerts.jsonl"), tail_rx);

@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::Utc;
 use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -45,7 +44,7 @@ async fn ack_resolve_over_cli_and_http() {
     std::fs::write(&cfg_path, text).unwrap();
     let (tx, rx) = watch::channel(false);
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;

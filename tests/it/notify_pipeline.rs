@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kyc_sentinel::config::Config;
 use kyc_sentinel::notify::group_key_hash;
 use kyc_sentinel::notify::outbox::Outbox;
 use kyc_sentinel::notify::silence::NewSilence;
@@ -36,14 +35,14 @@ async fn engine(dir: &Path, route: &str) -> Engine {
     );
     let path = dir.join("sentinel.yaml");
     std::fs::write(&path, &text).unwrap();
-    let cfg = Config::parse(&path, &text, |_| None).unwrap();
+    let cfg = kyc_sentinel::compose::parse_config(&path, &text, |_| None).unwrap();
     let store = SqliteStore::open(&cfg.store.path).await.unwrap();
     let rules = Arc::new(load_path(&cfg.rules, ScriptLimits::default()).unwrap());
-    let router = Arc::new(kyc_sentinel::daemon::build_router(&cfg).unwrap());
+    let router = Arc::new(kyc_sentinel::compose::build_router(&cfg).unwrap());
     let pipeline = Pipeline::new(store.clone(), rules, router, Arc::new(Notify::new()))
         .await
         .unwrap();
-    let receivers = kyc_sentinel::daemon::build_receivers(&cfg).unwrap();
+    let receivers = kyc_sentinel::compose::build_receivers(&cfg).unwrap();
     let outbox = Outbox::new(store.clone(), receivers, cfg.outbox.clone());
     Engine {
         store,

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use tokio::sync::watch;
 
@@ -38,7 +37,7 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
     std::fs::write(&cfg_path, text).unwrap();
     let (tx, rx) = watch::channel(false);
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     tokio::time::sleep(Duration::from_millis(2500)).await;

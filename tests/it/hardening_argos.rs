@@ -194,7 +194,13 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(sim.requests(), 3, "no call after the budget is spent");
     let base = format!("http://127.0.0.1:{port}");
-    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let health = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 503);
     let today = Utc::now().date_naive();
     assert_eq!(
@@ -204,7 +210,11 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
              is spent; no call to Argos until 00:00 UTC\n"
         )
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

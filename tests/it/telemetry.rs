@@ -43,7 +43,13 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let base = format!("http://127.0.0.1:{port}");
-    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let health = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert!(
         health
@@ -52,7 +58,11 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
             .unwrap()
             .starts_with("ok: last successful poll")
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()

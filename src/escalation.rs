@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{EscalationPolicyConfig, RouteConfig};
@@ -311,9 +312,9 @@ impl Escalator {
         Ok(earliest)
     }
 
-    /// Runs until `shutdown` flips (or its sender is gone): `select!` over the
-    /// next due step, the rescan interval and shutdown.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` is cancelled: `select!` over the next due step,
+    /// the rescan interval and shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
         loop {
             let next = match self.tick().await {
                 Ok(n) => n,
@@ -330,7 +331,7 @@ impl Escalator {
                 }
             };
             tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
                 _ = due => {}
                 _ = tokio::time::sleep(RESCAN) => {}
             }

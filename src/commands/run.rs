@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
 
@@ -11,15 +11,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = crate::compose::load_config(&args.config).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let (tx, rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let tx = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!(
                 "signal received: stopping (finishing or rolling back the batch in flight)"
             );
-            let _ = tx.send(true);
+            tx.cancel();
         });
-        crate::daemon::run(cfg, rx).await
+        crate::daemon::run(cfg, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryError, Notification, Receiver};
 use crate::config::OutboxConfig;
@@ -174,7 +175,7 @@ impl<S: Store + Clone> Outbox<S> {
     async fn deliver_receiver(
         &self,
         name: &str,
-        cut: Option<watch::Receiver<bool>>,
+        cut: Option<CancellationToken>,
     ) -> crate::store::Result<usize> {
         let rows = self.store.due_outbox_for(name, Utc::now(), ROUND).await?;
         let receivers = self.receivers.read().expect("receivers lock").clone();
@@ -225,7 +226,7 @@ impl<S: Store + Clone> Outbox<S> {
     async fn concurrent_round(
         &self,
         rows: &[OutboxRow],
-        mut cut: Option<watch::Receiver<bool>>,
+        cut: Option<CancellationToken>,
     ) -> crate::store::Result<()> {
         let Some(first) = rows.first() else {
             return Ok(());
@@ -248,7 +249,7 @@ impl<S: Store + Clone> Outbox<S> {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = cut_signal(&mut cut) => {
+                _ = cut_signal(cut.as_ref()) => {
                     tracing::warn!(receiver = %rows[0].receiver,
                         "outbox: deliveries in flight cut at the flush deadline; sent again after restart");
                     return Ok(());
@@ -345,26 +346,33 @@ impl<S: Store + Clone> Outbox<S> {
         }
     }
 
-    /// Runs until `shutdown` flips, then drains what is due within the flush
-    /// deadline and cuts what is still in flight.
+    /// Runs until `shutdown` resolves, then drains what is due within the
+    /// flush deadline and cuts what is still in flight. (The daemon resolves
+    /// it once its token is cancelled and the tasks that write to the outbox
+    /// have ended, so what they wrote last is flushed too.)
     ///
     /// Each receiver with rows due gets its own worker task, which drains its
     /// queue and ends; this loop only moves grouped alerts to the outbox and
     /// starts workers. A receiver that never answers holds only its own worker.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-        let (cut, cut_rx) = watch::channel(false);
+    pub async fn run(
+        self: Arc<Self>,
+        wake: Arc<Notify>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let cut = CancellationToken::new();
         let mut workers = Workers::default();
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            self.dispatch(&mut workers, &cut_rx).await;
+            self.dispatch(&mut workers, &cut).await;
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
-                _ = shutdown.changed() => break,
+                _ = &mut shutdown => break,
             }
         }
         let deadline = tokio::time::Instant::now() + self.cfg.flush_deadline.0;
         loop {
-            let due = self.dispatch(&mut workers, &cut_rx).await;
+            let due = self.dispatch(&mut workers, &cut).await;
             if !due && workers.idle() {
                 break;
             }
@@ -373,17 +381,13 @@ impl<S: Store + Clone> Outbox<S> {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let _ = cut.send(true);
+        cut.cancel();
         workers.finish(CUT_GRACE).await;
     }
 
     /// Moves due groups to the outbox and starts a worker for every receiver
     /// with rows due that has none; true when rows were due.
-    async fn dispatch(
-        self: &Arc<Self>,
-        workers: &mut Workers,
-        cut: &watch::Receiver<bool>,
-    ) -> bool {
+    async fn dispatch(self: &Arc<Self>, workers: &mut Workers, cut: &CancellationToken) -> bool {
         workers.reap();
         if let Err(e) = self.store.flush_groups(Utc::now()).await {
             tracing::error!("outbox: {e}");
@@ -412,9 +416,9 @@ impl<S: Store + Clone> Outbox<S> {
     }
 
     /// A receiver's worker: rounds until nothing of it is due, or the cut.
-    async fn drain(&self, name: &str, cut: watch::Receiver<bool>) {
+    async fn drain(&self, name: &str, cut: CancellationToken) {
         loop {
-            if *cut.borrow() {
+            if cut.is_cancelled() {
                 return;
             }
             match self.deliver_receiver(name, Some(cut.clone())).await {
@@ -440,14 +444,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// After the cut, how long workers get to record what already completed.
 const CUT_GRACE: Duration = Duration::from_secs(1);
 
-/// Resolves when `cut` flips to true; never without one.
-async fn cut_signal(cut: &mut Option<watch::Receiver<bool>>) {
-    if let Some(c) = cut
-        && c.wait_for(|v| *v).await.is_ok()
-    {
-        return;
+/// Resolves when `cut` is cancelled; never without one.
+async fn cut_signal(cut: Option<&CancellationToken>) {
+    match cut {
+        Some(c) => c.cancelled().await,
+        None => std::future::pending().await,
     }
-    std::future::pending().await
 }
 
 /// The worker task of each receiver that has one.

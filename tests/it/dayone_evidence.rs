@@ -15,7 +15,7 @@ use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// A webhook receiver answering the given statuses in turn, then 200.
 async fn hook(statuses: &[u16]) -> (Arc<Mutex<Vec<String>>>, String) {
@@ -103,7 +103,8 @@ digests:
 "
     );
     let cfg_path = write_config(dir.path(), &sim.base_url(), &extra);
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
         kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
@@ -114,7 +115,7 @@ digests:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     assert_eq!(
         got.lock().unwrap().len(),

@@ -18,7 +18,7 @@ use kyc_sentinel::simulator::{SimConfig, SimHandle, Simulator};
 use kyc_sentinel::store::SqliteStore;
 use kyc_sentinel::store::lifecycle::Action;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Fires `aml-red-flag-high` (critical) once.
 fn red_flag(id: &str) -> Value {
@@ -63,14 +63,15 @@ async fn setup(dir: &Path) -> (SimHandle, Config) {
 }
 
 struct Daemon {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 fn start(dir: &Path, clock: &Arc<ShiftedClock>) -> Daemon {
     let cfg = kyc_sentinel::compose::load_config(&dir.join("sentinel.yaml")).unwrap();
     let rules = Arc::new(kyc_sentinel::compose::load_rules(&cfg).unwrap());
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let task = tokio::spawn(kyc_sentinel::daemon::run_with_clock(
         cfg,
         rules,
@@ -175,7 +176,7 @@ async fn three_steps_unacknowledged_and_ack_after_step_one() {
     // Hours later nothing more: each step went once, and never for the owned alert.
     clock.advance(Duration::from_secs(5 * 3600));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    daemon.stop.send(true).unwrap();
+    daemon.stop.cancel();
     daemon.task.await.unwrap().unwrap();
     for f in ["chan.jsonl", "officer.jsonl", "head.jsonl"] {
         assert_eq!(lines(d, f, "aml-nobody").len(), 1, "{f}");
@@ -236,7 +237,7 @@ async fn killed_between_steps_sends_the_due_step_once_on_restart_marked_late() {
     assert_eq!(head[0]["escalation"]["late"], true);
     // Give a repeat every chance to show up before counting.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    daemon.stop.send(true).unwrap();
+    daemon.stop.cancel();
     daemon.task.await.unwrap().unwrap();
     for f in ["chan.jsonl", "officer.jsonl", "head.jsonl"] {
         assert_eq!(lines(d, f, "aml-crash").len(), 1, "{f} repeated or skipped");

@@ -17,7 +17,7 @@ use kyc_sentinel::simulator::{Fault, Paging, SimConfig, SimHandle, Simulator};
 use kyc_sentinel::store::Store;
 use secrecy::SecretString;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "sim-key";
 
@@ -189,7 +189,8 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
     let port = free_port();
     // Page size 20: the first poll alone needs 5 list calls.
     let cfg = write_engine_config(dir.path(), &sim.base_url(), "  daily_budget: 3\n", port);
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(cfg, rx));
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(sim.requests(), 3, "no call after the budget is spent");
@@ -225,7 +226,7 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
         "{metrics}"
     );
     assert!(metrics.contains("kyc_sentinel_api_calls_refused_total"));
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     assert_eq!(sim.requests(), 3);
 }

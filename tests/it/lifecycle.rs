@@ -9,7 +9,7 @@ use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn red_flag(id: &str) -> Value {
     let t = format_argos_timestamp(Utc::now());
@@ -42,7 +42,8 @@ async fn ack_resolve_over_cli_and_http() {
         .unwrap()
         .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&cfg_path, text).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
         kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
@@ -212,7 +213,7 @@ async fn ack_resolve_over_cli_and_http() {
         "{states:?}"
     );
 
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     // Every change is in the audit log.
     let store = kyc_sentinel::store::SqliteStore::open(&dir.path().join("state.db"))

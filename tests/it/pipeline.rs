@@ -11,7 +11,7 @@ use kyc_sentinel::daemon::{self, BackfillOptions};
 use kyc_sentinel::poller::Poller;
 use kyc_sentinel::simulator::{FaultConfig, SimConfig, Simulator};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 async fn run_daemon_while<F: std::future::Future<Output = ()>>(
     cfg_path: &std::path::Path,
@@ -19,12 +19,13 @@ async fn run_daemon_while<F: std::future::Future<Output = ()>>(
     settle: Duration,
 ) {
     let cfg = kyc_sentinel::compose::load_config(cfg_path).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(daemon::run(cfg, rx));
     during.await;
     // Let the last versions be polled (interval 1s) and delivered.
     tokio::time::sleep(settle).await;
-    tx.send(true).unwrap();
+    tx.cancel();
     tokio::time::timeout(Duration::from_secs(10), daemon)
         .await
         .expect("daemon stops within 10s")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -35,7 +35,8 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
         .unwrap()
         .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&cfg_path, text).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
         kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
@@ -81,7 +82,7 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
     ] {
         assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
     }
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
 
     let promtool = which("promtool").expect(

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::argos::client::{ArgosClient, ClientConfig};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LoadMode};
 use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
@@ -156,12 +157,22 @@ impl Engine {
 
     /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
     pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
+        Self::build_with_clock(cfg, rules, Arc::new(SystemClock)).await
+    }
+
+    /// [`Engine::build_with`] with the clock the outbox groups by (tests move it).
+    pub async fn build_with_clock(
+        cfg: &Config,
+        rules: Arc<RuleSet>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Engine> {
         let store = SqliteStore::open(&cfg.store.path).await?;
         let client = ArgosClient::new(client_config(cfg)?)?;
         let receivers = build_receivers(cfg)?;
         let router = Arc::new(build_router(cfg)?);
         let wake = Arc::new(Notify::new());
-        let outbox = Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()));
+        let outbox =
+            Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()).with_clock(clock));
         let mut pipeline = Pipeline::new(store.clone(), rules, router, wake.clone()).await?;
         if let Some(ttl) = cfg.poll.applicant_lookup {
             pipeline = pipeline.with_applicant_lookup(crate::pipeline::ApplicantLookup::new(

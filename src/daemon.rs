@@ -58,7 +58,7 @@ pub async fn run_with_clock(
 ) -> anyhow::Result<()> {
     // Before anything else touches the store: a second daemon is refused.
     let _lock = crate::store::lock::InstanceLock::acquire(&cfg.store.path, "run")?;
-    let engine = Engine::build_with(&cfg, rules).await?;
+    let engine = Engine::build_with_clock(&cfg, rules, clock.clone()).await?;
     tracing::info!(
         rules = engine.pipeline.rules().rules().len(),
         rule_set_version = %engine.pipeline.rules().version(),

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryError, Notification, Receiver};
+use crate::clock::{Clock, SystemClock};
 use crate::config::OutboxConfig;
 use crate::store::{DeliveryOutcome, OutboxRow, Store};
 
@@ -28,6 +29,8 @@ pub struct Outbox<S> {
     receivers: std::sync::RwLock<Arc<HashMap<String, Receiver>>>,
     cfg: OutboxConfig,
     stats_at: std::sync::atomic::AtomicI64,
+    /// When groups are due and retries come round (the daemon's clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: Store + Clone> Outbox<S> {
@@ -39,7 +42,14 @@ impl<S: Store + Clone> Outbox<S> {
             )),
             cfg,
             stats_at: std::sync::atomic::AtomicI64::new(0),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// With the clock grouping and retries are timed by (moved by hand in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replaces the receivers (hot reload of templates).
@@ -94,7 +104,7 @@ impl<S: Store + Clone> Outbox<S> {
     /// A delivery's result as the outbox records it: transient errors retry
     /// with backoff until `max_age`, then dead-letter.
     fn classify(&self, row: &OutboxRow, result: Result<(), DeliveryError>) -> DeliveryOutcome {
-        let now = Utc::now();
+        let now = self.clock.now();
         match result {
             Ok(()) => DeliveryOutcome::Delivered,
             Err(DeliveryError::Permanent(error)) => DeliveryOutcome::Dead { error },
@@ -157,8 +167,8 @@ impl<S: Store + Clone> Outbox<S> {
     /// gives each receiver its own task; tests and one-shot commands use this.)
     pub async fn deliver_due(&self) -> crate::store::Result<usize> {
         // Groups whose wait is over become outbox rows first (one transaction each batch).
-        self.store.flush_groups(Utc::now()).await?;
-        let names = self.store.due_receivers(Utc::now()).await?;
+        self.store.flush_groups(self.clock.now()).await?;
+        let names = self.store.due_receivers(self.clock.now()).await?;
         let rounds = names.iter().map(|n| self.deliver_receiver(n, None));
         let mut total = 0;
         for r in futures::future::join_all(rounds).await {
@@ -177,7 +187,10 @@ impl<S: Store + Clone> Outbox<S> {
         name: &str,
         cut: Option<CancellationToken>,
     ) -> crate::store::Result<usize> {
-        let rows = self.store.due_outbox_for(name, Utc::now(), ROUND).await?;
+        let rows = self
+            .store
+            .due_outbox_for(name, self.clock.now(), ROUND)
+            .await?;
         let receivers = self.receivers.read().expect("receivers lock").clone();
         match receivers.get(name).filter(|r| r.file().is_some()) {
             Some(r) => self.file_round(r, &rows).await?,
@@ -389,10 +402,10 @@ impl<S: Store + Clone> Outbox<S> {
     /// with rows due that has none; true when rows were due.
     async fn dispatch(self: &Arc<Self>, workers: &mut Workers, cut: &CancellationToken) -> bool {
         workers.reap();
-        if let Err(e) = self.store.flush_groups(Utc::now()).await {
+        if let Err(e) = self.store.flush_groups(self.clock.now()).await {
             tracing::error!("outbox: {e}");
         }
-        let names = match self.store.due_receivers(Utc::now()).await {
+        let names = match self.store.due_receivers(self.clock.now()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("outbox: {e}");

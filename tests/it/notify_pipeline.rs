@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kyc_sentinel::clock::ShiftedClock;
 use kyc_sentinel::notify::group_key_hash;
 use kyc_sentinel::notify::outbox::Outbox;
 use kyc_sentinel::notify::silence::NewSilence;
@@ -17,6 +18,8 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 struct Engine {
+    /// The clock the outbox groups by: moved, not slept on.
+    clock: Arc<ShiftedClock>,
     store: SqliteStore,
     pipeline: Pipeline<SqliteStore>,
     outbox: Outbox<SqliteStore>,
@@ -43,8 +46,11 @@ async fn engine(dir: &Path, route: &str) -> Engine {
         .await
         .unwrap();
     let receivers = kyc_sentinel::compose::build_receivers(&cfg).unwrap();
-    let outbox = Outbox::new(store.clone(), receivers, cfg.outbox.clone());
+    let clock = Arc::new(ShiftedClock::new());
+    let outbox =
+        Outbox::new(store.clone(), receivers, cfg.outbox.clone()).with_clock(clock.clone());
     Engine {
+        clock,
         store,
         pipeline,
         outbox,
@@ -93,7 +99,7 @@ async fn twenty_alerts_within_group_wait_make_one_notification() {
     e.outbox.deliver_due().await.unwrap();
     assert!(lines(dir.path()).is_empty(), "nothing before group_wait");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     let got = lines(dir.path());
     assert_eq!(got.len(), 20, "one line per alert in the archive");
@@ -112,7 +118,7 @@ async fn twenty_alerts_within_group_wait_make_one_notification() {
         .process((0..20).map(rejected).collect(), "again")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     assert_eq!(lines(dir.path()).len(), 20);
     assert_eq!(e.store.outbox_stats().await.unwrap().delivered, 1);
@@ -131,7 +137,7 @@ async fn a_group_survives_a_restart_while_it_waits() {
         // "Crash": the engine is dropped with the group still waiting.
     }
     let e = engine(dir.path(), route).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     assert_eq!(lines(dir.path()).len(), 5);
     assert_eq!(e.store.outbox_stats().await.unwrap().delivered, 1);
@@ -154,7 +160,7 @@ async fn repeat_interval_holds_the_next_notification_of_a_group() {
         .unwrap();
     e.outbox.deliver_due().await.unwrap();
     assert_eq!(lines(dir.path()).len(), 1, "held until the interval ends");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     let got = lines(dir.path());
     assert_eq!(got.len(), 3);

@@ -57,6 +57,50 @@ fn config_is_plain_data_and_imports_no_runtime_builder() {
     );
 }
 
+/// Leaves stay leaves: anyone may use them, so they may use nothing that
+/// could lead back (only `util`).
+#[test]
+fn leaf_modules_import_only_util() {
+    let graph = crate_graph();
+    for leaf in ["util", "clock", "links", "outbox_payload"] {
+        let uses: Vec<String> = graph
+            .get(leaf)
+            .into_iter()
+            .flatten()
+            .filter(|(to, _)| to.as_str() != "util")
+            .map(|(to, at)| format!("{leaf} -> {to} at {at}"))
+            .collect();
+        assert!(uses.is_empty(), "a leaf imports:\n{}", uses.join("\n"));
+    }
+}
+
+/// One `Clock` trait, one constant-time compare, one HMAC signer (issue 16
+/// item 5): each defined once, in its leaf.
+#[test]
+fn one_clock_one_constant_time_compare_one_hmac_signer() {
+    let root = src_dir();
+    for (needle, home) in [
+        ("trait Clock", "clock.rs"),
+        ("acc | (x ^ y)", "util.rs"),
+        ("Hmac::<", "util.rs"),
+    ] {
+        let places: Vec<String> = rust_files(&root)
+            .into_iter()
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).expect("readable");
+                strip_comments_and_literals(&text).contains(needle)
+            })
+            .map(|f| {
+                f.strip_prefix(&root)
+                    .expect("under src")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(places, [home], "`{needle}` is defined in {places:?}");
+    }
+}
+
 /// The scanner itself: if it stopped seeing grouped imports, `super::`
 /// chains or paths in macro bodies, the cycle test would pass vacuously.
 #[test]

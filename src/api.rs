@@ -23,19 +23,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 pub use pages::CSP;
+
+pub use crate::links::{DEFAULT_LINK_TTL, ack_link, alert_link, link_expiry};
+use crate::links::{Purpose, signature};
+use crate::util::constant_time_eq;
 
 use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError, LifecycleError};
 use crate::store::lookup::LookupError;
 use crate::store::prelude::*;
-
-/// How long a signed link stays valid without `api.link_ttl`: long enough
-/// for a Friday-evening alert to be acknowledged on Monday morning.
-pub const DEFAULT_LINK_TTL: Duration = Duration::from_secs(72 * 3600);
 
 /// Clock difference tolerated between the signer and the checker (one
 /// process today; a standby later).
@@ -48,77 +46,6 @@ pub struct ApiState {
     pub link_secret: Option<Arc<secrecy::SecretString>>,
     /// The longest a link may live (`api.link_ttl`, default [`DEFAULT_LINK_TTL`]).
     pub link_ttl: Duration,
-}
-
-/// Equal-time comparison: how long it takes says nothing about how much matched.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// What a link allows; part of what is signed, so a view link can never
-/// acknowledge.
-#[derive(Clone, Copy)]
-enum Purpose {
-    Ack,
-    View,
-}
-
-fn signature(secret: &str, purpose: Purpose, fingerprint: &str, by: &str, exp: i64) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    let p = match purpose {
-        Purpose::Ack => "ack",
-        Purpose::View => "view",
-    };
-    mac.update(format!("kyc-sentinel {p}\n{fingerprint}\n{by}\n{exp}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// The expiry of a link signed at `now`: `ttl` later, rounded down to the
-/// minute (a retried delivery within the minute renders the same body).
-pub fn link_expiry(now: chrono::DateTime<chrono::Utc>, ttl: Duration) -> i64 {
-    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let exp = now.timestamp().saturating_add(ttl);
-    exp - exp.rem_euclid(60)
-}
-
-/// The one-click acknowledge link of an alert, recorded as by `by` unless
-/// the person types a name.
-pub fn ack_link(base_url: &str, secret: &str, fingerprint: &str, by: &str, exp: i64) -> String {
-    let sig = signature(secret, Purpose::Ack, fingerprint, by, exp);
-    let base = base_url.trim_end_matches('/');
-    format!(
-        "{base}/api/alerts/{fingerprint}/ack-link?by={}&exp={exp}&sig={sig}",
-        url_escape(by)
-    )
-}
-
-/// The link to an alert's page: signed when there is a link secret (then
-/// anyone holding it may read the page until it expires), else the plain
-/// API URL, which needs the bearer token.
-pub fn alert_link(base_url: &str, secret: Option<&str>, fingerprint: &str, exp: i64) -> String {
-    let base = base_url.trim_end_matches('/');
-    match secret {
-        Some(secret) => {
-            let sig = signature(secret, Purpose::View, fingerprint, "", exp);
-            format!("{base}/api/alerts/{fingerprint}?exp={exp}&sig={sig}")
-        }
-        None => format!("{base}/api/alerts/{fingerprint}"),
-    }
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {

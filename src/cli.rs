@@ -275,14 +275,7 @@ pub struct RenderArgs {
     pub receiver: Option<String>,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

@@ -16,6 +16,9 @@ use crate::util::parse_duration;
 
 pub mod env;
 mod locate;
+mod values;
+
+pub use values::{ByteSize, IpRange};
 
 /// A YAML syntax error on a line with a flow list (`[a, b]`) holding a
 /// bracketed path gets a hint: `[kyc.attempts[0].x]` is read as nested lists.
@@ -122,7 +125,7 @@ pub struct ArgosConfig {
     pub max_pages_per_day: u32,
     /// Largest Argos answer read (enforced while it streams in).
     #[serde(default = "d_max_response")]
-    pub max_response_bytes: crate::ingest::guard::ByteSize,
+    pub max_response_bytes: ByteSize,
     /// `compact` (YYYYMMDD) or `iso` (YYYY-MM-DD) for `start_date`/`end_date`.
     #[serde(default)]
     pub date_format: crate::argos::DateFormat,
@@ -131,8 +134,8 @@ pub struct ArgosConfig {
 fn d_max_pages() -> u32 {
     crate::argos::client::DEFAULT_MAX_PAGES
 }
-fn d_max_response() -> crate::ingest::guard::ByteSize {
-    crate::ingest::guard::ByteSize(crate::argos::client::DEFAULT_MAX_RESPONSE_BYTES)
+fn d_max_response() -> ByteSize {
+    ByteSize(crate::argos::client::DEFAULT_MAX_RESPONSE_BYTES)
 }
 
 fn d_timeout() -> Dur {
@@ -236,6 +239,19 @@ impl From<RawStoreConfig> for StoreConfig {
     }
 }
 
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(an unreadable URL)".into(),
+    }
+}
+
 fn d_store() -> PathBuf {
     PathBuf::from("kyc-sentinel.db")
 }
@@ -257,7 +273,7 @@ impl StoreConfig {
     /// URL without its password.
     pub fn describe(&self) -> String {
         match &self.url {
-            Some(url) => crate::store::postgres::redact_url(url),
+            Some(url) => redact_url(url),
             None => self.path.display().to_string(),
         }
     }
@@ -272,8 +288,8 @@ impl StoreConfig {
                     .into(),
             );
         }
-        if let Err(e) = crate::store::postgres::check_url(url) {
-            errs.push(format!("store.url: {e}"));
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            errs.push("store.url: not a PostgreSQL URL: it must start with postgres://".into());
         }
     }
 }
@@ -397,10 +413,10 @@ pub struct IngestConfig {
     pub token: SecretString,
     /// Peers allowed to call (addresses or CIDR blocks); empty = any.
     #[serde(default)]
-    pub allow_ips: Vec<crate::ingest::guard::IpRange>,
+    pub allow_ips: Vec<IpRange>,
     /// Largest body accepted (`64KiB`).
     #[serde(default = "d_max_body")]
-    pub max_body: crate::ingest::guard::ByteSize,
+    pub max_body: ByteSize,
     /// Requests per second accepted (bursts up to the same number); beyond: 429.
     #[serde(default = "d_ingest_rate")]
     pub rate_limit_per_sec: u32,
@@ -459,8 +475,8 @@ impl Default for TelemetryConfig {
 fn d_ingest_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 8088))
 }
-fn d_max_body() -> crate::ingest::guard::ByteSize {
-    crate::ingest::guard::ByteSize(64 * 1024)
+fn d_max_body() -> ByteSize {
+    ByteSize(64 * 1024)
 }
 fn d_ingest_rate() -> u32 {
     200
@@ -729,14 +745,22 @@ pub struct TemplatesConfig {
     pub render_fuel_per_alert: u64,
 }
 
+/// Default of `templates.render_fuel`: the budget of any render (about a
+/// million instructions, or 64 MB of output).
+pub const DEFAULT_RENDER_FUEL: u64 = 1_000_000;
+/// Default of `templates.render_fuel_per_alert`, added per alert (rounded up to a
+/// power of two alerts): the shipped templates need at most ~200 per alert.
+/// Spending a budget takes about 0.1 s per million fuel (1,000 alerts: 0.6 s).
+pub const DEFAULT_RENDER_FUEL_PER_ALERT: u64 = 5_000;
+
 fn d_tz() -> String {
     "UTC".into()
 }
 fn d_render_fuel() -> u64 {
-    crate::templates::DEFAULT_RENDER_FUEL
+    DEFAULT_RENDER_FUEL
 }
 fn d_render_fuel_per_alert() -> u64 {
-    crate::templates::DEFAULT_RENDER_FUEL_PER_ALERT
+    DEFAULT_RENDER_FUEL_PER_ALERT
 }
 
 impl Default for TemplatesConfig {
@@ -852,9 +876,6 @@ fn validate_digests(digests: &[DigestConfig], receivers: &[&str]) -> Vec<String>
         }
         if !names.insert(d.name.as_str()) {
             errs.push(format!("digests: the name `{}` is used twice", d.name));
-        }
-        for (field, e) in crate::digest::Schedule::problems(&d.schedule, &d.timezone) {
-            errs.push(format!("{at}.{field}: {e}"));
         }
         if d.receivers.is_empty() {
             errs.push(format!("{at}.receivers: at least one receiver is needed"));
@@ -1027,6 +1048,9 @@ fn deserialize_all(text: &str) -> (Option<Config>, Vec<(u32, u32, String)>) {
     (None, errors)
 }
 
+/// Checks of a whole config supplied from outside (see [`Config::load_checked`]).
+pub type Checks<'a> = &'a dyn Fn(&Config) -> Vec<String>;
+
 impl Config {
     /// Reads, interpolates and parses the file; relative paths in it become
     /// relative to its folder.
@@ -1036,9 +1060,16 @@ impl Config {
 
     /// [`load`](Self::load) for commands that need only some of the file.
     pub fn load_with(path: &Path, mode: LoadMode) -> Result<Config, String> {
+        Self::load_checked(path, mode, &|_| Vec::new())
+    }
+
+    /// [`load_with`](Self::load_with) plus `checks`: the problems only the
+    /// modules built from the config can see (the composition root's, see
+    /// `compose::checks`), reported at their place in the file like the rest.
+    pub fn load_checked(path: &Path, mode: LoadMode, checks: Checks<'_>) -> Result<Config, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let mut cfg = Self::parse_with(path, &text, |k| std::env::var(k).ok(), mode)?;
+        let mut cfg = Self::parse_checked(path, &text, |k| std::env::var(k).ok(), mode, checks)?;
         cfg.source = Some(path.to_owned());
         Ok(cfg)
     }
@@ -1058,6 +1089,17 @@ impl Config {
         text: &str,
         env: impl Fn(&str) -> Option<String>,
         mode: LoadMode,
+    ) -> Result<Config, String> {
+        Self::parse_checked(path, text, env, mode, &|_| Vec::new())
+    }
+
+    /// [`parse_with`](Self::parse_with) plus `checks` (see [`Config::load_checked`]).
+    pub fn parse_checked(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        mode: LoadMode,
+        checks: Checks<'_>,
     ) -> Result<Config, String> {
         let (interp, env_errs) = env::interpolate(text, env);
         let mut problems: Vec<Problem> = env_errs
@@ -1081,9 +1123,9 @@ impl Config {
             cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
             cfg
         });
-        if let (Some(cfg), LoadMode::Strict) = (&cfg, mode)
-            && let Err(errs) = cfg.validate()
-        {
+        if let (Some(cfg), LoadMode::Strict) = (&cfg, mode) {
+            let mut errs = cfg.validate().err().unwrap_or_default();
+            errs.extend(checks(cfg));
             let loc = locate::Locator::new(&interp.text);
             for message in errs {
                 let (line, col) = loc.position_of_message(&message);
@@ -1191,17 +1233,6 @@ impl Config {
             }
             errs.extend(validate_receiver(r));
         }
-        if let Some(route) = &self.route {
-            let known: Vec<&str> = self.receivers.iter().map(|r| r.name()).collect();
-            if let Err(e) = crate::notify::routing::Router::build(route, &known) {
-                errs.extend(e);
-            }
-        }
-        errs.extend(crate::escalation::validate(
-            &self.escalation_policies,
-            self.route.as_ref(),
-            &self.receivers.iter().map(|r| r.name()).collect::<Vec<_>>(),
-        ));
         let known: Vec<&str> = self.receivers.iter().map(|r| r.name()).collect();
         errs.extend(validate_digests(&self.digests, &known));
         if self.templates.timezone.parse::<chrono_tz::Tz>().is_err() {

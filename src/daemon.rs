@@ -10,142 +10,31 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::NaiveDate;
 use futures::StreamExt;
-use secrecy::SecretString;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::argos::client::{ArgosClient, ArgosError, ClientConfig, ListQuery};
+use crate::argos::client::{ArgosClient, ArgosError, ListQuery};
 use crate::argos::crypto::{AesEcb, Cipher};
+use crate::clock::{Clock, SystemClock};
+use crate::compose::{Engine, api_key, load_rules};
 use crate::config::Config;
-use crate::escalation::{Clock, SystemClock};
 use crate::ingest::{Hint, IngestServer};
-use crate::notify::Receiver;
 use crate::notify::outbox::Outbox;
-use crate::notify::routing::Router;
 use crate::pipeline::{BatchReport, Pipeline, Source};
 use crate::poller::Poller;
 use crate::rules::RuleSet;
 use crate::store::StateStore;
-use crate::templates::Templates;
 
-/// The API key from the config, else from `ARGOS_API_KEY`.
-pub(crate) fn api_key(cfg: &Config) -> anyhow::Result<SecretString> {
-    if let Some(k) = &cfg.argos.api_key {
-        return Ok(k.clone());
-    }
-    std::env::var("ARGOS_API_KEY")
-        .map(SecretString::from)
-        .map_err(|_| anyhow::anyhow!("no Argos API key: set argos.api_key in the config (e.g. `${{ARGOS_API_KEY}}`) or the environment variable ARGOS_API_KEY"))
-}
-
-pub fn client_config(cfg: &Config) -> anyhow::Result<ClientConfig> {
-    let a = &cfg.argos;
-    let mut c = ClientConfig::new(a.base_url.clone(), api_key(cfg)?);
-    c.timeout = a.timeout.0;
-    c.max_retries = a.max_retries;
-    c.rate_limit_per_sec = a.rate_limit_per_sec;
-    c.encrypted = a.encrypted;
-    c.page_size = a.page_size;
-    c.max_pages = a.max_pages_per_day;
-    c.max_response_bytes = a.max_response_bytes.0;
-    c.daily_budget = a.daily_budget;
-    c.date_format = a.date_format;
-    if let Some(d) = a.retry_base_delay {
-        c.retry_base_delay = d.0;
-    }
-    Ok(c)
-}
-
-/// Loads the rule set, turning `check`-style problems into one error.
-pub fn load_rules(cfg: &Config) -> anyhow::Result<RuleSet> {
-    crate::rules::load_path(&cfg.rules, crate::rules::ScriptLimits::default()).map_err(|diags| {
-        let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!(
-            "the rules in {} have problems:\n{}",
-            cfg.rules.display(),
-            text.join("\n")
-        )
-    })
-}
-
-/// Compiles the templates and builds every receiver; all problems in one error.
-pub fn build_receivers(cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
-    let templates =
-        Arc::new(Templates::for_config(cfg).map_err(|errs| {
-            anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
-        })?);
-    let mut out = Vec::new();
-    let mut errs = Vec::new();
-    for r in &cfg.receivers {
-        match Receiver::from_config(r, &templates) {
-            Ok(r) => out.push(r),
-            Err(e) => errs.push(e),
-        }
-    }
-    anyhow::ensure!(
-        errs.is_empty(),
-        "the receivers have problems:\n{}",
-        errs.join("\n")
-    );
-    Ok(out)
-}
-
-/// The `route:` tree, or every alert to every receiver when there is none.
-pub fn build_router(cfg: &Config) -> anyhow::Result<Router> {
-    let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name()).collect();
-    match &cfg.route {
-        Some(r) => Router::build(r, &names)
-            .map_err(|errs| anyhow::anyhow!("the route has problems:\n{}", errs.join("\n"))),
-        None => Ok(Router::every_receiver(&names)),
-    }
-}
-
-/// The parts `run` and `backfill` share.
-pub struct Engine {
-    pub store: Arc<dyn StateStore>,
-    pub client: ArgosClient,
-    pub pipeline: Pipeline,
-    pub outbox: Arc<Outbox>,
-    pub wake: Arc<Notify>,
-}
-
-impl Engine {
-    pub async fn build(cfg: &Config) -> anyhow::Result<Engine> {
-        Self::build_with(cfg, Arc::new(load_rules(cfg)?)).await
-    }
-
-    /// With a rule set from elsewhere (the demo's embedded pack, a hot reload).
-    pub async fn build_with(cfg: &Config, rules: Arc<RuleSet>) -> anyhow::Result<Engine> {
-        let store = crate::store::open(&cfg.store).await?;
-        let client = ArgosClient::new(client_config(cfg)?)?;
-        let receivers = build_receivers(cfg)?;
-        let router = Arc::new(build_router(cfg)?);
-        let wake = Arc::new(Notify::new());
-        let outbox = Arc::new(Outbox::new(store.clone(), receivers, cfg.outbox.clone()));
-        let mut pipeline = Pipeline::new(store.clone(), rules, router, wake.clone()).await?;
-        if let Some(ttl) = cfg.poll.applicant_lookup {
-            pipeline = pipeline.with_applicant_lookup(crate::pipeline::ApplicantLookup::new(
-                client.clone(),
-                ttl.0,
-            ));
-        }
-        Ok(Engine {
-            store,
-            client,
-            pipeline,
-            outbox,
-            wake,
-        })
-    }
-}
-
-/// Runs the daemon until `shutdown` becomes true: poll every interval,
+/// Runs the daemon until `shutdown` is cancelled: poll every interval,
 /// act on webhook hints as they come (when `ingest:` is configured), deliver
 /// the outbox, then stop, drop (roll back) a batch in flight, and flush the
 /// outbox within its deadline.
 ///
-/// One task owns the pipeline (it is single-writer): this loop selects over
-/// the poll timer, the hint channel fed by the webhook endpoint, and shutdown.
-pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// One task owns the pipeline (it is single-writer): the main loop selects
+/// over the poll timer, the hint channel fed by the webhook endpoint, reload
+/// requests and shutdown, and hands each to one small function.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let rules = Arc::new(load_rules(&cfg)?);
     run_with(cfg, rules, shutdown).await
 }
@@ -154,17 +43,18 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result
 pub async fn run_with(
     cfg: Config,
     rules: Arc<RuleSet>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     run_with_clock(cfg, rules, Arc::new(SystemClock), shutdown).await
 }
 
-/// [`run_with`] with the clock escalation steps are timed by (controlled in tests).
+/// [`run_with`] with the clock escalation steps and digests are timed by
+/// (controlled in tests).
 pub async fn run_with_clock(
     cfg: Config,
     rules: Arc<RuleSet>,
     clock: Arc<dyn Clock>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     run_with_hints(cfg, rules, clock, shutdown, None).await
 }
@@ -175,175 +65,312 @@ pub async fn run_with_hints(
     cfg: Config,
     rules: Arc<RuleSet>,
     clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     more_hints: Option<(mpsc::Sender<Hint>, mpsc::Receiver<Hint>)>,
 ) -> anyhow::Result<()> {
     // Before anything else touches the store: a second daemon is refused.
     let _lock = crate::store::lock::InstanceLock::for_store(&cfg.store, "run")?;
-    let Engine {
-        store,
-        client,
-        mut pipeline,
-        outbox,
-        wake,
-    } = Engine::build_with(&cfg, rules).await?;
+    let engine = Engine::build_with_clock(&cfg, rules, clock.clone()).await?;
     tracing::info!(
-        rules = pipeline.rules().rules().len(),
-        rule_set_version = %pipeline.rules().version(),
+        rules = engine.pipeline.rules().rules().len(),
+        rule_set_version = %engine.pipeline.rules().version(),
         base_url = %cfg.argos.base_url,
         "kyc-sentinel running"
     );
-    let (ingest_stop, ingest_stop_rx) = watch::channel(false);
-    let external_hints = more_hints.is_some();
-    let (hint_tx, mut hint_rx) = more_hints.unwrap_or_else(|| {
-        mpsc::channel::<Hint>(cfg.ingest.as_ref().map_or(1, |i| i.queue_capacity))
-    });
-    let ingest = match &cfg.ingest {
-        Some(i) => {
-            // Argos encrypts webhook bodies with the same key as API answers;
-            // plain bodies are read too, whatever `argos.encrypted` says.
-            let cipher: Box<dyn Cipher> = Box::new(AesEcb::from_api_key(&api_key(&cfg)?));
-            let server = IngestServer::start(i.clone(), Some(cipher), hint_tx, ingest_stop_rx)
-                .await
-                .context("cannot start the webhook endpoint")?;
-            Some(server)
-        }
-        None => {
-            drop(hint_tx);
-            None
-        }
-    };
-    let hints_on = ingest.is_some() || external_hints;
-    let fetch_concurrency = cfg.ingest.as_ref().map_or(1, |i| i.fetch_concurrency);
-    let catch_up = cfg.ingest.as_ref().is_some_and(|i| i.catch_up);
-    // The outbox stops on its own signal, sent after the main loop ends, so it
-    // flushes whether we stop on a signal or on a fatal error.
-    let (outbox_stop, outbox_stop_rx) = watch::channel(false);
-    // Escalation runs beside the outbox and stops with it; digests are
-    // stopped before the outbox so a digest written at the last moment is
-    // still flushed. Both are restarted by a reload (see `reload::Live`).
-    let mut live = crate::reload::Live::start(&cfg, store.clone(), wake.clone(), clock)?;
-    let outbox_task = tokio::spawn(outbox.clone().run(wake, outbox_stop_rx));
-    let mut poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
-    let interval = cfg.poll.interval.0;
-    let health = crate::telemetry::Health::new(interval).with_budget(client.budget().clone());
-    let _telemetry = match cfg.telemetry.listen {
-        // A daemon that cannot serve metrics still delivers alerts: log, go on.
-        Some(addr) => match crate::telemetry::serve(
-            addr,
-            health.clone(),
-            Some(crate::reload::api_service(live.api.clone())),
-        )
-        .await
-        {
-            Ok((bound, task)) => {
-                tracing::info!(
-                    "metrics on http://{bound}/metrics, health on http://{bound}/healthz"
-                );
-                Some(AbortOnDrop(task))
-            }
-            Err(e) => {
-                tracing::error!("cannot serve metrics on {addr}: {e}; continuing without /metrics");
-                None
-            }
-        },
-        None => None,
-    };
-    // SIGHUP always reloads; `reload.watch` adds the file watcher.
-    let mut reloads = crate::reload::watch(
-        std::iter::once(cfg.rules.clone())
-            .chain(cfg.templates.dir.clone())
-            .chain(cfg.source.clone())
-            .collect(),
-        cfg.reload.watch.then_some(cfg.reload.check_every.0),
-        true,
-    );
-    let mut next_purge = tokio::time::Instant::now();
-    let mut next_poll = tokio::time::Instant::now();
-    let mut fatal: Option<anyhow::Error> = None;
-    loop {
-        if let Some(keep) = cfg.store.raw_retention
-            && tokio::time::Instant::now() >= next_purge
-        {
-            next_purge += Duration::from_secs(3600);
-            purge_raw(store.as_ref(), keep.0).await;
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            _ = tokio::time::sleep_until(next_poll) => {
-                next_poll = tokio::time::Instant::now() + interval;
-                let r = tokio::select! {
-                    biased;
-                    _ = shutdown.changed() => break,
-                    r = poller.poll_once(&mut pipeline) => r,
-                };
-                match r {
-                    Ok(rep) => {
-                        health.poll_succeeded();
-                        // For the digests' engine health (they read the store).
-                        let _ = store.set_meta(crate::digest::LAST_POLL_META, &crate::store::fmt_time(chrono::Utc::now())).await;
-                        let found = pipeline.store().found_first().await.unwrap_or_default();
-                        tracing::info!(
-                            pages = rep.pages, refetched = rep.refetched, received = rep.batch.received,
-                            changed = rep.batch.changed, alerts = rep.batch.alerts,
-                            rule_errors = rep.batch.rule_errors, api_calls = rep.api_calls,
-                            found_first_by_poll = found.get("poll").copied().unwrap_or(0),
-                            found_first_by_webhook = found.get("webhook").copied().unwrap_or(0),
-                            "poll done"
-                        );
-                        crate::telemetry::emit::found_first(&found);
-                        if let Some(i) = &ingest {
-                            let stats = i.counters().snapshot();
-                            crate::telemetry::emit::webhooks(&stats);
-                            tracing::info!(webhooks = ?stats, "webhook endpoint");
-                        }
-                    }
-                    Err(e) if e.is_fatal() => { fatal = Some(e.into()); break; }
-                    // Logged once by the budget; /healthz and a gauge say so until 00:00 UTC.
-                    Err(e) if e.is_budget_exhausted() => {}
-                    Err(e) => tracing::error!("poll failed, will retry next interval: {e}"),
-                }
-            }
-            Some(reason) = reloads.recv() => live.reload(reason, &mut pipeline, &outbox, &health).await,
-            Some(first) = hint_rx.recv(), if hints_on => {
-                // Drain what is waiting: a burst of hints makes one batch.
-                let mut hints = vec![first];
-                while hints.len() < MAX_HINTS_PER_BATCH {
-                    match hint_rx.try_recv() {
-                        Ok(h) => hints.push(h),
-                        Err(_) => break,
-                    }
-                }
-                let r = tokio::select! {
-                    biased;
-                    _ = shutdown.changed() => break,
-                    r = process_hints(&client, &mut pipeline, hints, fetch_concurrency, catch_up) => r,
-                };
-                if let Err(e) = r {
-                    if e.downcast_ref::<ArgosError>().is_some_and(ArgosError::is_fatal) {
-                        fatal = Some(e);
-                        break;
-                    }
-                    tracing::error!("webhook hints failed; the poller will find these submissions: {e:#}");
-                }
-            }
-        }
-    }
-    let _ = ingest_stop.send(true);
-    drop(hint_rx);
-    if let Some(i) = ingest {
-        i.stopped().await;
-    }
-    live.stop_digests().await;
-    let _ = outbox_stop.send(true);
-    live.stop_escalation().await;
-    let _ = outbox_task.await;
+    // The one token every task stops on: the caller's, or ours on a fatal error.
+    let stop = shutdown.child_token();
+    // A daemon future dropped where it stands (aborted) stops its tasks too.
+    let _stop_on_drop = stop.clone().drop_guard();
+    // The tasks that write to the outbox (escalation, digests): the outbox
+    // flushes once they have ended, so what they wrote last is sent too.
+    let writers = TaskTracker::new();
+    let mut daemon = Daemon::start(cfg, engine, clock, &stop, &writers, more_hints).await?;
+    let fatal = daemon.main_loop(&stop).await;
+    daemon.shut_down(&stop, &writers).await;
     if let Some(e) = fatal {
         return Err(e).context("stopping: the Argos API cannot be used with this configuration");
     }
     tracing::info!("kyc-sentinel stopped");
     Ok(())
+}
+
+/// What the main loop does after an event.
+enum Next {
+    Continue,
+    Stop,
+    Fatal(anyhow::Error),
+}
+
+/// The running daemon: what the main loop's handlers work on.
+struct Daemon {
+    cfg: Config,
+    store: Arc<dyn StateStore>,
+    client: ArgosClient,
+    pipeline: Pipeline,
+    outbox: Arc<Outbox>,
+    outbox_task: tokio::task::JoinHandle<()>,
+    poller: Poller,
+    health: crate::telemetry::Health,
+    live: crate::reload::Live,
+    ingest: Option<IngestServer>,
+    hints: mpsc::Receiver<Hint>,
+    /// Hints come from the endpoint or from `crate::ha`.
+    hints_on: bool,
+    reloads: mpsc::Receiver<crate::reload::ReloadReason>,
+    next_poll: tokio::time::Instant,
+    next_purge: tokio::time::Instant,
+    _telemetry: Option<AbortOnDrop>,
+}
+
+impl Daemon {
+    /// Starts everything beside the main loop: the webhook endpoint, the
+    /// outbox, escalation and digests, metrics and the API, reload watching.
+    async fn start(
+        cfg: Config,
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+        stop: &CancellationToken,
+        writers: &TaskTracker,
+        more_hints: Option<(mpsc::Sender<Hint>, mpsc::Receiver<Hint>)>,
+    ) -> anyhow::Result<Daemon> {
+        let Engine {
+            store,
+            client,
+            pipeline,
+            outbox,
+            wake,
+        } = engine;
+        let external_hints = more_hints.is_some();
+        let (hint_tx, hints) = more_hints.unwrap_or_else(|| {
+            mpsc::channel::<Hint>(cfg.ingest.as_ref().map_or(1, |i| i.queue_capacity))
+        });
+        let ingest = match &cfg.ingest {
+            Some(i) => {
+                // Argos encrypts webhook bodies with the same key as API answers;
+                // plain bodies are read too, whatever `argos.encrypted` says.
+                let cipher: Box<dyn Cipher> = Box::new(AesEcb::from_api_key(&api_key(&cfg)?));
+                let server = IngestServer::start(i.clone(), Some(cipher), hint_tx, stop.clone())
+                    .await
+                    .context("cannot start the webhook endpoint")?;
+                Some(server)
+            }
+            None => None,
+        };
+        // Escalation and digests are restarted by a reload (see `reload::Live`).
+        let live = crate::reload::Live::start(
+            &cfg,
+            store.clone(),
+            wake.clone(),
+            clock,
+            writers.clone(),
+            stop.clone(),
+        )?;
+        let flush_when = {
+            let (stop, writers) = (stop.clone(), writers.clone());
+            async move {
+                stop.cancelled().await;
+                writers.close();
+                writers.wait().await;
+            }
+        };
+        let outbox_task = tokio::spawn(outbox.clone().run(wake, flush_when));
+        let poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
+        let health =
+            crate::telemetry::Health::new(cfg.poll.interval.0).with_budget(client.budget().clone());
+        let _telemetry = serve_telemetry(&cfg, &health, &live).await;
+        // SIGHUP always reloads; `reload.watch` adds the file watcher.
+        let reloads = crate::reload::watch(
+            std::iter::once(cfg.rules.clone())
+                .chain(cfg.templates.dir.clone())
+                .chain(cfg.source.clone())
+                .collect(),
+            cfg.reload.watch.then_some(cfg.reload.check_every.0),
+            true,
+        );
+        let now = tokio::time::Instant::now();
+        Ok(Daemon {
+            cfg,
+            store,
+            client,
+            pipeline,
+            outbox,
+            outbox_task,
+            poller,
+            health,
+            live,
+            hints_on: ingest.is_some() || external_hints,
+            ingest,
+            hints,
+            reloads,
+            next_poll: now,
+            next_purge: now,
+            _telemetry,
+        })
+    }
+
+    /// Until `stop` is cancelled or a fatal error (returned).
+    async fn main_loop(&mut self, stop: &CancellationToken) -> Option<anyhow::Error> {
+        let hints_on = self.hints_on;
+        loop {
+            self.purge_if_due().await;
+            let next = tokio::select! {
+                biased;
+                _ = stop.cancelled() => Next::Stop,
+                _ = tokio::time::sleep_until(self.next_poll) => self.on_poll(stop).await,
+                Some(reason) = self.reloads.recv() => self.on_reload(reason).await,
+                Some(first) = self.hints.recv(), if hints_on => self.on_hints(first, stop).await,
+            };
+            match next {
+                Next::Continue => {}
+                Next::Stop => return None,
+                Next::Fatal(e) => return Some(e),
+            }
+        }
+    }
+
+    /// Retention, at most once an hour.
+    async fn purge_if_due(&mut self) {
+        if let Some(keep) = self.cfg.store.raw_retention
+            && tokio::time::Instant::now() >= self.next_purge
+        {
+            self.next_purge += Duration::from_secs(3600);
+            purge_raw(self.store.as_ref(), keep.0).await;
+        }
+    }
+
+    /// One poll (cut short by shutdown: the batch in flight rolls back).
+    async fn on_poll(&mut self, stop: &CancellationToken) -> Next {
+        self.next_poll = tokio::time::Instant::now() + self.cfg.poll.interval.0;
+        let r = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Next::Stop,
+            r = self.poller.poll_once(&mut self.pipeline) => r,
+        };
+        match r {
+            Ok(rep) => {
+                self.health.poll_succeeded();
+                // For the digests' engine health (they read the store).
+                let _ = self
+                    .store
+                    .set_meta(
+                        crate::digest::LAST_POLL_META,
+                        &crate::store::fmt_time(chrono::Utc::now()),
+                    )
+                    .await;
+                let found = self
+                    .pipeline
+                    .store()
+                    .found_first()
+                    .await
+                    .unwrap_or_default();
+                tracing::info!(
+                    pages = rep.pages,
+                    refetched = rep.refetched,
+                    received = rep.batch.received,
+                    changed = rep.batch.changed,
+                    alerts = rep.batch.alerts,
+                    rule_errors = rep.batch.rule_errors,
+                    api_calls = rep.api_calls,
+                    found_first_by_poll = found.get("poll").copied().unwrap_or(0),
+                    found_first_by_webhook = found.get("webhook").copied().unwrap_or(0),
+                    "poll done"
+                );
+                crate::telemetry::emit::found_first(&found);
+                if let Some(i) = &self.ingest {
+                    let stats = i.counters().snapshot();
+                    crate::telemetry::emit::webhooks(&stats.outcomes());
+                    tracing::info!(webhooks = ?stats, "webhook endpoint");
+                }
+                Next::Continue
+            }
+            Err(e) if e.is_fatal() => Next::Fatal(e.into()),
+            // Logged once by the budget; /healthz and a gauge say so until 00:00 UTC.
+            Err(e) if e.is_budget_exhausted() => Next::Continue,
+            Err(e) => {
+                tracing::error!("poll failed, will retry next interval: {e}");
+                Next::Continue
+            }
+        }
+    }
+
+    /// A burst of webhook hints makes one batch (cut short by shutdown).
+    async fn on_hints(&mut self, first: Hint, stop: &CancellationToken) -> Next {
+        let mut hints = vec![first];
+        while hints.len() < MAX_HINTS_PER_BATCH {
+            match self.hints.try_recv() {
+                Ok(h) => hints.push(h),
+                Err(_) => break,
+            }
+        }
+        let (concurrency, catch_up) = self
+            .cfg
+            .ingest
+            .as_ref()
+            .map_or((1, false), |i| (i.fetch_concurrency, i.catch_up));
+        let r = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Next::Stop,
+            r = process_hints(&self.client, &mut self.pipeline, hints, concurrency, catch_up) => r,
+        };
+        match r {
+            Ok(_) => Next::Continue,
+            Err(e)
+                if e.downcast_ref::<ArgosError>()
+                    .is_some_and(ArgosError::is_fatal) =>
+            {
+                Next::Fatal(e)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "webhook hints failed; the poller will find these submissions: {e:#}"
+                );
+                Next::Continue
+            }
+        }
+    }
+
+    /// SIGHUP or changed files: the whole configuration, all or nothing.
+    async fn on_reload(&mut self, reason: crate::reload::ReloadReason) -> Next {
+        self.live
+            .reload(reason, &mut self.pipeline, &self.outbox, &self.health)
+            .await;
+        Next::Continue
+    }
+
+    /// Everything stops on the token; the webhook endpoint is waited for
+    /// (bounded), then the outbox flushes within its deadline once the
+    /// writers (escalation, digests) have ended.
+    async fn shut_down(self, stop: &CancellationToken, writers: &TaskTracker) {
+        stop.cancel();
+        drop(self.hints);
+        if let Some(i) = self.ingest {
+            i.stopped().await;
+        }
+        writers.close();
+        drop(self.live);
+        let _ = self.outbox_task.await;
+    }
+}
+
+/// Metrics, health and the alert API on `telemetry.listen`, when set. A
+/// daemon that cannot serve metrics still delivers alerts: log, go on.
+async fn serve_telemetry(
+    cfg: &Config,
+    health: &crate::telemetry::Health,
+    live: &crate::reload::Live,
+) -> Option<AbortOnDrop> {
+    let addr = cfg.telemetry.listen?;
+    let api = Some(crate::reload::api_service(live.api.clone()));
+    match crate::telemetry::serve(addr, health.clone(), api).await {
+        Ok((bound, task)) => {
+            tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+            Some(AbortOnDrop(task))
+        }
+        Err(e) => {
+            tracing::error!("cannot serve metrics on {addr}: {e}; continuing without /metrics");
+            None
+        }
+    }
 }
 
 /// Hints taken into one batch at most (the channel is drained up to this).
@@ -403,14 +430,12 @@ async fn process_hints(
         match r {
             Ok(Some(v)) => items.push(v),
             Ok(None) => {
-                tracing::warn!(submission = %crate::util::display_safe(&id), "webhook for a submission Argos does not return; ignored")
+                tracing::warn!(submission = %id, "webhook for a submission Argos does not return; ignored")
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
             // The budget warned once; the poller finds it after 00:00 UTC.
             Err(e) if e.is_budget_exhausted() => {}
-            Err(e) => {
-                tracing::error!(submission = %crate::util::display_safe(&id), "fetch after webhook failed: {e}")
-            }
+            Err(e) => tracing::error!(submission = %id, "fetch after webhook failed: {e}"),
         }
     }
     let report = pipeline
@@ -430,20 +455,6 @@ async fn process_hints(
         "webhook batch done"
     );
     Ok(report)
-}
-
-/// The alert API, when a token is configured.
-pub fn api_router(cfg: &Config, store: &Arc<dyn StateStore>) -> Option<axum::Router> {
-    let token = cfg.api.token.clone()?;
-    Some(crate::api::router(crate::api::ApiState {
-        store: store.clone(),
-        token: Arc::new(token),
-        link_secret: cfg.api.link_secret.clone().map(Arc::new),
-        link_ttl: cfg
-            .api
-            .link_ttl
-            .map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
-    }))
 }
 
 /// Stops a background task when its owner goes away.
@@ -538,10 +549,14 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     // batch has alerts): waiting for them between days made every fsync of a
     // file receiver part of the backfill's critical path. A quiet backfill
     // delivers nothing, not even what an earlier `run` left in the outbox.
-    let (outbox_stop, outbox_stop_rx) = watch::channel(false);
-    let mut delivering = opts
-        .notify
-        .then(|| AbortOnDrop(tokio::spawn(outbox.clone().run(wake, outbox_stop_rx))));
+    let outbox_stop = CancellationToken::new();
+    let mut delivering = opts.notify.then(|| {
+        AbortOnDrop(tokio::spawn(
+            outbox
+                .clone()
+                .run(wake, outbox_stop.clone().cancelled_owned()),
+        ))
+    });
     let days: Vec<NaiveDate> = opts
         .from
         .iter_days()
@@ -630,7 +645,7 @@ pub async fn backfill(cfg: Config, opts: BackfillOptions) -> anyhow::Result<Batc
     pipeline.flush().await?;
     bar.finish();
     // The task flushes what is due within `outbox.flush_deadline`, then ends.
-    let _ = outbox_stop.send(true);
+    outbox_stop.cancel();
     if let Some(d) = &mut delivering {
         let _ = (&mut d.0).await;
     }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::simulator::{SimConfig, Simulator};
@@ -61,7 +60,7 @@ fn demo_config(base_url: &str, store: &Path, out: &Path, webhook: &str) -> anyho
         alerts = out.join("alerts.jsonl").display(),
         mail = out.join("mail").display(),
     );
-    Config::parse(Path::new("<demo>"), &text, |_| None).map_err(anyhow::Error::msg)
+    crate::compose::parse_config(Path::new("<demo>"), &text, |_| None).map_err(anyhow::Error::msg)
 }
 
 /// A stand-in for Slack: writes each webhook body to `dir/NNNN.json`.
@@ -126,8 +125,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     let rules = Arc::new(crate::rules::shipped::shipped_rules());
 
     let daily_budget = cfg.argos.daily_budget;
-    let (stop, stop_rx) = watch::channel(false);
-    let daemon = tokio::spawn(crate::daemon::run_with(cfg, rules, stop_rx));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let daemon = tokio::spawn(crate::daemon::run_with(cfg, rules, stop.clone()));
 
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(opts.duration.as_secs());
@@ -167,7 +166,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         bar.set_position(started.elapsed().as_secs());
     }
     bar.finish_and_clear();
-    let _ = stop.send(true);
+    stop.cancel();
     daemon.await.context("the engine task panicked")??;
     sim.shutdown().await?;
     sink.abort();

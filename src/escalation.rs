@@ -13,16 +13,15 @@
 //! hours of steps in seconds.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{EscalationPolicyConfig, RouteConfig};
 use crate::store::escalation::{StepResult, StepSend};
 use crate::store::prelude::*;
@@ -35,68 +34,6 @@ pub const LATE_AFTER: Duration = Duration::from_secs(60);
 /// How often the store is re-read for alerts that started escalating (the
 /// pipeline writes them; this task is not told).
 pub const RESCAN: Duration = Duration::from_secs(1);
-
-/// Where the escalation task reads the time. The wall clock in the daemon;
-/// a [`ShiftedClock`] in tests.
-pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
-    fn now(&self) -> DateTime<Utc>;
-    /// Resolves at `t` on this clock, or earlier (callers re-check).
-    fn sleep_until(&self, t: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// The wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-    fn sleep_until(&self, t: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        // Capped, so a wall-clock jump (NTP, suspend) is noticed within a minute.
-        let d = (t - Utc::now())
-            .to_std()
-            .unwrap_or_default()
-            .min(Duration::from_secs(60));
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
-/// The wall clock moved forward by a settable offset: a controlled clock
-/// that still agrees with the store's wall-clock timestamps at offset zero.
-/// [`ShiftedClock::advance`] wakes whoever sleeps on it.
-#[derive(Debug, Default)]
-pub struct ShiftedClock {
-    offset_ms: AtomicI64,
-    moved: Notify,
-}
-
-impl ShiftedClock {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
-        self.moved.notify_waiters();
-    }
-}
-
-impl Clock for ShiftedClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
-    }
-    fn sleep_until(&self, t: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let d = (t - self.now()).to_std().unwrap_or_default();
-            tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = self.moved.notified() => {}
-            }
-        })
-    }
-}
 
 /// Checks the policies and the routes' `escalation:` names. Pure; every
 /// problem, each naming its place in the config.
@@ -375,9 +312,9 @@ impl Escalator {
         Ok(earliest)
     }
 
-    /// Runs until `shutdown` flips (or its sender is gone): `select!` over the
-    /// next due step, the rescan interval and shutdown.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` is cancelled: `select!` over the next due step,
+    /// the rescan interval and shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
         loop {
             let next = match self.tick().await {
                 Ok(n) => n,
@@ -394,7 +331,7 @@ impl Escalator {
                 }
             };
             tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
                 _ = due => {}
                 _ = tokio::time::sleep(RESCAN) => {}
             }

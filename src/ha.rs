@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::argos::crypto::{AesEcb, Cipher};
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::escalation::Clock;
 use crate::ingest::{Hint, IngestServer};
 use crate::rules::RuleSet;
 use crate::store::PgStore;
@@ -53,7 +54,7 @@ pub async fn run(
     cfg: Config,
     rules: Arc<RuleSet>,
     clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let url = cfg
         .store
@@ -66,7 +67,7 @@ pub async fn run(
         let standby = Standby::start(&cfg, store.clone()).await?;
         tracing::info!("standby: another instance leads; trying every {CONTEND_EVERY:?}");
         let taken = tokio::select! {
-            _ = shutdown.changed() => None,
+            _ = shutdown.cancelled() => None,
             l = contend(&url) => Some(l),
         };
         standby.stop().await;
@@ -79,7 +80,7 @@ pub async fn run(
             clock.clone(),
             &store,
             leadership,
-            &mut shutdown,
+            &shutdown,
         )
         .await?
         {
@@ -155,7 +156,7 @@ async fn lead(
     clock: Arc<dyn Clock>,
     store: &PgStore,
     mut leadership: Leadership,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<Ended> {
     let epoch = leadership.epoch();
     crate::telemetry::set_ha_role(Some(epoch));
@@ -165,7 +166,8 @@ async fn lead(
     );
     let mut led = cfg.clone();
     led.store.leader_epoch = Some(epoch);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // The engine stops on this: process shutdown, or leadership lost.
+    let stop = shutdown.child_token();
     let cap = cfg.ingest.as_ref().map_or(1000, |i| i.queue_capacity);
     let (hint_tx, hint_rx) = mpsc::channel::<Hint>(cap);
     let drain = tokio::spawn(drain_hints(store.fenced(epoch), hint_tx.clone()));
@@ -173,14 +175,14 @@ async fn lead(
         led,
         rules,
         clock,
-        stop_rx,
+        stop.clone(),
         Some((hint_tx, hint_rx)),
     ));
     let mut renew = tokio::time::interval(LEASE / 5);
     renew.tick().await; // the first tick is now: the lease was just taken
     let ended = loop {
         tokio::select! {
-            _ = shutdown.changed() => break Ended::Shutdown,
+            _ = shutdown.cancelled() => break Ended::Shutdown,
             _ = renew.tick() => {
                 if !leadership.renew().await {
                     break Ended::Lost;
@@ -195,7 +197,7 @@ async fn lead(
             }
         }
     };
-    let _ = stop_tx.send(true);
+    stop.cancel();
     drain.abort();
     let stopped = engine.await;
     match ended {
@@ -244,11 +246,7 @@ async fn drain_hints(store: PgStore, hints: mpsc::Sender<Hint>) {
 /// endpoint whose hints go to the database.
 struct Standby {
     telemetry: Option<tokio::task::JoinHandle<()>>,
-    ingest: Option<(
-        watch::Sender<bool>,
-        IngestServer,
-        tokio::task::JoinHandle<()>,
-    )>,
+    ingest: Option<(CancellationToken, IngestServer, tokio::task::JoinHandle<()>)>,
 }
 
 impl Standby {
@@ -259,19 +257,19 @@ impl Standby {
         };
         let ingest = match &cfg.ingest {
             Some(i) => {
-                let key = crate::daemon::api_key(cfg)?;
+                let key = crate::compose::api_key(cfg)?;
                 let (tx, rx) = mpsc::channel::<Hint>(i.queue_capacity);
-                let (stop_tx, stop_rx) = watch::channel(false);
+                let stop = CancellationToken::new();
                 let server = with_retries(|| {
                     // The same key as API answers, as the leader's endpoint.
                     let cipher: Box<dyn Cipher> = Box::new(AesEcb::from_api_key(&key));
-                    IngestServer::start(i.clone(), Some(cipher), tx.clone(), stop_rx.clone())
+                    IngestServer::start(i.clone(), Some(cipher), tx.clone(), stop.clone())
                 })
                 .await
                 .context("standby: cannot start the webhook endpoint")?;
                 drop(tx);
                 let keep = tokio::spawn(keep_hints(store, rx));
-                Some((stop_tx, server, keep))
+                Some((stop, server, keep))
             }
             None => None,
         };
@@ -285,7 +283,7 @@ impl Standby {
             let _ = t.await;
         }
         if let Some((stop, server, keep)) = self.ingest {
-            let _ = stop.send(true);
+            stop.cancel();
             server.stopped().await;
             // The endpoint's sender is gone: the writer ends after the last hint.
             let _ = keep.await;
@@ -332,7 +330,7 @@ async fn serve_standby(
                 crate::telemetry::ha_role_line() + "ok: standing by (another instance leads)\n"
             }),
         );
-    if let Some(api) = crate::daemon::api_router(cfg, &dyn_store) {
+    if let Some(api) = crate::compose::api_router(cfg, &dyn_store) {
         app = app.merge(api);
     }
     let listener = match with_retries(|| crate::http_guard::bind(addr, "telemetry.listen")).await {

@@ -36,8 +36,9 @@ use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// Largest request head (request line and headers) read; beyond it, 431.
@@ -100,7 +101,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let mut conns = JoinSet::new();
     let last_warning = AtomicI64::new(0);
     let mut shutdown = pin!(shutdown);
@@ -120,7 +121,7 @@ pub async fn serve(
                 };
                 match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        let conn = connection(stream, peer, app.clone(), limits, name, stop_rx.clone());
+                        let conn = connection(stream, peer, app.clone(), limits, name, stop.clone());
                         conns.spawn(async move {
                             conn.await;
                             drop(slot);
@@ -132,7 +133,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    stop.cancel();
     while conns.join_next().await.is_some() {}
 }
 
@@ -144,7 +145,7 @@ async fn connection(
     app: Router,
     limits: Limits,
     name: &'static str,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let service = hyper::service::service_fn(move |req| request(req, peer, app.clone(), limits));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -155,7 +156,7 @@ async fn connection(
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let finished = tokio::select! {
         r = conn.as_mut() => Some(r),
-        _ = stop.wait_for(|s| *s) => None,
+        _ = stop.cancelled() => None,
         () = tokio::time::sleep(limits.max_connection_age) => None,
     };
     let result = match finished {

@@ -1,11 +1,35 @@
-//! The outbox payload: what a notification row carries, typed.
+//! What the outbox stores and a receiver sends, typed: the payload of an
+//! outbox row ([`OutboxPayload`]: alerts of one group, an escalation step, a
+//! rendered digest), its idempotency key ([`group_key_hash`]), and the
+//! [`Notification`] a receiver renders.
 //!
-//! A leaf module (no dependency on `notify`, `config` or `store`): the router,
-//! escalation and digests build payloads here, the store keeps them as text
-//! and the outbox reads them back with [`OutboxPayload::parse`]. Any backend
-//! stores the same bytes.
+//! A leaf (it imports only `util`): the router, escalation and digests build
+//! payloads here, every store backend keeps the same bytes, and the
+//! templates and receivers read them, without depending on each other.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// What a receiver sends: alerts of one group, and their submissions.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// Idempotency key: the alert's fingerprint for one alert, else
+    /// [`group_key_hash`] of the fingerprints. Same after any retry.
+    pub key: String,
+    pub receiver: String,
+    /// The routing group (`route|key=value,...`), if any.
+    pub group_key: Option<String>,
+    /// Each alert as `eval` prints it.
+    pub alerts: Vec<Value>,
+    /// submission_id -> the stored submission JSON, for templates. Never
+    /// logged: it holds personal data.
+    pub submissions: Map<String, Value>,
+    /// For a step of an escalation policy: `{policy, step, steps, after,
+    /// due_at, late}` (see `escalation::StepInfo`); none for a routed notification.
+    pub escalation: Option<Value>,
+    /// A digest instead of alerts: rendered when it was scheduled and sent as
+    /// is, so a retry sends the same content (see `crate::digest`).
+    pub digest: Option<RenderedDigest>,
+}
 
 /// A digest rendered for sending: masked text only (no submission JSON).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,6 +40,19 @@ pub struct RenderedDigest {
     pub html: String,
     /// The report's data, the body webhooks receive.
     pub data: Value,
+}
+
+/// The idempotency key of a notification: one alert keeps its fingerprint
+/// (so PagerDuty's `dedup_key` and the file receiver match `eval`); several
+/// get the SHA-256 of their sorted fingerprints, one per line.
+pub fn group_key_hash(fingerprints: &[&str]) -> String {
+    if let [one] = fingerprints {
+        return (*one).to_owned();
+    }
+    let mut sorted = fingerprints.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    crate::util::sha256_hex(sorted.join("\n").as_bytes())
 }
 
 /// What an outbox row asks a receiver to send.
@@ -34,17 +71,121 @@ pub enum OutboxPayload {
     Digest(RenderedDigest),
 }
 
-/// The idempotency key of a notification: one alert keeps its fingerprint
-/// (so PagerDuty's `dedup_key` and the file receiver match `eval`); several
-/// get the SHA-256 of their sorted fingerprints, one per line.
-pub fn group_key_hash(fingerprints: &[&str]) -> String {
-    if let [one] = fingerprints {
-        return (*one).to_owned();
+impl Notification {
+    /// The outbox payload of a group: `{"group_key": ..., "alerts": [...]}`.
+    pub fn payload(group_key: Option<&str>, alerts: &[Value]) -> String {
+        OutboxPayload::group(group_key, alerts)
     }
-    let mut sorted = fingerprints.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    crate::util::sha256_hex(sorted.join("\n").as_bytes())
+
+    /// Reads an outbox payload (see [`OutboxPayload::parse`]).
+    pub fn from_payload(key: &str, receiver: &str, payload: &str) -> Result<Self, String> {
+        let mut n = Notification {
+            key: key.to_owned(),
+            receiver: receiver.to_owned(),
+            group_key: None,
+            alerts: Vec::new(),
+            submissions: Map::new(),
+            escalation: None,
+            digest: None,
+        };
+        match OutboxPayload::parse(key, payload)? {
+            OutboxPayload::Digest(d) => n.digest = Some(d),
+            OutboxPayload::Alerts {
+                group_key,
+                alerts,
+                escalation,
+            } => {
+                n.group_key = group_key;
+                n.alerts = alerts;
+                n.escalation = escalation;
+            }
+        }
+        Ok(n)
+    }
+
+    /// From an alert file (`--alert FILE`): one alert object, an array of them,
+    /// or JSON lines; an alert may carry its submission under `submission`.
+    pub fn from_alert_text(receiver: &str, text: &str) -> Result<Self, String> {
+        let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(a)) => a,
+            Ok(v) => vec![v],
+            Err(_) => text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| format!("line {}: not JSON: {e}", i + 1))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut alerts = Vec::new();
+        let mut submissions = Map::new();
+        for (i, mut a) in values.into_iter().enumerate() {
+            let Some(obj) = a.as_object_mut() else {
+                return Err(format!("alert {}: not a JSON object", i + 1));
+            };
+            for k in ["rule", "severity", "submission_id", "fingerprint"] {
+                if !obj.get(k).is_some_and(Value::is_string) {
+                    return Err(format!("alert {}: `{k}` is missing or not a string", i + 1));
+                }
+            }
+            if let Some(sub) = obj.remove("submission") {
+                let id = obj["submission_id"].as_str().unwrap_or_default().to_owned();
+                submissions.insert(id, sub);
+            }
+            alerts.push(a);
+        }
+        if alerts.is_empty() {
+            return Err("no alert in the file".into());
+        }
+        let fps: Vec<&str> = alerts
+            .iter()
+            .filter_map(|a| a["fingerprint"].as_str())
+            .collect();
+        Ok(Notification {
+            key: group_key_hash(&fps),
+            receiver: receiver.to_owned(),
+            group_key: None,
+            alerts,
+            submissions,
+            escalation: None,
+            digest: None,
+        })
+    }
+
+    /// A made-up alert with made-up personal data, for `notify-test` and `check`.
+    pub fn sample(receiver: &str) -> Self {
+        Self::from_alert_text(receiver, include_str!("notify/sample_alert.json"))
+            .expect("the sample alert parses")
+    }
+
+    /// The submissions of every alert, firing and window members, each once
+    /// (to load from the store: messages list each member with its time).
+    pub fn submission_ids(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in &self.alerts {
+            let members = a
+                .get("submission_ids")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str);
+            let firing = a.get("submission_id").and_then(Value::as_str);
+            for id in firing.into_iter().chain(members) {
+                if !out.iter().any(|x| x == id) {
+                    out.push(id.to_owned());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn fingerprints(&self) -> Vec<&str> {
+        self.alerts
+            .iter()
+            .filter_map(|a| a.get("fingerprint").and_then(Value::as_str))
+            .collect()
+    }
 }
 
 impl OutboxPayload {

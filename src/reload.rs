@@ -15,10 +15,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::escalation::{Clock, Escalator};
+use crate::escalation::Escalator;
 use crate::notify::Receiver;
 use crate::notify::routing::Router;
 use crate::rules::RuleSet;
@@ -158,10 +161,10 @@ pub struct Prepared {
 
 /// Reads and builds everything a reload swaps in; the first problem refuses it.
 pub fn prepare(path: &Path, store: &Arc<dyn StateStore>) -> anyhow::Result<Prepared> {
-    let cfg = Config::load(path).map_err(anyhow::Error::msg)?;
-    let rules = Arc::new(crate::daemon::load_rules(&cfg)?);
-    let receivers = crate::daemon::build_receivers(&cfg)?;
-    let router = Arc::new(crate::daemon::build_router(&cfg)?);
+    let cfg = crate::compose::load_config(path).map_err(anyhow::Error::msg)?;
+    let rules = Arc::new(crate::compose::load_rules(&cfg)?);
+    let receivers = crate::compose::build_receivers(&cfg)?;
+    let router = Arc::new(crate::compose::build_router(&cfg)?);
     // Digests compile their templates when built: built here to be checked.
     crate::digest::Digester::from_config(&cfg, store.clone())?;
     Ok(Prepared {
@@ -193,15 +196,16 @@ pub fn api_service(slot: ApiSlot) -> axum::Router {
     })
 }
 
-/// A task with its own stop signal.
+/// A task a reload restarts: its token is a child of the daemon's, so the
+/// daemon's shutdown stops it too.
 struct Task {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
 
 impl Task {
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let _ = self.handle.await;
     }
 }
@@ -217,18 +221,24 @@ pub struct Live {
     store: Arc<dyn StateStore>,
     wake: Arc<Notify>,
     clock: Arc<dyn Clock>,
+    /// Where escalation and digests run (the daemon waits for them).
+    tasks: TaskTracker,
+    stop: CancellationToken,
     escalation: Option<Task>,
     digests: Option<Task>,
     pub api: ApiSlot,
 }
 
 impl Live {
-    /// Starts the escalation and digest tasks of `cfg`.
+    /// Starts the escalation and digest tasks of `cfg` on `tasks`; they
+    /// stop when `stop` is cancelled.
     pub fn start(
         cfg: &Config,
         store: Arc<dyn StateStore>,
         wake: Arc<Notify>,
         clock: Arc<dyn Clock>,
+        tasks: TaskTracker,
+        stop: CancellationToken,
     ) -> anyhow::Result<Live> {
         let path = cfg.source.clone();
         let mut live = Live {
@@ -236,10 +246,12 @@ impl Live {
             templates: templates_digest(cfg),
             path,
             cfg: cfg.clone(),
-            api: Arc::new(RwLock::new(crate::daemon::api_router(cfg, &store))),
+            api: Arc::new(RwLock::new(crate::compose::api_router(cfg, &store))),
             store,
             wake,
             clock,
+            tasks,
+            stop,
             escalation: None,
             digests: None,
         };
@@ -252,7 +264,7 @@ impl Live {
     fn spawn_escalation(&self) -> Option<Task> {
         let policies = &self.cfg.escalation_policies;
         (!policies.is_empty()).then(|| {
-            let (stop, rx) = watch::channel(false);
+            let stop = self.stop.child_token();
             let e = Escalator::new(
                 self.store.clone(),
                 policies,
@@ -260,32 +272,23 @@ impl Live {
                 self.wake.clone(),
             );
             Task {
+                handle: self.tasks.spawn(e.run(stop.clone())),
                 stop,
-                handle: tokio::spawn(e.run(rx)),
             }
         })
     }
 
     fn spawn_digests(&self) -> anyhow::Result<Option<Task>> {
-        let (stop, rx) = watch::channel(false);
-        Ok(
-            crate::digest::spawn(&self.cfg, self.store.clone(), self.wake.clone(), rx)?
-                .map(|handle| Task { stop, handle }),
-        )
-    }
-
-    /// Stops the digests (before the outbox's last flush).
-    pub async fn stop_digests(&mut self) {
-        if let Some(t) = self.digests.take() {
-            t.stop().await;
-        }
-    }
-
-    /// Stops escalation (with the outbox).
-    pub async fn stop_escalation(&mut self) {
-        if let Some(t) = self.escalation.take() {
-            t.stop().await;
-        }
+        let stop = self.stop.child_token();
+        let handle = crate::digest::spawn(
+            &self.cfg,
+            self.store.clone(),
+            self.wake.clone(),
+            self.clock.clone(),
+            &self.tasks,
+            stop.clone(),
+        )?;
+        Ok(handle.map(|handle| Task { stop, handle }))
     }
 
     /// Re-reads the whole configuration and applies it, or refuses it whole.
@@ -320,7 +323,7 @@ impl Live {
         pipeline.set_rules(new.rules.clone());
         pipeline.set_router(new.router.clone());
         outbox.set_receivers(new.receivers);
-        *self.api.write().expect("api slot") = crate::daemon::api_router(&new.cfg, &self.store);
+        *self.api.write().expect("api slot") = crate::compose::api_router(&new.cfg, &self.store);
         self.cfg = new.cfg;
         self.sections = new.sections;
         self.templates = new.templates;
@@ -329,7 +332,9 @@ impl Live {
             t.stop().await;
         }
         self.escalation = self.spawn_escalation();
-        self.stop_digests().await;
+        if let Some(t) = self.digests.take() {
+            t.stop().await;
+        }
         match self.spawn_digests() {
             Ok(d) => self.digests = d,
             Err(e) => tracing::error!("{reason}: digests not restarted: {e:#}"),

@@ -20,10 +20,17 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
-
 /// Installs the global subscriber (once; later calls are ignored, which
 /// lets tests run several commands in one process).
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 pub fn init_logs(format: LogFormat) {
     init_logs_at(format, "info");
 }
@@ -238,19 +245,10 @@ pub mod emit {
         gauge!("kyc_sentinel_dead_letters").set(dead as f64);
     }
 
-    /// The webhook endpoint's counters (absolute values since start).
-    pub fn webhooks(s: &crate::ingest::IngestStats) {
-        for (outcome, v) in [
-            ("queued", s.queued),
-            ("replayed", s.replayed),
-            ("bad_body", s.bad_body),
-            ("unauthenticated", s.unauthenticated),
-            ("forbidden_ip", s.forbidden_ip),
-            ("too_large", s.too_large),
-            ("rate_limited", s.rate_limited),
-            ("queue_full", s.queue_full),
-        ] {
-            counter!("kyc_sentinel_webhooks_total", "outcome" => outcome).absolute(v);
+    /// The webhook endpoint's counters by outcome (absolute values since start).
+    pub fn webhooks(outcomes: &[(&'static str, u64)]) {
+        for (outcome, v) in outcomes {
+            counter!("kyc_sentinel_webhooks_total", "outcome" => *outcome).absolute(*v);
         }
     }
 
@@ -272,6 +270,12 @@ pub mod emit {
     }
 }
 
+/// A call budget `/healthz` reports on (the Argos client's): why no call
+/// can be made at `now`, if none can.
+pub trait SpentBudget: Send + Sync + std::fmt::Debug {
+    fn spent_why(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String>;
+}
+
 /// Whether the engine is doing its job: the last poll succeeded recently.
 #[derive(Debug, Clone)]
 pub struct Health {
@@ -279,7 +283,7 @@ pub struct Health {
     started: i64,
     interval: Duration,
     /// The Argos call budget: a spent budget is reported first.
-    budget: Option<Arc<crate::argos::CallBudget>>,
+    budget: Option<Arc<dyn SpentBudget>>,
     /// Why the last configuration reload was refused (cleared by a good one).
     reload: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -296,7 +300,7 @@ impl Health {
     }
 
     /// Reports a spent daily API budget (no poll can succeed until 00:00 UTC).
-    pub fn with_budget(mut self, budget: Arc<crate::argos::CallBudget>) -> Self {
+    pub fn with_budget(mut self, budget: Arc<dyn SpentBudget>) -> Self {
         self.budget = Some(budget);
         self
     }
@@ -328,7 +332,7 @@ impl Health {
         if let Some(ex) = self
             .budget
             .as_ref()
-            .and_then(|b| b.exhausted(chrono::DateTime::from_timestamp(now, 0).unwrap_or_default()))
+            .and_then(|b| b.spent_why(chrono::DateTime::from_timestamp(now, 0).unwrap_or_default()))
         {
             return Err(format!("not polling: {ex}"));
         }

@@ -20,7 +20,7 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::config::TemplatesConfig;
-use crate::notify::Notification;
+use crate::outbox_payload::Notification;
 use crate::rules::RuleSet;
 
 pub use message::{Links, count_phrase, display_value, human_duration, slack_escape, teams_escape};
@@ -52,13 +52,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("digest.html", include_str!("../templates/digest.html")),
 ];
 
-/// Default of `templates.render_fuel`: the budget of any render (about a
-/// million instructions, or 64 MB of output).
-pub const DEFAULT_RENDER_FUEL: u64 = 1_000_000;
-/// Default of `templates.render_fuel_per_alert`, added per alert (rounded up to a
-/// power of two alerts): the shipped templates need at most ~200 per alert.
-/// Spending a budget takes about 0.1 s per million fuel (1,000 alerts: 0.6 s).
-pub const DEFAULT_RENDER_FUEL_PER_ALERT: u64 = 5_000;
+pub use crate::config::{DEFAULT_RENDER_FUEL, DEFAULT_RENDER_FUEL_PER_ALERT};
 
 /// Alerts in the notification `check --config` renders every template with.
 pub const CHECK_ALERTS: usize = 100;
@@ -165,19 +159,6 @@ impl Templates {
         }
     }
 
-    /// What the daemon sends with: `templates:`, the links of `api:`, and the
-    /// rules of `rules:` (read again here so a reload of rules and templates
-    /// stays one step; rules that do not load leave messages without rule
-    /// facts, and `load_rules` reports why).
-    pub fn for_config(cfg: &crate::config::Config) -> Result<Templates, Vec<String>> {
-        let rules = crate::rules::load_path(&cfg.rules, crate::rules::ScriptLimits::default())
-            .ok()
-            .map(Arc::new);
-        Ok(Self::load(&cfg.templates)?
-            .with_links(Links::from_config(cfg))
-            .with_rules(rules))
-    }
-
     /// With these links (`dashboard_url` included).
     pub fn with_links(mut self, links: Links) -> Templates {
         self.links = links;
@@ -244,14 +225,12 @@ impl Templates {
     /// Renders every template with the sample notification (`digest*`
     /// templates with the sample digest report): catches the undefined
     /// variables and broken JSON that compiling cannot.
-    pub fn check_all(&self) -> Vec<String> {
+    /// `digest_report` is the sample report (the composition root builds it:
+    /// the digest module renders with these templates, not the other way).
+    pub fn check_all(&self, digest_report: &Value) -> Vec<String> {
         let sample = Notification::sample("check");
         let params = sample_params();
-        let report = serde_json::json!({ "report": crate::digest::report::build(
-            &crate::digest::report::sample_input(),
-            &crate::config::DigestFilters::default(),
-            crate::digest::report::Limits { top: 10, open: 50 },
-        ) });
+        let report = serde_json::json!({ "report": digest_report });
         self.names
             .iter()
             .filter_map(|n| {

@@ -41,6 +41,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Equal-time comparison: how long it takes says nothing about how much
+/// matched (the length may show; hash both first where it must not).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lower-case hex HMAC-SHA256 of the concatenated `parts` under `key`: the
+/// one signer (alert links, webhook signatures).
+pub fn hmac_sha256_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Text from outside (submission ids, names, notes, receivers' errors) as it
 /// may be shown on a terminal or in a digest: control characters (CR, LF,
 /// ESC and the rest of C0/C1, DEL) and the invisible characters that reorder

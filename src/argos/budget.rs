@@ -43,6 +43,12 @@ impl std::fmt::Display for Exhausted {
     }
 }
 
+impl crate::telemetry::SpentBudget for CallBudget {
+    fn spent_why(&self, now: DateTime<Utc>) -> Option<String> {
+        self.exhausted(now).map(|e| e.to_string())
+    }
+}
+
 impl CallBudget {
     pub fn new(daily: u64) -> Self {
         Self {

@@ -29,7 +29,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             let audit = store.audit_for_alert(fp).await?;
             write!(out, "{}", crate::audit::render_alert(&rec, &audit))?;
         } else if let Some(id) = &args.submission {
-            let rules = cfg.as_ref().and_then(|c| crate::daemon::load_rules(c).ok());
+            let rules = cfg.as_ref().and_then(|c| crate::compose::load_rules(c).ok());
             let text = crate::audit::render_submission(
                 id,
                 store.submission(id).await?,

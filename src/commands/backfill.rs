@@ -4,12 +4,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use crate::cli::BackfillArgs;
-use crate::config::Config;
 use crate::daemon::{BackfillOptions, backfill};
 
 pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logs(args.log_format);
-    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let cfg = crate::compose::load_config(&args.config).map_err(anyhow::Error::msg)?;
     let opts = BackfillOptions {
         from: args.from,
         to: args.to,

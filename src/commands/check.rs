@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::CheckArgs;
-use crate::config::Config;
 use crate::rules::script::{RunError, ScriptEngine};
 use crate::rules::{MemoryState, RuleSet, ScriptLimits, load_path};
 use crate::templates::Templates;
@@ -122,7 +121,7 @@ fn sample_run(set: &RuleSet) -> SampleRun {
 }
 
 fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    let cfg = match Config::load(path) {
+    let cfg = match crate::compose::load_config(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -134,7 +133,7 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();
     let templates = match Templates::load(&cfg.templates) {
         Ok(t) => {
-            problems.extend(t.check_all());
+            problems.extend(crate::compose::check_templates(&t));
             problems.extend(t.check_render_budget());
             Some(t)
         }
@@ -151,7 +150,7 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     if templates.is_some()
-        && let Err(e) = rt.block_on(async { crate::daemon::build_receivers(&cfg).map(drop) })
+        && let Err(e) = rt.block_on(async { crate::compose::build_receivers(&cfg).map(drop) })
     {
         problems.extend(e.to_string().lines().skip(1).map(str::to_owned));
     }

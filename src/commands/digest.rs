@@ -18,7 +18,7 @@ pub fn run(args: DigestArgs) -> anyhow::Result<ExitCode> {
     } else {
         LoadMode::Strict
     };
-    let cfg = Config::load_with(&args.config, mode).map_err(anyhow::Error::msg)?;
+    let cfg = crate::compose::load_config_with(&args.config, mode).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -55,7 +55,7 @@ async fn run_async(cfg: Config, args: DigestArgs) -> anyhow::Result<ExitCode> {
     // Deliver this digest's rows only: a running daemon owns the rest of the queue.
     let outbox: Outbox = Outbox::new(
         store.clone(),
-        crate::daemon::build_receivers(&cfg)?,
+        crate::compose::build_receivers(&cfg)?,
         cfg.outbox.clone(),
     );
     let mut failed = false;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::{NotifyTestArgs, RenderArgs};
-use crate::config::{Config, ReceiverConfig, TemplatesConfig};
+use crate::config::{ReceiverConfig, TemplatesConfig};
 use crate::notify::Notification;
 use crate::templates::Templates;
 
@@ -23,7 +23,7 @@ fn alert_file(path: Option<&std::path::Path>, receiver: &str) -> anyhow::Result<
 }
 
 pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let cfg = crate::compose::load_config(&args.config).map_err(anyhow::Error::msg)?;
     // The name first: building receivers needs templates and connections.
     if !cfg.receivers.iter().any(|r| r.name() == args.receiver) {
         let names: Vec<&str> = cfg.receivers.iter().map(|r| r.name()).collect();
@@ -43,7 +43,7 @@ pub fn notify_test(args: NotifyTestArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     // Built (and dropped) inside the runtime: the SMTP pool spawns tasks.
     let result = rt.block_on(async {
-        let receivers = crate::daemon::build_receivers(&cfg)?;
+        let receivers = crate::compose::build_receivers(&cfg)?;
         let r = receivers
             .iter()
             .find(|r| r.name == args.receiver)
@@ -84,7 +84,7 @@ fn fresh_key(mut n: Notification, sample: bool) -> Notification {
 
 pub fn render(args: RenderArgs) -> anyhow::Result<ExitCode> {
     let cfg = match &args.config {
-        Some(p) => Some(Config::load(p).map_err(anyhow::Error::msg)?),
+        Some(p) => Some(crate::compose::load_config(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let tcfg = cfg

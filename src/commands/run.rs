@@ -2,31 +2,25 @@
 
 use std::process::ExitCode;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
-use crate::config::Config;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logs(args.log_format);
-    let cfg = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let cfg = crate::compose::load_config(&args.config).map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let (tx, rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let tx = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!(
                 "signal received: stopping (finishing or rolling back the batch in flight)"
             );
-            let _ = tx.send(true);
+            tx.cancel();
         });
-        // With PostgreSQL, several instances may share the store: one leads.
-        if cfg.store.url.is_some() {
-            let rules = std::sync::Arc::new(crate::daemon::load_rules(&cfg)?);
-            let clock = std::sync::Arc::new(crate::escalation::SystemClock);
-            return crate::ha::run(cfg, rules, clock, rx).await;
-        }
-        crate::daemon::run(cfg, rx).await
+        crate::daemon::run(cfg, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

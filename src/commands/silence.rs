@@ -31,7 +31,7 @@ pub(super) async fn open_at(at: &StoreLocation) -> anyhow::Result<Arc<dyn StateS
 }
 
 pub(super) fn store_only_config(path: &Path) -> anyhow::Result<Config> {
-    Config::load_with(path, LoadMode::StoreOnly).map_err(anyhow::Error::msg)
+    crate::compose::load_config_with(path, LoadMode::StoreOnly).map_err(anyhow::Error::msg)
 }
 
 /// The store, which must exist already (these commands never create one).

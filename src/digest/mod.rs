@@ -13,7 +13,6 @@
 //! The scheduler is a task (`select!` over the next scheduled time and
 //! shutdown) with an injectable [`Clock`], so tests move time by hand.
 
-mod clock;
 pub mod report;
 mod schedule;
 
@@ -21,14 +20,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+use crate::clock::Clock;
 pub use report::{Report, ReportInput};
 pub use schedule::{MAX_CATCH_UP, Schedule};
 
 use crate::config::{CatchUp, Config, DigestConfig};
-use crate::notify::RenderedDigest;
+use crate::outbox_payload::RenderedDigest;
 use crate::store::prelude::*;
 use crate::store::{DigestRecord, OutboxInsert};
 use crate::templates::Templates;
@@ -351,7 +352,7 @@ impl Digester {
         let key = outbox_key(&d.name, scheduled_at);
         let hash =
             crate::util::sha256_hex(format!("{}\n{}", rendered.text, rendered.html).as_bytes());
-        let payload = crate::outbox_payload::OutboxPayload::digest(&rendered);
+        let payload = serde_json::json!({ "digest": rendered }).to_string();
         let outbox: Vec<OutboxInsert> = d
             .receivers
             .iter()
@@ -403,7 +404,7 @@ impl Digester {
     /// any digest (or shutdown), write what is due, repeat. A store error is
     /// logged and retried a minute later; nothing is skipped, since the
     /// schedule only moves when a digest is recorded.
-    pub async fn run(self, clock: Arc<dyn Clock>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
         loop {
             let now = clock.now();
             let mut next = self
@@ -418,25 +419,27 @@ impl Digester {
             }
             let Some(next) = next else {
                 // No schedule has a future time (croner stops at year 5000).
-                let _ = shutdown.changed().await;
+                shutdown.cancelled().await;
                 return;
             };
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return,
+                _ = shutdown.cancelled() => return,
                 _ = clock.sleep_until(next) => {}
             }
         }
     }
 }
 
-/// Starts the scheduler task when the config has digests.
+/// Starts the scheduler task on `tasks` when the config has digests.
 pub fn spawn(
     cfg: &Config,
     store: Arc<dyn StateStore>,
     wake: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     Ok(Digester::from_config(cfg, store)?
-        .map(|d| tokio::spawn(d.with_wake(wake).run(Arc::new(SystemClock), shutdown))))
+        .map(|d| tasks.spawn(d.with_wake(wake).run(clock, shutdown))))
 }

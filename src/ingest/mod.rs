@@ -34,8 +34,9 @@ use axum::routing::post;
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::argos::crypto::Cipher;
 use crate::argos::webhook::{self, Trigger};
@@ -88,6 +89,22 @@ pub struct IngestStats {
     pub encrypted: u64,
 }
 
+impl IngestStats {
+    /// The counters by outcome, as the metrics name them.
+    pub fn outcomes(&self) -> [(&'static str, u64); 8] {
+        [
+            ("queued", self.queued),
+            ("replayed", self.replayed),
+            ("bad_body", self.bad_body),
+            ("unauthenticated", self.unauthenticated),
+            ("forbidden_ip", self.forbidden_ip),
+            ("too_large", self.too_large),
+            ("rate_limited", self.rate_limited),
+            ("queue_full", self.queue_full),
+        ]
+    }
+}
+
 impl IngestCounters {
     pub fn snapshot(&self) -> IngestStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -133,7 +150,7 @@ impl IngestServer {
         cfg: IngestConfig,
         cipher: Option<Box<dyn Cipher>>,
         hints: mpsc::Sender<Hint>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> std::io::Result<IngestServer> {
         let limits = crate::http_guard::Limits::INGEST;
         Self::start_with(cfg, cipher, hints, shutdown, limits).await
@@ -145,7 +162,7 @@ impl IngestServer {
         cfg: IngestConfig,
         cipher: Option<Box<dyn Cipher>>,
         hints: mpsc::Sender<Hint>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         limits: crate::http_guard::Limits,
     ) -> std::io::Result<IngestServer> {
         let listener = crate::http_guard::bind(cfg.listen, "ingest.listen").await?;
@@ -160,9 +177,7 @@ impl IngestServer {
             hints,
             counters: counters.clone(),
         });
-        let stop = async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        };
+        let stop = shutdown.cancelled_owned();
         let guarded = crate::http_guard::Limits {
             // The endpoint checks `ingest.max_body` itself, after the token.
             max_body: None,

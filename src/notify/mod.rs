@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::ReceiverConfig;
 use crate::templates::Templates;
@@ -30,147 +30,7 @@ pub enum DeliveryError {
     Permanent(String),
 }
 
-/// What a receiver sends: alerts of one group, and their submissions.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    /// Idempotency key: the alert's fingerprint for one alert, else
-    /// [`group_key_hash`] of the fingerprints. Same after any retry.
-    pub key: String,
-    pub receiver: String,
-    /// The routing group (`route|key=value,...`), if any.
-    pub group_key: Option<String>,
-    /// Each alert as `eval` prints it.
-    pub alerts: Vec<Value>,
-    /// submission_id -> the stored submission JSON, for templates. Never
-    /// logged: it holds personal data.
-    pub submissions: Map<String, Value>,
-    /// For a step of an escalation policy: `{policy, step, steps, after,
-    /// due_at, late}` (see `escalation::StepInfo`); none for a routed notification.
-    pub escalation: Option<Value>,
-    /// A digest instead of alerts: rendered when it was scheduled and sent as
-    /// is, so a retry sends the same content (see `crate::digest`).
-    pub digest: Option<RenderedDigest>,
-}
-
-use crate::outbox_payload::OutboxPayload;
-pub use crate::outbox_payload::{RenderedDigest, group_key_hash};
-
-impl Notification {
-    /// The outbox payload of a group: `{"group_key": ..., "alerts": [...]}`.
-    pub fn payload(group_key: Option<&str>, alerts: &[Value]) -> String {
-        OutboxPayload::group(group_key, alerts)
-    }
-
-    /// Reads an outbox payload (see [`OutboxPayload::parse`]).
-    pub fn from_payload(key: &str, receiver: &str, payload: &str) -> Result<Self, String> {
-        let mut n = Notification {
-            key: key.to_owned(),
-            receiver: receiver.to_owned(),
-            group_key: None,
-            alerts: Vec::new(),
-            submissions: Map::new(),
-            escalation: None,
-            digest: None,
-        };
-        match OutboxPayload::parse(key, payload)? {
-            OutboxPayload::Digest(d) => n.digest = Some(d),
-            OutboxPayload::Alerts {
-                group_key,
-                alerts,
-                escalation,
-            } => {
-                n.group_key = group_key;
-                n.alerts = alerts;
-                n.escalation = escalation;
-            }
-        }
-        Ok(n)
-    }
-
-    /// From an alert file (`--alert FILE`): one alert object, an array of them,
-    /// or JSON lines; an alert may carry its submission under `submission`.
-    pub fn from_alert_text(receiver: &str, text: &str) -> Result<Self, String> {
-        let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(a)) => a,
-            Ok(v) => vec![v],
-            Err(_) => text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    serde_json::from_str(l).map_err(|e| format!("line {}: not JSON: {e}", i + 1))
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let mut alerts = Vec::new();
-        let mut submissions = Map::new();
-        for (i, mut a) in values.into_iter().enumerate() {
-            let Some(obj) = a.as_object_mut() else {
-                return Err(format!("alert {}: not a JSON object", i + 1));
-            };
-            for k in ["rule", "severity", "submission_id", "fingerprint"] {
-                if !obj.get(k).is_some_and(Value::is_string) {
-                    return Err(format!("alert {}: `{k}` is missing or not a string", i + 1));
-                }
-            }
-            if let Some(sub) = obj.remove("submission") {
-                let id = obj["submission_id"].as_str().unwrap_or_default().to_owned();
-                submissions.insert(id, sub);
-            }
-            alerts.push(a);
-        }
-        if alerts.is_empty() {
-            return Err("no alert in the file".into());
-        }
-        let fps: Vec<&str> = alerts
-            .iter()
-            .filter_map(|a| a["fingerprint"].as_str())
-            .collect();
-        Ok(Notification {
-            key: group_key_hash(&fps),
-            receiver: receiver.to_owned(),
-            group_key: None,
-            alerts,
-            submissions,
-            escalation: None,
-            digest: None,
-        })
-    }
-
-    /// A made-up alert with made-up personal data, for `notify-test` and `check`.
-    pub fn sample(receiver: &str) -> Self {
-        Self::from_alert_text(receiver, include_str!("sample_alert.json"))
-            .expect("the sample alert parses")
-    }
-
-    /// The submissions of every alert, firing and window members, each once
-    /// (to load from the store: messages list each member with its time).
-    pub fn submission_ids(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for a in &self.alerts {
-            let members = a
-                .get("submission_ids")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str);
-            let firing = a.get("submission_id").and_then(Value::as_str);
-            for id in firing.into_iter().chain(members) {
-                if !out.iter().any(|x| x == id) {
-                    out.push(id.to_owned());
-                }
-            }
-        }
-        out
-    }
-
-    pub fn fingerprints(&self) -> Vec<&str> {
-        self.alerts
-            .iter()
-            .filter_map(|a| a.get("fingerprint").and_then(Value::as_str))
-            .collect()
-    }
-}
+pub use crate::outbox_payload::{Notification, RenderedDigest, group_key_hash};
 
 /// Appends `text` to a `file` receiver's file in one write (concurrent
 /// appenders never interleave), with an fsync when `sync`.

@@ -14,9 +14,11 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryError, Notification, Receiver};
+use crate::clock::{Clock, SystemClock};
 use crate::config::OutboxConfig;
 use crate::store::prelude::*;
 use crate::store::{DeliveryOutcome, OutboxRow};
@@ -30,6 +32,8 @@ pub struct Outbox<S: ?Sized = dyn StateStore> {
     receivers: std::sync::RwLock<Arc<HashMap<String, Receiver>>>,
     cfg: OutboxConfig,
     stats_at: std::sync::atomic::AtomicI64,
+    /// When groups are due and retries come round (the daemon's clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: StateStore + ?Sized> Outbox<S> {
@@ -41,7 +45,14 @@ impl<S: StateStore + ?Sized> Outbox<S> {
             )),
             cfg,
             stats_at: std::sync::atomic::AtomicI64::new(0),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// With the clock grouping and retries are timed by (moved by hand in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replaces the receivers (hot reload of templates).
@@ -96,7 +107,7 @@ impl<S: StateStore + ?Sized> Outbox<S> {
     /// A delivery's result as the outbox records it: transient errors retry
     /// with backoff until `max_age`, then dead-letter.
     fn classify(&self, row: &OutboxRow, result: Result<(), DeliveryError>) -> DeliveryOutcome {
-        let now = Utc::now();
+        let now = self.clock.now();
         match result {
             Ok(()) => DeliveryOutcome::Delivered,
             Err(DeliveryError::Permanent(error)) => DeliveryOutcome::Dead { error },
@@ -159,8 +170,8 @@ impl<S: StateStore + ?Sized> Outbox<S> {
     /// gives each receiver its own task; tests and one-shot commands use this.)
     pub async fn deliver_due(&self) -> crate::store::Result<usize> {
         // Groups whose wait is over become outbox rows first (one transaction each batch).
-        self.store.flush_groups(Utc::now()).await?;
-        let names = self.store.due_receivers(Utc::now()).await?;
+        self.store.flush_groups(self.clock.now()).await?;
+        let names = self.store.due_receivers(self.clock.now()).await?;
         let rounds = names.iter().map(|n| self.deliver_receiver(n, None));
         let mut total = 0;
         for r in futures::future::join_all(rounds).await {
@@ -177,9 +188,12 @@ impl<S: StateStore + ?Sized> Outbox<S> {
     async fn deliver_receiver(
         &self,
         name: &str,
-        cut: Option<watch::Receiver<bool>>,
+        cut: Option<CancellationToken>,
     ) -> crate::store::Result<usize> {
-        let rows = self.store.due_outbox_for(name, Utc::now(), ROUND).await?;
+        let rows = self
+            .store
+            .due_outbox_for(name, self.clock.now(), ROUND)
+            .await?;
         let receivers = self.receivers.read().expect("receivers lock").clone();
         match receivers.get(name).filter(|r| r.file().is_some()) {
             Some(r) => self.file_round(r, &rows).await?,
@@ -228,7 +242,7 @@ impl<S: StateStore + ?Sized> Outbox<S> {
     async fn concurrent_round(
         &self,
         rows: &[OutboxRow],
-        mut cut: Option<watch::Receiver<bool>>,
+        cut: Option<CancellationToken>,
     ) -> crate::store::Result<()> {
         let Some(first) = rows.first() else {
             return Ok(());
@@ -251,7 +265,7 @@ impl<S: StateStore + ?Sized> Outbox<S> {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = cut_signal(&mut cut) => {
+                _ = cut_signal(cut.as_ref()) => {
                     tracing::warn!(receiver = %rows[0].receiver,
                         "outbox: deliveries in flight cut at the flush deadline; sent again after restart");
                     return Ok(());
@@ -348,26 +362,33 @@ impl<S: StateStore + ?Sized> Outbox<S> {
         }
     }
 
-    /// Runs until `shutdown` flips, then drains what is due within the flush
-    /// deadline and cuts what is still in flight.
+    /// Runs until `shutdown` resolves, then drains what is due within the
+    /// flush deadline and cuts what is still in flight. (The daemon resolves
+    /// it once its token is cancelled and the tasks that write to the outbox
+    /// have ended, so what they wrote last is flushed too.)
     ///
     /// Each receiver with rows due gets its own worker task, which drains its
     /// queue and ends; this loop only moves grouped alerts to the outbox and
     /// starts workers. A receiver that never answers holds only its own worker.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-        let (cut, cut_rx) = watch::channel(false);
+    pub async fn run(
+        self: Arc<Self>,
+        wake: Arc<Notify>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let cut = CancellationToken::new();
         let mut workers = Workers::default();
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            self.dispatch(&mut workers, &cut_rx).await;
+            self.dispatch(&mut workers, &cut).await;
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
-                _ = shutdown.changed() => break,
+                _ = &mut shutdown => break,
             }
         }
         let deadline = tokio::time::Instant::now() + self.cfg.flush_deadline.0;
         loop {
-            let due = self.dispatch(&mut workers, &cut_rx).await;
+            let due = self.dispatch(&mut workers, &cut).await;
             if !due && workers.idle() {
                 break;
             }
@@ -376,22 +397,18 @@ impl<S: StateStore + ?Sized> Outbox<S> {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let _ = cut.send(true);
+        cut.cancel();
         workers.finish(CUT_GRACE).await;
     }
 
     /// Moves due groups to the outbox and starts a worker for every receiver
     /// with rows due that has none; true when rows were due.
-    async fn dispatch(
-        self: &Arc<Self>,
-        workers: &mut Workers,
-        cut: &watch::Receiver<bool>,
-    ) -> bool {
+    async fn dispatch(self: &Arc<Self>, workers: &mut Workers, cut: &CancellationToken) -> bool {
         workers.reap();
-        if let Err(e) = self.store.flush_groups(Utc::now()).await {
+        if let Err(e) = self.store.flush_groups(self.clock.now()).await {
             tracing::error!("outbox: {e}");
         }
-        let names = match self.store.due_receivers(Utc::now()).await {
+        let names = match self.store.due_receivers(self.clock.now()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("outbox: {e}");
@@ -415,9 +432,9 @@ impl<S: StateStore + ?Sized> Outbox<S> {
     }
 
     /// A receiver's worker: rounds until nothing of it is due, or the cut.
-    async fn drain(&self, name: &str, cut: watch::Receiver<bool>) {
+    async fn drain(&self, name: &str, cut: CancellationToken) {
         loop {
-            if *cut.borrow() {
+            if cut.is_cancelled() {
                 return;
             }
             match self.deliver_receiver(name, Some(cut.clone())).await {
@@ -443,14 +460,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// After the cut, how long workers get to record what already completed.
 const CUT_GRACE: Duration = Duration::from_secs(1);
 
-/// Resolves when `cut` flips to true; never without one.
-async fn cut_signal(cut: &mut Option<watch::Receiver<bool>>) {
-    if let Some(c) = cut
-        && c.wait_for(|v| *v).await.is_ok()
-    {
-        return;
+/// Resolves when `cut` is cancelled; never without one.
+async fn cut_signal(cut: Option<&CancellationToken>) {
+    match cut {
+        Some(c) => c.cancelled().await,
+        None => std::future::pending().await,
     }
-    std::future::pending().await
 }
 
 /// The worker task of each receiver that has one.

@@ -10,10 +10,8 @@
 
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 
 use super::scrub::Scrubber;
 use super::{DeliveryError, Notification};
@@ -48,15 +46,10 @@ impl std::fmt::Debug for WebhookReceiver {
 
 /// The signature header value for a body sent at `timestamp` (unix seconds).
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    let t = timestamp.to_string();
+    let mac =
+        crate::util::hmac_sha256_hex(secret.as_bytes(), &[t.as_bytes(), b".", body.as_bytes()]);
+    format!("t={timestamp},v1={mac}")
 }
 
 impl WebhookReceiver {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use minijinja::Environment;
 use serde_json::{Map, Value, json};
 
-use crate::notify::Notification;
+use crate::outbox_payload::Notification;
 use crate::rules::condition::Condition;
 use crate::rules::path::FieldPath;
 use crate::rules::{Rule, RuleSet};
@@ -56,17 +56,17 @@ impl Links {
     /// `{alert, ack, argos}` for one alert; each none when not configured.
     fn of(&self, fingerprint: &str, submission_id: &str, receiver: &str) -> Value {
         use secrecy::ExposeSecret;
-        let exp = crate::api::link_expiry(
+        let exp = crate::links::link_expiry(
             chrono::Utc::now(),
-            self.ttl.unwrap_or(crate::api::DEFAULT_LINK_TTL),
+            self.ttl.unwrap_or(crate::links::DEFAULT_LINK_TTL),
         );
         let secret = self.secret.as_ref().map(|s| s.expose_secret());
         let alert = self
             .public_url
             .as_deref()
-            .map(|base| crate::api::alert_link(base, secret, fingerprint, exp));
+            .map(|base| crate::links::alert_link(base, secret, fingerprint, exp));
         let ack = match (&self.public_url, secret) {
-            (Some(base), Some(secret)) => Some(crate::api::ack_link(
+            (Some(base), Some(secret)) => Some(crate::links::ack_link(
                 base,
                 secret,
                 fingerprint,

@@ -7,8 +7,7 @@ use chrono::{Duration, Utc};
 use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
 use kyc_sentinel::audit::{render_alert, render_submission};
-use kyc_sentinel::config::Config;
-use kyc_sentinel::daemon::Engine;
+use kyc_sentinel::compose::Engine;
 use kyc_sentinel::poller::Poller;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use serde_json::{Value, json};
@@ -41,7 +40,7 @@ async fn audit_explains_aml_window_and_script_alerts() {
     .await
     .unwrap();
     let cfg_path = write_config(dir.path(), &sim.base_url(), "");
-    let cfg = Config::load(&cfg_path).unwrap();
+    let cfg = kyc_sentinel::compose::load_config(&cfg_path).unwrap();
     sim.insert(sub(
         "aml-1",
         50,
@@ -79,7 +78,7 @@ async fn audit_explains_aml_window_and_script_alerts() {
     }
     // A window member's submission view lists the alert it was consumed by,
     // and why the other rules did not fire.
-    let rules = kyc_sentinel::daemon::load_rules(&cfg).unwrap();
+    let rules = kyc_sentinel::compose::load_rules(&cfg).unwrap();
     let text = render_submission(
         "retry-1",
         store.submission("retry-1").await.unwrap(),

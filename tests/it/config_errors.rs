@@ -37,7 +37,7 @@ const HASHED: &str = "a #9f8e7d6c5b4a3210fedcba";
 const NEWLINE: &str = "first line\napi:\n  token: injected";
 
 fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-    Config::parse(Path::new("conf/sentinel.yaml"), text, |k| {
+    kyc_sentinel::compose::parse_config(Path::new("conf/sentinel.yaml"), text, |k| {
         env.iter()
             .find(|(n, _)| *n == k)
             .map(|(_, v)| v.to_string())

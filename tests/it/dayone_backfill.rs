@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::daemon::{self, BackfillOptions};
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use kyc_sentinel::store::SqliteStore;
 use kyc_sentinel::store::lifecycle::{AlertFilter, AlertState};
 use kyc_sentinel::store::prelude::*;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Every alert to `file`; critical ones also escalate, first step at once.
 const ROUTES: &str = "  - name: chan
@@ -64,7 +63,7 @@ async fn quiet_backfill_records_history_and_the_next_run_sends_nothing() {
         progress: false,
         notify: false,
     };
-    let report = daemon::backfill(Config::load(&cfg_path).unwrap(), opts)
+    let report = daemon::backfill(kyc_sentinel::compose::load_config(&cfg_path).unwrap(), opts)
         .await
         .unwrap();
     let expected = expected_alerts(&sim.dump());
@@ -130,10 +129,14 @@ async fn quiet_backfill_records_history_and_the_next_run_sends_nothing() {
 
     // The next `run` sees the same history (today's and yesterday's lists)
     // and sends nothing for it.
-    let (tx, rx) = watch::channel(false);
-    let daemon = tokio::spawn(daemon::run(Config::load(&cfg_path).unwrap(), rx));
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
+    let daemon = tokio::spawn(daemon::run(
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
+        rx,
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tx.send(true).unwrap();
+    tx.cancel();
     tokio::time::timeout(Duration::from_secs(10), daemon)
         .await
         .unwrap()

@@ -136,7 +136,18 @@ async fn sighup_applies_a_changed_webhook_url_and_a_refused_reload_shows() {
         .to_owned();
     let get = |path: &str| {
         let url = format!("http://{base}{path}");
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+        async move {
+            kyc_sentinel::util::http_client()
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
     };
 
     sim.insert(red_flag("rf-1"));

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use crate::common::smtp::{Smtp, parse_eml};
 use chrono::{DateTime, Utc};
-use kyc_sentinel::digest::{Digester, ManualClock};
+use kyc_sentinel::clock::ManualClock;
+use kyc_sentinel::digest::Digester;
 use kyc_sentinel::store::prelude::*;
 use kyc_sentinel::store::{AlertRow, AuditRow, BatchCommit, SqliteStore, VersionRow};
 use notify_common::*;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -58,7 +60,8 @@ async fn seoul_eight_oclock_fires_at_twenty_three_utc_on_the_scheduler_loop() {
     )
     .await;
     let clock = ManualClock::new(utc("2026-11-26T12:00:00Z"));
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
+    let stop_rx = stop.clone();
     let task = tokio::spawn(digester(&h).await.run(Arc::new(clock.clone()), stop_rx));
     let recorded =
         |store: SqliteStore| async move { store.digests_recorded("daily").await.unwrap() };
@@ -97,7 +100,7 @@ async fn seoul_eight_oclock_fires_at_twenty_three_utc_on_the_scheduler_loop() {
         outbox_keys(&h.store).await,
         vec!["digest-daily-20261126T230000Z"]
     );
-    stop.send(true).unwrap();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("the loop stops on shutdown")
@@ -459,7 +462,7 @@ async fn config_errors_name_the_digest() {
         "argos:\n  base_url: http://127.0.0.1:9\nreceivers:\n{FILE_RECEIVER}\
          digests:\n  - name: daily\n    schedule: '0 0 8 * * *'\n    timezone: Asia/Soul\n    receivers: [archive, nobody]\n"
     );
-    let err = kyc_sentinel::config::Config::parse(&dir.path().join("s.yaml"), &text, |_| None)
+    let err = kyc_sentinel::compose::parse_config(&dir.path().join("s.yaml"), &text, |_| None)
         .unwrap_err();
     let p = dir.path().join("s.yaml").display().to_string();
     assert_eq!(

@@ -11,14 +11,15 @@ use std::time::Duration;
 use chrono::Utc;
 use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
+use kyc_sentinel::clock::ShiftedClock;
 use kyc_sentinel::config::Config;
-use kyc_sentinel::escalation::{ShiftedClock, step_key};
+use kyc_sentinel::escalation::step_key;
 use kyc_sentinel::simulator::{SimConfig, SimHandle, Simulator};
 use kyc_sentinel::store::SqliteStore;
 use kyc_sentinel::store::lifecycle::Action;
 use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Fires `aml-red-flag-high` (critical) once.
 fn red_flag(id: &str) -> Value {
@@ -59,18 +60,19 @@ async fn setup(dir: &Path) -> (SimHandle, Config) {
     .await
     .unwrap();
     let path = write_config(dir, &sim.base_url(), POLICY);
-    (sim, Config::load(&path).unwrap())
+    (sim, kyc_sentinel::compose::load_config(&path).unwrap())
 }
 
 struct Daemon {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 fn start(dir: &Path, clock: &Arc<ShiftedClock>) -> Daemon {
-    let cfg = Config::load(&dir.join("sentinel.yaml")).unwrap();
-    let rules = Arc::new(kyc_sentinel::daemon::load_rules(&cfg).unwrap());
-    let (stop, rx) = watch::channel(false);
+    let cfg = kyc_sentinel::compose::load_config(&dir.join("sentinel.yaml")).unwrap();
+    let rules = Arc::new(kyc_sentinel::compose::load_rules(&cfg).unwrap());
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let task = tokio::spawn(kyc_sentinel::daemon::run_with_clock(
         cfg,
         rules,
@@ -175,7 +177,7 @@ async fn three_steps_unacknowledged_and_ack_after_step_one() {
     // Hours later nothing more: each step went once, and never for the owned alert.
     clock.advance(Duration::from_secs(5 * 3600));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    daemon.stop.send(true).unwrap();
+    daemon.stop.cancel();
     daemon.task.await.unwrap().unwrap();
     for f in ["chan.jsonl", "officer.jsonl", "head.jsonl"] {
         assert_eq!(lines(d, f, "aml-nobody").len(), 1, "{f}");
@@ -236,7 +238,7 @@ async fn killed_between_steps_sends_the_due_step_once_on_restart_marked_late() {
     assert_eq!(head[0]["escalation"]["late"], true);
     // Give a repeat every chance to show up before counting.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    daemon.stop.send(true).unwrap();
+    daemon.stop.cancel();
     daemon.task.await.unwrap().unwrap();
     for f in ["chan.jsonl", "officer.jsonl", "head.jsonl"] {
         assert_eq!(lines(d, f, "aml-crash").len(), 1, "{f} repeated or skipped");
@@ -319,14 +321,15 @@ fn config_errors_name_the_policy_step_and_route() {
 receivers:\n  - { name: mail, type: log }\n\
 route:\n  receiver: mail\n  routes:\n    - match: { severity: critical }\n      escalation: aml-escalatoin\n\
 escalation_policies:\n  - name: aml-escalation\n    steps:\n      - { after: 1h, receivers: [mail] }\n      - { after: 15m, receivers: [pager] }\n";
-    let err = Config::parse(Path::new("conf/sentinel.yaml"), text, |_| None).unwrap_err();
+    let err = kyc_sentinel::compose::parse_config(Path::new("conf/sentinel.yaml"), text, |_| None)
+        .unwrap_err();
     assert_eq!(
         err,
         "conf/sentinel.yaml:9:19: route.routes[0].escalation: no escalation policy is named `aml-escalatoin` (escalation_policies: aml-escalation)\n\
          conf/sentinel.yaml:14:18: escalation_policies[0].steps[1].after: 15m comes before the previous step's 1h; steps go in order\n\
          conf/sentinel.yaml:14:23: escalation_policies[0].steps[1].receivers: no receiver is named `pager` (receivers: mail)"
     );
-    let err = Config::parse(
+    let err = kyc_sentinel::compose::parse_config(
         Path::new("conf/sentinel.yaml"),
         "argos:\n  base_url: http://x\nescalation_policies:\n  - name: p\n    steps:\n      - { after: soon, receivers: [log] }\n",
         |_| None,

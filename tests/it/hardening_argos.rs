@@ -10,13 +10,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use kyc_sentinel::argos::{ArgosClient, ArgosError, ClientConfig, DateFormat, ListQuery};
+use kyc_sentinel::compose::Engine;
 use kyc_sentinel::config::Config;
-use kyc_sentinel::daemon::Engine;
 use kyc_sentinel::poller::{HoldLimit, PollReport, Poller};
 use kyc_sentinel::simulator::{Fault, Paging, SimConfig, SimHandle, Simulator};
 use secrecy::SecretString;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "sim-key";
 
@@ -58,7 +58,7 @@ fn write_engine_config(dir: &Path, base_url: &str, argos_extra: &str, port: u16)
     );
     let path = dir.join("sentinel.yaml");
     std::fs::write(&path, text).unwrap();
-    Config::load(&path).unwrap()
+    kyc_sentinel::compose::load_config(&path).unwrap()
 }
 
 fn free_port() -> u16 {
@@ -188,12 +188,19 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
     let port = free_port();
     // Page size 20: the first poll alone needs 5 list calls.
     let cfg = write_engine_config(dir.path(), &sim.base_url(), "  daily_budget: 3\n", port);
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(cfg, rx));
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(sim.requests(), 3, "no call after the budget is spent");
     let base = format!("http://127.0.0.1:{port}");
-    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let health = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 503);
     let today = Utc::now().date_naive();
     assert_eq!(
@@ -203,7 +210,11 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
              is spent; no call to Argos until 00:00 UTC\n"
         )
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -214,7 +225,7 @@ async fn spent_budget_stops_the_daemon_calling_and_healthz_says_so() {
         "{metrics}"
     );
     assert!(metrics.contains("kyc_sentinel_api_calls_refused_total"));
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     assert_eq!(sim.requests(), 3);
 }

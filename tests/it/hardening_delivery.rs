@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use kyc_sentinel::notify::outbox::Outbox;
 use notify_common::*;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Accepts connections and reads requests, never answers; the requests' text.
 async fn black_hole() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -93,15 +94,16 @@ async fn a_black_hole_receiver_delays_only_itself_and_shutdown_cuts_it() {
         h.enqueue("hole", 1).await,
         h.enqueue_from("hole", 1, 2).await,
     ];
-    let receivers = kyc_sentinel::daemon::build_receivers(&h.cfg).unwrap();
+    let receivers = kyc_sentinel::compose::build_receivers(&h.cfg).unwrap();
     let outbox = Arc::new(Outbox::new(
         h.store.clone(),
         receivers,
         h.cfg.outbox.clone(),
     ));
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stop_rx = stop.clone();
     let wake = Arc::new(Notify::new());
-    let task = tokio::spawn(outbox.clone().run(wake.clone(), stop_rx));
+    let task = tokio::spawn(outbox.clone().run(wake.clone(), stop_rx.cancelled_owned()));
     // Wait until both hole requests are in flight, then give the file work.
     let start = Instant::now();
     while requests.lock().unwrap().len() < 2 {
@@ -125,7 +127,7 @@ async fn a_black_hole_receiver_delays_only_itself_and_shutdown_cuts_it() {
     }
     // Shutdown: flush_deadline is 1 s in the harness; the cut follows it.
     let t = Instant::now();
-    stop.send(true).unwrap();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(3), task)
         .await
         .expect("the outbox stopped within flush_deadline + 2 s")

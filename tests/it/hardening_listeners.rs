@@ -21,7 +21,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "tok-0123456789abcdef";
 
@@ -59,7 +60,7 @@ async fn api_listener(limits: Limits) -> (SocketAddr, tempfile::TempDir) {
 struct Ingest {
     server: IngestServer,
     _hints: mpsc::Receiver<kyc_sentinel::ingest::Hint>,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 async fn ingest_listener(limits: Limits) -> Ingest {
@@ -75,7 +76,8 @@ async fn ingest_listener(limits: Limits) -> Ingest {
         catch_up: false,
     };
     let (tx, rx) = mpsc::channel(100);
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stop_rx = stop.clone();
     let cipher: Box<dyn Cipher> = Box::new(AesEcb::from_api_key(&SecretString::from("k")));
     let server = IngestServer::start_with(cfg, Some(cipher), tx, stop_rx, limits)
         .await
@@ -83,7 +85,7 @@ async fn ingest_listener(limits: Limits) -> Ingest {
     Ingest {
         server,
         _hints: rx,
-        _stop: stop,
+        _stop: stop.drop_guard(),
     }
 }
 
@@ -468,9 +470,10 @@ async fn alerts_list_and_audit_show_control_characters_escaped() {
         "aml": {"currentstatus": "Red Flag", "risk_level_summary": "High"}}),
     );
     let cfg_path = crate::common::write_config(dir.path(), &sim.base_url(), "");
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        kyc_sentinel::config::Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     let cli = |args: &[&str]| {
@@ -492,7 +495,7 @@ async fn alerts_list_and_audit_show_control_characters_escaped() {
             }
         }
     }
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     assert!(listed.lines().count() > 1, "the alert fired: {listed}");
     assert_clean("alerts list", &listed);

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::daemon;
 use kyc_sentinel::simulator::{PushRecord, SimConfig, SimHandle, Simulator, WebhookPush};
 use kyc_sentinel::store::SqliteStore;
 use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "ingest-test-token-0123";
 
@@ -112,8 +112,9 @@ async fn dropped_webhooks_are_found_by_the_poller_and_every_alert_arrives_once()
     })
     .await
     .unwrap();
-    let cfg = Config::load(&config(dir.path(), &sim, port, "10s")).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let cfg = kyc_sentinel::compose::load_config(&config(dir.path(), &sim, port, "10s")).unwrap();
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let (tail_stop, tail_rx) = watch::channel(false);
     let tailer = tail(dir.path().join("alerts.jsonl"), tail_rx);
     let started = tokio::time::Instant::now();
@@ -128,7 +129,7 @@ async fn dropped_webhooks_are_found_by_the_poller_and_every_alert_arrives_once()
     }
     // Polls at 0s, 10s, 20s: the one at 20s finds what was dropped after 10s.
     tokio::time::sleep_until(started + Duration::from_secs(22)).await;
-    tx.send(true).unwrap();
+    tx.cancel();
     tokio::time::timeout(Duration::from_secs(10), daemon)
         .await
         .expect("daemon stops within 10s")
@@ -240,8 +241,9 @@ async fn webhook_to_delivery_latency() {
     })
     .await
     .unwrap();
-    let cfg = Config::load(&config(dir.path(), &sim, port, "60s")).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let cfg = kyc_sentinel::compose::load_config(&config(dir.path(), &sim, port, "60s")).unwrap();
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let (tail_stop, tail_rx) = watch::channel(false);
     let tailer = tail(dir.path().join("alerts.jsonl"), tail_rx);
     let daemon = tokio::spawn(daemon::run(cfg, rx));
@@ -257,7 +259,7 @@ async fn webhook_to_delivery_latency() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     tail_stop.send(true).unwrap();
     let lines = tailer.await.unwrap();

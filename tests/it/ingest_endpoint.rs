@@ -11,7 +11,8 @@ use kyc_sentinel::ingest::{Hint, IngestServer, IngestStats};
 use rand::{Rng, SeedableRng};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "tok-0123456789abcdef";
 
@@ -33,13 +34,14 @@ struct Endpoint {
     server: IngestServer,
     hints: mpsc::Receiver<Hint>,
     http: reqwest::Client,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl Endpoint {
     async fn start(cfg: IngestConfig) -> Endpoint {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stop_rx = stop.clone();
         let cipher: Box<dyn Cipher> =
             Box::new(AesEcb::from_api_key(&SecretString::from("sim-key")));
         let server = IngestServer::start(cfg, Some(cipher), tx, stop_rx)
@@ -52,7 +54,7 @@ impl Endpoint {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
-            _stop: stop,
+            _stop: stop.drop_guard(),
         }
     }
 

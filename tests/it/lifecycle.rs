@@ -7,11 +7,10 @@ use std::time::Duration;
 use chrono::Utc;
 use common::*;
 use kyc_sentinel::argos::model::format_argos_timestamp;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
 use kyc_sentinel::store::prelude::*;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn red_flag(id: &str) -> Value {
     let t = format_argos_timestamp(Utc::now());
@@ -44,9 +43,10 @@ async fn ack_resolve_over_cli_and_http() {
         .unwrap()
         .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&cfg_path, text).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -240,7 +240,7 @@ async fn ack_resolve_over_cli_and_http() {
         "{states:?}"
     );
 
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
     // Every change is in the audit log.
     let store = kyc_sentinel::store::SqliteStore::open(&dir.path().join("state.db"))

@@ -2,6 +2,7 @@
 //! whole library; one binary keeps a fresh-clone CI build short).
 //! Each module is what used to be `tests/<name>.rs`.
 
+mod architecture;
 mod argos_client;
 mod argos_crypto;
 mod argos_model;

@@ -198,7 +198,7 @@ async fn without_smtp_messages_become_eml_files_named_by_key() {
 fn tls_none_is_refused_for_a_remote_host() {
     let text = "argos:\n  base_url: http://x\nreceivers:\n  - name: mail\n    type: email\n    \
                 from: a@example.com\n    to: [b@example.com]\n    smtp:\n      host: smtp.example.com\n      tls: none\n";
-    let err = kyc_sentinel::config::Config::parse(Path::new("s.yaml"), text, |_| None).unwrap_err();
+    let err = kyc_sentinel::compose::parse_config(Path::new("s.yaml"), text, |_| None).unwrap_err();
     assert_eq!(
         err,
         "s.yaml:10:12: receivers.mail.smtp.tls: `none` sends mail and password in clear text; it is allowed only for a loopback host (localhost, 127.0.0.1, ::1), not `smtp.example.com`; use starttls or tls"

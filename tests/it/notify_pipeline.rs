@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kyc_sentinel::config::Config;
+use kyc_sentinel::clock::ShiftedClock;
 use kyc_sentinel::notify::group_key_hash;
 use kyc_sentinel::notify::outbox::Outbox;
 use kyc_sentinel::notify::silence::NewSilence;
@@ -19,6 +19,8 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 struct Engine {
+    /// The clock the outbox groups by: moved, not slept on.
+    clock: Arc<ShiftedClock>,
     store: SqliteStore,
     pipeline: Pipeline<SqliteStore>,
     outbox: Outbox<SqliteStore>,
@@ -37,16 +39,19 @@ async fn engine(dir: &Path, route: &str) -> Engine {
     );
     let path = dir.join("sentinel.yaml");
     std::fs::write(&path, &text).unwrap();
-    let cfg = Config::parse(&path, &text, |_| None).unwrap();
+    let cfg = kyc_sentinel::compose::parse_config(&path, &text, |_| None).unwrap();
     let store = SqliteStore::open(&cfg.store.path).await.unwrap();
     let rules = Arc::new(load_path(&cfg.rules, ScriptLimits::default()).unwrap());
-    let router = Arc::new(kyc_sentinel::daemon::build_router(&cfg).unwrap());
+    let router = Arc::new(kyc_sentinel::compose::build_router(&cfg).unwrap());
     let pipeline = Pipeline::new(store.clone(), rules, router, Arc::new(Notify::new()))
         .await
         .unwrap();
-    let receivers = kyc_sentinel::daemon::build_receivers(&cfg).unwrap();
-    let outbox = Outbox::new(store.clone(), receivers, cfg.outbox.clone());
+    let receivers = kyc_sentinel::compose::build_receivers(&cfg).unwrap();
+    let clock = Arc::new(ShiftedClock::new());
+    let outbox =
+        Outbox::new(store.clone(), receivers, cfg.outbox.clone()).with_clock(clock.clone());
     Engine {
+        clock,
         store,
         pipeline,
         outbox,
@@ -95,7 +100,7 @@ async fn twenty_alerts_within_group_wait_make_one_notification() {
     e.outbox.deliver_due().await.unwrap();
     assert!(lines(dir.path()).is_empty(), "nothing before group_wait");
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     let got = lines(dir.path());
     assert_eq!(got.len(), 20, "one line per alert in the archive");
@@ -114,7 +119,7 @@ async fn twenty_alerts_within_group_wait_make_one_notification() {
         .process((0..20).map(rejected).collect(), "again")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     assert_eq!(lines(dir.path()).len(), 20);
     assert_eq!(e.store.outbox_stats().await.unwrap().delivered, 1);
@@ -133,7 +138,7 @@ async fn a_group_survives_a_restart_while_it_waits() {
         // "Crash": the engine is dropped with the group still waiting.
     }
     let e = engine(dir.path(), route).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     assert_eq!(lines(dir.path()).len(), 5);
     assert_eq!(e.store.outbox_stats().await.unwrap().delivered, 1);
@@ -156,7 +161,7 @@ async fn repeat_interval_holds_the_next_notification_of_a_group() {
         .unwrap();
     e.outbox.deliver_due().await.unwrap();
     assert_eq!(lines(dir.path()).len(), 1, "held until the interval ends");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    e.clock.advance(Duration::from_millis(1100));
     e.outbox.deliver_due().await.unwrap();
     let got = lines(dir.path());
     assert_eq!(got.len(), 3);

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use kyc_sentinel::config::Config;
 use kyc_sentinel::rules::{Alert, ScriptLimits, load_path};
 
 fn repo() -> &'static Path {
@@ -13,8 +12,10 @@ fn repo() -> &'static Path {
 fn table(config: &str) -> String {
     let path = repo().join("examples").join(config);
     let text = std::fs::read_to_string(&path).unwrap();
-    let cfg = Config::parse(&path, &text, |k| Some(format!("http://{k}.invalid/"))).unwrap();
-    let router = kyc_sentinel::daemon::build_router(&cfg).unwrap();
+    let cfg =
+        kyc_sentinel::compose::parse_config(&path, &text, |k| Some(format!("http://{k}.invalid/")))
+            .unwrap();
+    let router = kyc_sentinel::compose::build_router(&cfg).unwrap();
     let rules = load_path(&repo().join("rules"), ScriptLimits::default()).unwrap();
     let mut out = String::from(
         "| rule | severity | team | receivers (group wait) |\n| --- | --- | --- | --- |\n",

@@ -162,7 +162,7 @@ fn a_broken_override_is_reported_with_file_and_line() {
     })
     .unwrap();
     assert_eq!(
-        t.check_all(),
+        kyc_sentinel::compose::check_templates(&t),
         ["template `slack.json`:1: undefined value: `alert.nope` is undefined"]
     );
 }

@@ -847,12 +847,12 @@ async fn the_pipeline_and_outbox_on_postgres_deliver_what_eval_finds_and_stop_wh
         .expect("leads");
     let store = store.fenced(leader.epoch());
     let rules = Arc::new(load_path(&cfg.rules, ScriptLimits::default()).unwrap());
-    let router = Arc::new(kyc_sentinel::daemon::build_router(&cfg).unwrap());
+    let router = Arc::new(kyc_sentinel::compose::build_router(&cfg).unwrap());
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut pipeline = Pipeline::new(store.clone(), rules, router, wake)
         .await
         .unwrap();
-    let receivers = kyc_sentinel::daemon::build_receivers(&cfg).unwrap();
+    let receivers = kyc_sentinel::compose::build_receivers(&cfg).unwrap();
     let outbox = Outbox::new(store.clone(), receivers, cfg.outbox.clone());
     for batch in poll_batches(&dump, 25) {
         pipeline.process(batch, "pg test").await.unwrap();

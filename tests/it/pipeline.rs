@@ -7,25 +7,26 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use kyc_sentinel::config::Config;
-use kyc_sentinel::daemon::{self, BackfillOptions, Engine};
+use kyc_sentinel::compose::Engine;
+use kyc_sentinel::daemon::{self, BackfillOptions};
 use kyc_sentinel::poller::Poller;
 use kyc_sentinel::simulator::{FaultConfig, SimConfig, Simulator};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 async fn run_daemon_while<F: std::future::Future<Output = ()>>(
     cfg_path: &std::path::Path,
     during: F,
     settle: Duration,
 ) {
-    let cfg = Config::load(cfg_path).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let cfg = kyc_sentinel::compose::load_config(cfg_path).unwrap();
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(daemon::run(cfg, rx));
     during.await;
     // Let the last versions be polled (interval 1s) and delivered.
     tokio::time::sleep(settle).await;
-    tx.send(true).unwrap();
+    tx.cancel();
     tokio::time::timeout(Duration::from_secs(10), daemon)
         .await
         .expect("daemon stops within 10s")
@@ -138,7 +139,13 @@ async fn window_state_survives_a_restart_on(backend: Backend) {
     })
     .await
     .unwrap();
-    let cfg = Config::load(&write_config_on(dir.path(), &sim.base_url(), &backend, "")).unwrap();
+    let cfg = kyc_sentinel::compose::load_config(&write_config_on(
+        dir.path(),
+        &sim.base_url(),
+        &backend,
+        "",
+    ))
+    .unwrap();
     let now = Utc::now();
     sim.insert(too_many_retry(
         "s-1",
@@ -213,9 +220,12 @@ async fn backfill_twice_alerts_once_on(backend: Backend) {
         // These compare deliveries with eval; the quiet default sends none.
         notify: true,
     };
-    let first = daemon::backfill(Config::load(&cfg_path).unwrap(), opts.clone())
-        .await
-        .unwrap();
+    let first = daemon::backfill(
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
+        opts.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(first.received, 1500);
     let expected = expected_alerts(&sim.dump());
     assert_eq!(first.alerts, expected.len());
@@ -227,7 +237,7 @@ async fn backfill_twice_alerts_once_on(backend: Backend) {
     let got = delivered(&dir.path().join("alerts.jsonl"));
     assert_eq!(assert_delivered_exactly(&expected, &got), 0);
 
-    let second = daemon::backfill(Config::load(&cfg_path).unwrap(), opts)
+    let second = daemon::backfill(kyc_sentinel::compose::load_config(&cfg_path).unwrap(), opts)
         .await
         .unwrap();
     assert_eq!(
@@ -265,7 +275,7 @@ async fn backfill_of_big_days_alerts_as_eval_does() {
         // These compare deliveries with eval; the quiet default sends none.
         notify: true,
     };
-    let report = daemon::backfill(Config::load(&cfg_path).unwrap(), opts)
+    let report = daemon::backfill(kyc_sentinel::compose::load_config(&cfg_path).unwrap(), opts)
         .await
         .unwrap();
     assert_eq!(report.received, 4500);
@@ -304,7 +314,7 @@ async fn applicant_lookup_counts_duplicates_submitted_before_the_engine() {
             &format!("  midnight_overlap: 24h\n{lookup}"),
         );
         std::fs::write(&path, text).unwrap();
-        let cfg = Config::load(&path).unwrap();
+        let cfg = kyc_sentinel::compose::load_config(&path).unwrap();
         let mut engine = Engine::build(&cfg).await.unwrap();
         let mut poller = Poller::new(engine.client.clone(), cfg.poll.clone(), 0);
         let rep = poller.poll_once(&mut engine.pipeline).await.unwrap();

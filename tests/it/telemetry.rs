@@ -8,9 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use kyc_sentinel::config::Config;
 use kyc_sentinel::simulator::{SimConfig, Simulator};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -36,15 +35,22 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
         .unwrap()
         .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&cfg_path, text).unwrap();
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
+    let rx = tx.clone();
     let daemon = tokio::spawn(kyc_sentinel::daemon::run(
-        Config::load(&cfg_path).unwrap(),
+        kyc_sentinel::compose::load_config(&cfg_path).unwrap(),
         rx,
     ));
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let base = format!("http://127.0.0.1:{port}");
-    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let health = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert!(
         health
@@ -53,7 +59,11 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
             .unwrap()
             .starts_with("ok: last successful poll")
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
+    let metrics = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -72,7 +82,7 @@ async fn metrics_pass_promtool_and_health_reports_polls() {
     ] {
         assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
     }
-    tx.send(true).unwrap();
+    tx.cancel();
     daemon.await.unwrap().unwrap();
 
     let promtool = which("promtool").expect(

@@ -43,18 +43,7 @@ pub struct PgStore {
     fence: Option<i64>,
 }
 
-/// The URL with its password (if any) replaced, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "(an unreadable URL)".into(),
-    }
-}
+pub use crate::config::redact_url;
 
 /// Whether `url` is a PostgreSQL URL sqlx can connect with (no I/O). The
 /// error never repeats the URL (it may hold a password).

@@ -297,8 +297,9 @@ impl OutboxStore for PgStore {
                     })
                     .collect::<Result<Vec<serde_json::Value>>>()?;
                 let refs: Vec<&str> = fps.iter().map(String::as_str).collect();
-                let key = crate::notify::group_key_hash(&refs);
-                let payload = crate::notify::Notification::payload(Some(&group_key), &alerts);
+                let key = crate::outbox_payload::group_key_hash(&refs);
+                let payload =
+                    crate::outbox_payload::OutboxPayload::group(Some(&group_key), &alerts);
                 sqlx::query(
                     "INSERT INTO outbox (fingerprint, receiver, payload, created_at, next_attempt_at) \
                      VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",

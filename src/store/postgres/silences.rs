@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PgStore;
-use crate::notify::silence::{NewSilence, Silence};
 use crate::store::prelude::*;
+use crate::store::silences::{NewSilence, Silence};
 use crate::store::{Result, StoreError, fmt_time, parse_time};
 
 #[async_trait::async_trait]

@@ -53,14 +53,14 @@ impl Harness {
         );
         let path = dir.join("sentinel.yaml");
         std::fs::write(&path, &text).unwrap();
-        let cfg = Config::parse(&path, &text, |k| match k {
+        let cfg = kyc_sentinel::compose::parse_config(&path, &text, |k| match k {
             "HOOK_SECRET" => Some(HOOK_SECRET.to_string()),
             "SMTP_PASSWORD" => Some(SMTP_PASSWORD.to_string()),
             _ => None,
         })
         .unwrap_or_else(|e| panic!("config:\n{e}\n{text}"));
         let store = SqliteStore::open(&cfg.store.path).await.unwrap();
-        let receivers = kyc_sentinel::daemon::build_receivers(&cfg).unwrap();
+        let receivers = kyc_sentinel::compose::build_receivers(&cfg).unwrap();
         let outbox = Outbox::new(store.clone(), receivers, cfg.outbox.clone());
         Harness {
             dir: dir.to_path_buf(),

@@ -17,8 +17,8 @@
 //!    windows, throttles and derived fields.
 //! 3. [`config`]: `sentinel.yaml` as plain data: load (with `${ENV}`) and
 //!    pure validation of itself. It builds nothing.
-//! 4. [`store`]: the durable state store behind role traits (SQLite; one
-//!    backend per file tree): seen versions, rule state, alerts, notification
+//! 4. [`store`]: the durable state store behind role traits (SQLite,
+//!    PostgreSQL; one backend per file tree): seen versions, rule state, alerts, notification
 //!    groups, outbox, alert lifecycle, audit log.
 //! 5. Built from config, working on the store: [`templates`] (minijinja,
 //!    masking filters), [`notify`] (silences -> routing tree -> durable groups
@@ -34,7 +34,8 @@
 //!    where the checks that need them complete config validation.
 //! 8. [`daemon`]: `run` (one cancellation token, a task tracker, a main loop
 //!    of on-poll / on-hints / on-reload) and `backfill`; [`reload`]
-//!    (SIGHUP, file watching) rebuilds through [`compose`].
+//!    (SIGHUP, file watching) rebuilds through [`compose`]; [`ha`] (several
+//!    `run` instances on PostgreSQL: standby, or leader running the daemon).
 //! 9. On top: [`simulator`] (a faithful local Argos API, for tests, the demo
 //!    and staging), [`demo`] (everything against it in one command),
 //!    [`commands`] (one module per CLI command) and [`cli`] (the clap

@@ -20,6 +20,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
             tx.cancel();
         });
+        // With PostgreSQL, several instances may share the store: one leads.
+        if cfg.store.url.is_some() {
+            let rules = std::sync::Arc::new(crate::compose::load_rules(&cfg)?);
+            let clock = std::sync::Arc::new(crate::clock::SystemClock);
+            return crate::ha::run(cfg, rules, clock, shutdown).await;
+        }
         crate::daemon::run(cfg, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)

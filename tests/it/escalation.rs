@@ -53,13 +53,17 @@ escalation_policies:
 ";
 
 async fn setup(dir: &Path) -> (SimHandle, Config) {
+    setup_on(dir, &Backend::Sqlite).await
+}
+
+async fn setup_on(dir: &Path, backend: &Backend) -> (SimHandle, Config) {
     let sim = Simulator::start(SimConfig {
         submissions: 0,
         ..SimConfig::default()
     })
     .await
     .unwrap();
-    let path = write_config(dir, &sim.base_url(), POLICY);
+    let path = write_config_on(dir, &sim.base_url(), backend, POLICY);
     (sim, kyc_sentinel::compose::load_config(&path).unwrap())
 }
 
@@ -113,7 +117,7 @@ fn fingerprint(line: &Value) -> String {
 }
 
 /// Audit details of one kind for an alert, oldest first.
-async fn audit(store: &SqliteStore, fp: &str, kind: &str) -> Vec<Value> {
+async fn audit(store: &dyn StateStore, fp: &str, kind: &str) -> Vec<Value> {
     store
         .audit_for_alert(fp)
         .await
@@ -126,9 +130,21 @@ async fn audit(store: &SqliteStore, fp: &str, kind: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_steps_unacknowledged_and_ack_after_step_one() {
+    three_steps_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_steps_on_postgres_unacknowledged_and_ack_after_step_one() {
+    let Some(pg) = Backend::postgres("escalation") else {
+        return;
+    };
+    three_steps_on(pg).await;
+}
+
+async fn three_steps_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (sim, _) = setup(d).await;
+    let (sim, cfg) = setup_on(d, &backend).await;
     sim.insert(red_flag("aml-nobody"));
     sim.insert(red_flag("aml-owned"));
     let clock = Arc::new(ShiftedClock::new());
@@ -148,7 +164,7 @@ async fn three_steps_unacknowledged_and_ack_after_step_one() {
     assert_eq!(nobody[0]["notification"], step_key(&fp_nobody, 0));
 
     // Someone owns the second alert after step one.
-    let store = SqliteStore::open(&d.join("state.db")).await.unwrap();
+    let store = kyc_sentinel::store::open(&cfg.store).await.unwrap();
     store
         .change_alert(&fp_owned, "mlro.kim", Action::Ack { note: None })
         .await
@@ -187,17 +203,22 @@ async fn three_steps_unacknowledged_and_ack_after_step_one() {
     assert!(lines(d, "head.jsonl", "aml-owned").is_empty());
 
     // The audit log tells both stories.
-    let steps: Vec<(u64, bool)> = audit(&store, &fp_nobody, "escalation_step")
+    let steps: Vec<(u64, bool)> = audit(store.as_ref(), &fp_nobody, "escalation_step")
         .await
         .iter()
         .map(|s| (s["step"].as_u64().unwrap(), s["late"].as_bool().unwrap()))
         .collect();
     assert_eq!(steps, [(1, false), (2, false), (3, false)]);
     assert_eq!(
-        audit(&store, &fp_owned, "escalation_stopped").await,
+        audit(store.as_ref(), &fp_owned, "escalation_stopped").await,
         [json!({"policy": "aml-escalation", "reason": "acknowledged"})]
     );
-    assert_eq!(audit(&store, &fp_owned, "escalation_step").await.len(), 1);
+    assert_eq!(
+        audit(store.as_ref(), &fp_owned, "escalation_step")
+            .await
+            .len(),
+        1
+    );
 
     // The digest's view: the last step sent per alert.
     let last = store

@@ -215,6 +215,57 @@ async fn down_across_three_times_sends_three_then_nothing_on_restart() {
     assert_eq!(lines.lines().count(), 3);
 }
 
+/// The same catch-up on PostgreSQL: three digests recorded and queued once,
+/// none again from a new scheduler over the same database.
+#[tokio::test]
+async fn down_across_three_times_on_postgres_sends_three_then_nothing_on_restart() {
+    let Some(crate::common::Backend::Postgres(db)) = crate::common::Backend::postgres("digest")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(
+        dir.path(),
+        FILE_RECEIVER,
+        &digest_section("0 8 * * *", "Asia/Seoul", "each"),
+    )
+    .await;
+    let store: Arc<dyn StateStore> =
+        Arc::new(kyc_sentinel::store::PgStore::open(&db.url()).await.unwrap());
+    let digester = || {
+        Digester::from_config(&h.cfg, store.clone())
+            .unwrap()
+            .expect("digests configured")
+    };
+    assert!(
+        digester()
+            .run_due(utc("2026-11-26T12:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let start = utc("2026-11-29T22:00:00Z");
+    let s = digester().run_due(start).await.unwrap();
+    assert_eq!(
+        slots(&s),
+        vec![
+            (utc("2026-11-25T23:00:00Z"), utc("2026-11-26T23:00:00Z"), 1),
+            (utc("2026-11-26T23:00:00Z"), utc("2026-11-27T23:00:00Z"), 1),
+            (utc("2026-11-27T23:00:00Z"), utc("2026-11-28T23:00:00Z"), 1),
+        ]
+    );
+    let recorded = store.digests_recorded("daily").await.unwrap();
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded.iter().all(|r| r.trigger == "catch_up"));
+    assert_eq!(store.outbox_stats().await.unwrap().pending, 3);
+    let again = digester()
+        .run_due(start + chrono::Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(store.outbox_stats().await.unwrap().pending, 3);
+}
+
 #[tokio::test]
 async fn down_across_three_times_sends_one_combined_when_configured() {
     let dir = tempfile::tempdir().unwrap();

@@ -189,11 +189,15 @@ async fn lead(
                 }
             }
             r = &mut engine => {
-                // The engine stopped on its own: a fatal error.
+                // The engine ends on its own only on a fatal error (a wrong
+                // API key...): step down, and stop as a single instance would.
                 drain.abort();
                 leadership.release().await;
-                return Err(r.map_err(anyhow::Error::from).and_then(|r| r).err()
-                    .unwrap_or_else(|| anyhow::anyhow!("the engine stopped")));
+                return Err(match r {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("the engine stopped while leading"),
+                    Err(e) => anyhow::Error::from(e).context("the engine failed"),
+                });
             }
         }
     };

@@ -3,11 +3,10 @@
 //! (see [`leader`] for which of them may write).
 //!
 //! Every SQL text of the Postgres store lives under this folder, one file per
-//! role (pipeline, outbox, audit, lifecycle, lookup, digests, escalation,
-//! silences). The methods are inherent, named as on `SqliteStore`; the
-//! [`Store`](super::Store) trait delegates to them (`store_trait.rs`). When the
-//! storage seam's role traits land, each file's methods become that role's
-//! trait impl.
+//! role: each implements its role trait for [`PgStore`] (pipeline.rs also
+//! `MetaStore`, audit.rs also `MaintenanceStore`; hints.rs the standbys'
+//! `HintStore`), so `Arc<PgStore>` is an `Arc<dyn StateStore>`. It passes the
+//! conformance suite (`tests/it/store_conformance.rs`).
 //!
 //! Times are kept as the same RFC 3339 text as in SQLite ([`fmt_time`]), so
 //! text order is time order and `store migrate` copies rows unchanged.

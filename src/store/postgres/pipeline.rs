@@ -1,5 +1,5 @@
 //! The pipeline's role: versions seen, the rule engine's state, and the one
-//! transaction that commits a batch (see [`super::super::Store::commit_batch`]).
+//! transaction that commits a batch (see [`crate::store::PipelineStore::commit_batch`]).
 
 use std::collections::HashMap;
 
@@ -169,7 +169,7 @@ impl PipelineStore for PgStore {
             .transpose()
     }
 
-    /// See [`crate::store::Store::commit_batch`]: one transaction, fenced when leading.
+    /// See [`crate::store::PipelineStore::commit_batch`]: one transaction, fenced when leading.
     async fn commit_batch(&self, batch: BatchCommit) -> Result<()> {
         let now = fmt_time(Utc::now());
         // One upsert statement may not touch a key twice (see write_state).

@@ -410,6 +410,33 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
         a.log_text()
     );
     println!("webhook to the standby -> processed by the leader in {took:?}");
+    // `backfill` needs the database alone: refused while a `run` leads, and
+    // it leads (fenced) once they are stopped.
+    let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let cfg_a = a.cfg.clone();
+    let backfill = || {
+        Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+            .args(["backfill", "--config"])
+            .arg(&cfg_a)
+            .args(["--from", &today, "--to", &today])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let refused = backfill();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("another kyc-sentinel leads on the store"),
+        "{err}"
+    );
     a.stop();
     b.stop();
+    let done = backfill();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stdout).contains("submissions received"));
 }

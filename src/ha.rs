@@ -41,6 +41,29 @@ pub const CONTEND_EVERY: Duration = Duration::from_secs(1);
 /// How often the leader drains the hints standbys received.
 const DRAIN_EVERY: Duration = Duration::from_millis(250);
 
+/// Why the standby's last try to lead failed (the database unreachable...),
+/// for its `/healthz`: a standby that could not take over is not healthy.
+static CONTEND_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn set_contend_error(e: Option<String>) {
+    *CONTEND_ERROR.lock().expect("contend error lock") = e;
+}
+
+/// A standby's `/healthz`: 200 while it can reach the database, else 503.
+async fn standby_health() -> (axum::http::StatusCode, String) {
+    let role = crate::telemetry::ha_role_line();
+    match CONTEND_ERROR.lock().expect("contend error lock").clone() {
+        None => (
+            axum::http::StatusCode::OK,
+            format!("{role}ok: standing by (another instance leads)\n"),
+        ),
+        Some(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{role}cannot take over: {e}\n"),
+        ),
+    }
+}
+
 fn lease() -> LeaseConfig {
     LeaseConfig {
         lease: LEASE,
@@ -96,9 +119,15 @@ async fn contend(url: &str) -> Leadership {
     let cfg = lease();
     loop {
         match Leadership::try_acquire(url, &cfg).await {
-            Ok(Some(l)) => return l,
-            Ok(None) => {}
-            Err(e) => tracing::warn!("standby: cannot contend for leadership: {e}"),
+            Ok(Some(l)) => {
+                set_contend_error(None);
+                return l;
+            }
+            Ok(None) => set_contend_error(None),
+            Err(e) => {
+                tracing::warn!("standby: cannot contend for leadership: {e}");
+                set_contend_error(Some(e.to_string()));
+            }
         }
         tokio::time::sleep(CONTEND_EVERY).await;
     }
@@ -328,12 +357,7 @@ async fn serve_standby(
             "/metrics",
             get(|| async { crate::telemetry::metrics_handle().render() }),
         )
-        .route(
-            "/healthz",
-            get(|| async {
-                crate::telemetry::ha_role_line() + "ok: standing by (another instance leads)\n"
-            }),
-        );
+        .route("/healthz", get(standby_health));
     if let Some(api) = crate::compose::api_router(cfg, &dyn_store) {
         app = app.merge(api);
     }
@@ -380,5 +404,28 @@ async fn keep_hints(store: Arc<PgStore>, mut rx: mpsc::Receiver<Hint>) {
                 "standby: cannot keep webhook hints: {e}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_standby_that_cannot_reach_the_database_is_unhealthy() {
+        crate::telemetry::set_ha_role(None);
+        set_contend_error(Some(
+            "state store postgres://s@db/s: connection refused".into(),
+        ));
+        let (status, body) = standby_health().await;
+        assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "role: standby\ncannot take over: state store postgres://s@db/s: connection refused\n"
+        );
+        set_contend_error(None);
+        let (status, body) = standby_health().await;
+        assert_eq!(status, axum::http::StatusCode::OK);
+        assert!(body.starts_with("role: standby\nok: standing by"), "{body}");
     }
 }

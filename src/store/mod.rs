@@ -16,6 +16,7 @@ pub mod escalation;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
+pub mod shadow;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -98,6 +99,13 @@ pub struct AlertRow {
     pub body: String,
 }
 
+/// An alert of a shadow rule, and the live rule it is a candidate for.
+#[derive(Debug, Clone)]
+pub struct ShadowAlertRow {
+    pub alert: AlertRow,
+    pub replaces: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxInsert {
     pub fingerprint: String,
@@ -167,6 +175,8 @@ pub struct BatchCommit {
     /// Routed alerts that wait in their group.
     pub notify: Vec<GroupInsert>,
     pub audit: Vec<AuditRow>,
+    /// Alerts of shadow rules: recorded (mode `shadow`), never routed.
+    pub shadow_alerts: Vec<ShadowAlertRow>,
     pub meta: Vec<(String, String)>,
     /// A quiet backfill's batch: its alerts are stored in state `historical`.
     pub historical: bool,

@@ -1,0 +1,258 @@
+//! Store operations for safe rule changes (issue 18): shadow rules' alerts
+//! beside the live ones, and the stored versions a backtest replays.
+//!
+//! [`ShadowStore`] is implemented for the daemon's [`SqliteStore`] (the
+//! digest's "shadow rules" section) and for [`ReadOnlyStore`], a connection
+//! that cannot write: `shadow report` and `backtest` read a store a daemon may
+//! be writing, and must change nothing in it.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+
+use super::{Result, SqliteStore, StoreError, fmt_time, parse_time};
+
+/// One stored alert, as the comparisons need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredAlert {
+    pub fingerprint: String,
+    pub rule: String,
+    pub submission_id: String,
+    pub event_time: DateTime<Utc>,
+    /// `live` or `shadow`.
+    pub mode: String,
+    pub replaces: Option<String>,
+    /// The analyst's outcome when the alert was resolved.
+    pub outcome: Option<String>,
+}
+
+/// Shadow alerts of one rule in a period, and the rule it may replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowCount {
+    pub rule: String,
+    pub replaces: Option<String>,
+    pub count: usize,
+}
+
+/// A stored submission version in event-time order; `raw` is `None` once
+/// retention purged it.
+#[derive(Debug, Clone)]
+pub struct VersionRef {
+    pub submission_id: String,
+    pub event_time: DateTime<Utc>,
+    pub has_raw: bool,
+}
+
+#[async_trait::async_trait]
+pub trait ShadowStore: Send + Sync {
+    /// Shadow alerts fired in `[start, end)`, counted per rule.
+    async fn shadow_counts(&self, start: DateTime<Utc>, end: DateTime<Utc>)
+    -> Result<Vec<ShadowCount>>;
+
+    /// Alerts of both modes fired at or after `since`, oldest first.
+    async fn alerts_fired_since(&self, since: DateTime<Utc>) -> Result<Vec<FiredAlert>>;
+
+    /// Live alerts (quiet backfill's included) whose event time is in
+    /// `[from, to)`, with their resolution outcome.
+    async fn live_alerts_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<FiredAlert>>;
+
+    /// The stored versions with event time in `[from, to)`, in event-time
+    /// order (ties by submission id).
+    async fn versions_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<VersionRef>>;
+
+    /// The raw JSON of these versions (purged ones are left out).
+    async fn versions_raw(&self, ids: &[String]) -> Result<Vec<(String, String)>>;
+}
+
+/// A store opened read-only: no migration, no write lock, no write.
+#[derive(Clone)]
+pub struct ReadOnlyStore {
+    pool: SqlitePool,
+}
+
+impl ReadOnlyStore {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(open_err)?
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16384");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        Ok(Self { pool })
+    }
+}
+
+const ALERT_SELECT: &str = "SELECT a.fingerprint, a.rule_id, a.submission_id, a.event_time, a.mode, \
+     a.replaces, s.outcome FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint";
+
+fn fired_alert(r: &sqlx::sqlite::SqliteRow) -> Result<FiredAlert> {
+    Ok(FiredAlert {
+        fingerprint: r.get(0),
+        rule: r.get(1),
+        submission_id: r.get(2),
+        event_time: parse_time("alerts.event_time", &r.get::<String, _>(3))?,
+        mode: r.get(4),
+        replaces: r.get(5),
+        outcome: r.get(6),
+    })
+}
+
+async fn shadow_counts(
+    pool: &SqlitePool,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Vec<ShadowCount>> {
+    let rows = sqlx::query(
+        "SELECT rule_id, MAX(replaces), COUNT(*) FROM alerts \
+         WHERE mode = 'shadow' AND fired_at >= ? AND fired_at < ? GROUP BY rule_id ORDER BY rule_id",
+    )
+    .bind(fmt_time(start))
+    .bind(fmt_time(end))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ShadowCount {
+            rule: r.get(0),
+            replaces: r.get(1),
+            count: r.get::<i64, _>(2) as usize,
+        })
+        .collect())
+}
+
+async fn alerts_where(pool: &SqlitePool, filter: &str, a: String, b: String) -> Result<Vec<FiredAlert>> {
+    let sql = format!("{ALERT_SELECT} WHERE {filter} ORDER BY a.event_time, a.fingerprint");
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(a)
+        .bind(b)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(fired_alert).collect()
+}
+
+async fn versions_between(
+    pool: &SqlitePool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<VersionRef>> {
+    // Only the index columns: the raw text is read in chunks as it is needed.
+    let rows = sqlx::query(
+        "SELECT submission_id, event_time, raw IS NOT NULL FROM submission_versions \
+         WHERE event_time >= ? AND event_time < ?",
+    )
+    .bind(fmt_time(from))
+    .bind(fmt_time(to))
+    .fetch_all(pool)
+    .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            Ok(VersionRef {
+                submission_id: r.get(0),
+                event_time: parse_time("submission_versions.event_time", &r.get::<String, _>(1))?,
+                has_raw: r.get::<i64, _>(2) != 0,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    out.sort_by(|a, b| (a.event_time, &a.submission_id).cmp(&(b.event_time, &b.submission_id)));
+    Ok(out)
+}
+
+async fn versions_raw(pool: &SqlitePool, ids: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(",");
+        let sql = format!(
+            "SELECT submission_id, raw FROM submission_versions \
+             WHERE raw IS NOT NULL AND submission_id IN ({marks})"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(pool).await? {
+            out.push((r.get(0), r.get(1)));
+        }
+    }
+    Ok(out)
+}
+
+/// The pool the operations run on (both stores are SQLite).
+pub trait OnPool: Send + Sync {
+    fn on_pool(&self) -> &SqlitePool;
+}
+
+impl OnPool for SqliteStore {
+    fn on_pool(&self) -> &SqlitePool {
+        self.pool()
+    }
+}
+
+impl OnPool for ReadOnlyStore {
+    fn on_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: OnPool> ShadowStore for T {
+    async fn shadow_counts(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<ShadowCount>> {
+        shadow_counts(self.on_pool(), start, end).await
+    }
+
+    async fn alerts_fired_since(&self, since: DateTime<Utc>) -> Result<Vec<FiredAlert>> {
+        let far = fmt_time(DateTime::<Utc>::MAX_UTC);
+        alerts_where(self.on_pool(), "a.fired_at >= ? AND a.fired_at < ?", fmt_time(since), far).await
+    }
+
+    async fn live_alerts_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<FiredAlert>> {
+        alerts_where(
+            self.on_pool(),
+            "a.mode = 'live' AND a.event_time >= ? AND a.event_time < ?",
+            fmt_time(from),
+            fmt_time(to),
+        )
+        .await
+    }
+
+    async fn versions_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<VersionRef>> {
+        versions_between(self.on_pool(), from, to).await
+    }
+
+    async fn versions_raw(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        versions_raw(self.on_pool(), ids).await
+    }
+}

@@ -26,6 +26,8 @@
 //!   (SIGHUP, file watching), [`telemetry`] (logs, metrics, health) and
 //!   [`api`] (acknowledge, resolve) run beside it.
 //! - [`audit`]: explaining decisions from what the store recorded.
+//! - [`backtest`], [`shadow_report`]: safe rule changes: a candidate rule set
+//!   replayed over stored versions, a shadow rule beside the rule it replaces.
 //! - [`simulator`]: a faithful local Argos API, for tests, the demo and staging;
 //!   [`demo`] runs everything against it in one command.
 //! - [`commands`] (one module per CLI command) and [`cli`] (the clap
@@ -34,6 +36,7 @@
 pub mod api;
 pub mod argos;
 pub mod audit;
+pub mod backtest;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -48,6 +51,7 @@ pub mod pipeline;
 pub mod poller;
 pub mod reload;
 pub mod rules;
+pub mod shadow_report;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::backtest::{BacktestReport, RuleComparison};
 use crate::cli::BacktestArgs;
-use crate::store::shadow::{ReadOnlyStore, ShadowStore};
+use crate::store::shadow::{ReadOnlyStore, ShadowStore, end_of_time, start_of_time};
 
 /// Shown in the table; `--json` lists every skipped version.
 const SKIPPED_SHOWN: usize = 10;
@@ -38,8 +38,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             .and_utc(),
         None => default,
     };
-    let from = day(args.from, false, DateTime::<Utc>::MIN_UTC);
-    let to = day(args.to, true, DateTime::<Utc>::MAX_UTC);
+    let from = day(args.from, false, start_of_time());
+    let to = day(args.to, true, end_of_time());
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(async {
         let store: Arc<dyn ShadowStore> = Arc::new(ReadOnlyStore::open(&path).await?);

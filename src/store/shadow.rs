@@ -16,6 +16,21 @@ use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::{Result, SqliteStore, StoreError, fmt_time, parse_time};
 
+/// The latest time the store's text order handles (`fmt_time` of
+/// `DateTime::MAX_UTC` starts with `+`, which sorts before every year).
+pub fn end_of_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .expect("a valid time")
+        .with_timezone(&Utc)
+}
+
+/// The earliest time the store's text order handles.
+pub fn start_of_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z")
+        .expect("a valid time")
+        .with_timezone(&Utc)
+}
+
 /// One stored alert, as the comparisons need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredAlert {
@@ -226,7 +241,7 @@ impl<T: OnPool> ShadowStore for T {
     }
 
     async fn alerts_fired_since(&self, since: DateTime<Utc>) -> Result<Vec<FiredAlert>> {
-        let far = fmt_time(DateTime::<Utc>::MAX_UTC);
+        let far = fmt_time(end_of_time());
         alerts_where(self.on_pool(), "a.fired_at >= ? AND a.fired_at < ?", fmt_time(since), far).await
     }
 

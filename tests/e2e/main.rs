@@ -7,3 +7,4 @@ mod common;
 mod daemon_process;
 mod demo;
 mod hardening_delivery;
+mod shadow;

@@ -133,15 +133,23 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
     sim.insert(red_flag("rf-2", "Low", 8));
     sim.insert(red_flag("rf-3", "high", 7));
     let extra = format!(
-        "  - name: hook\n    type: webhook\n    url: {url}\n    template: generic.json\n    timeout: 2s\n"
+        "  - name: hook\n    type: webhook\n    url: {url}\n    template: generic.json\n    timeout: 2s\n\
+         digests:\n  - name: daily\n    schedule: '0 9 * * *'\n    receivers: [hook]\n"
     );
     let cfg = write_config(dir.path(), &sim.base_url(), &extra);
-    // The rules of this test, not the shipped pack.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The rules of this test, not the shipped pack; metrics on a known port.
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let text = text.replace(
-        &format!("rules: {}", repo().join("rules").display()),
-        &format!("rules: {}", rules.display()),
-    );
+    let text = text
+        .replace(
+            &format!("rules: {}", repo().join("rules").display()),
+            &format!("rules: {}", rules.display()),
+        )
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
     std::fs::write(&cfg, text).unwrap();
     let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
@@ -194,6 +202,34 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
         "{audit}"
     );
     assert!(audit.contains("aml.risk_level_summary"), "the why: {audit}");
+
+    // Metrics count them apart; the digest lists them apart and counts only the live ones.
+    let metrics = kyc_sentinel::util::http_client()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shadow_metric = metrics
+        .lines()
+        .find(|l| l.starts_with("kyc_sentinel_alerts_total{") && l.contains("aml-red-flag-high-risk"))
+        .unwrap_or_else(|| panic!("no shadow alert metric in:\n{metrics}"));
+    assert!(shadow_metric.contains(r#"mode="shadow""#), "{shadow_metric}");
+    assert!(shadow_metric.ends_with(" 2"), "{shadow_metric}");
+    assert!(
+        metrics.lines().any(|l| l.contains(r#"rule="aml-red-flag""#) && l.contains(r#"mode="live""#) && l.ends_with(" 3")),
+        "{metrics}"
+    );
+    let at = format!("{}", (Utc::now() + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ"));
+    let digest = cli(&cfg, &["digest", "--name", "daily", "--preview", "--at", &at]);
+    assert!(
+        digest.contains("SHADOW RULES (recorded, never sent; not counted above)\n  aml-red-flag-high-risk: would have fired 2; aml-red-flag fired 3\n"),
+        "{digest}"
+    );
 
     // 2. Promotion: the rule file edited, SIGHUP.
     std::fs::write(rules.join("shadow.yaml"), PROMOTED).unwrap();

@@ -297,3 +297,70 @@ async fn backtest_keeping_every_reported_alert_passes_the_gate() {
     assert_eq!(r["false_positives_avoided"], 0);
     assert_eq!(row(&r, Some("high-score"), "high-score")["only_candidate"], 1);
 }
+
+/// The README's "Changing rules safely" commands, run as written against the
+/// fixture: each exits 0, except the `--fail-on-missed-reported` gate, which
+/// the fixture's candidates fail (they miss reported alerts): exit 1.
+#[tokio::test]
+async fn readme_commands_run() {
+    let readme = std::fs::read_to_string(crate::common::repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Changing rules safely\n")
+        .nth(1)
+        .expect("README has a `Changing rules safely` section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the section has a sh block");
+    let commands: Vec<Vec<&str>> = block
+        .lines()
+        .filter_map(|l| l.strip_prefix("kyc-sentinel "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(commands.len() >= 4, "{block}");
+
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path()).await;
+    let (cfg, candidate) = setup(dir.path());
+    // The README's names: the live rules (with the shadow candidate) and the candidate folder.
+    std::fs::rename(&candidate, dir.path().join("rules-candidate")).unwrap();
+    let live = dir.path().join("rules");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(
+        live.join("scores.yaml"),
+        "- id: high-score\n  severity: high\n  when: { field: data.score, gte: 50 }\n\
+         - id: high-score-v2\n  severity: high\n  mode: shadow\n  replaces: high-score\n  when: { field: data.score, gte: 85 }\n\
+         - id: old-rule\n  severity: low\n  when: { field: data.score, lte: 10 }\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&candidate.display().to_string(), "rules");
+    std::fs::write(&cfg, text).unwrap();
+
+    let mut ran = Vec::new();
+    for args in &commands {
+        let out = Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
+            .current_dir(dir.path())
+            .args(args)
+            .env("ARGOS_API_KEY", "readme-test")
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let expected = if args.contains(&"--fail-on-missed-reported") { 1 } else { 0 };
+        assert_eq!(
+            code,
+            expected,
+            "kyc-sentinel {}\nstdout: {stdout}\nstderr: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran.push((args[0], stdout));
+    }
+    let report = &ran.iter().find(|(c, _)| *c == "shadow").unwrap().1;
+    assert!(report.contains("high-score-v2"), "{report}");
+    let table = &ran.iter().find(|(c, _)| *c == "backtest").unwrap().1;
+    assert!(table.contains("reported missed: 3"), "{table}");
+}

@@ -280,7 +280,11 @@ fn one(
     let o = overlap(&live_ids, cand);
     let (mut kept, mut dropped) = (Outcomes::default(), Outcomes::default());
     for (id, outcome) in live {
-        let side = if cand.contains(id) { &mut kept } else { &mut dropped };
+        let side = if cand.contains(id) {
+            &mut kept
+        } else {
+            &mut dropped
+        };
         side.add(outcome.as_deref());
     }
     let mut all = kept;

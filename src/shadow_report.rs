@@ -48,7 +48,10 @@ pub fn build(rules: &RuleSet, alerts: &[FiredAlert]) -> Vec<ShadowLine> {
                     .collect()
             };
             let mine = of(&rule, "shadow");
-            let theirs = replaces.as_deref().map(|r| of(r, "live")).unwrap_or_default();
+            let theirs = replaces
+                .as_deref()
+                .map(|r| of(r, "live"))
+                .unwrap_or_default();
             let ids = |v: &[&FiredAlert]| -> BTreeSet<String> {
                 v.iter().map(|a| a.submission_id.clone()).collect()
             };

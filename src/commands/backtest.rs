@@ -78,8 +78,17 @@ fn table(r: &BacktestReport, rules: &str) -> String {
     );
     if !r.skipped.is_empty() {
         let more = r.skipped.len().saturating_sub(SKIPPED_SHOWN);
-        let shown: Vec<&str> = r.skipped.iter().take(SKIPPED_SHOWN).map(String::as_str).collect();
-        let tail = if more > 0 { format!(" and {more} more (--json lists all)") } else { String::new() };
+        let shown: Vec<&str> = r
+            .skipped
+            .iter()
+            .take(SKIPPED_SHOWN)
+            .map(String::as_str)
+            .collect();
+        let tail = if more > 0 {
+            format!(" and {more} more (--json lists all)")
+        } else {
+            String::new()
+        };
         let _ = writeln!(out, "skipped: {}{tail}", shown.join(", "));
     }
     for u in &r.unreadable {
@@ -88,8 +97,17 @@ fn table(r: &BacktestReport, rules: &str) -> String {
     let _ = writeln!(
         out,
         "\n{:<26} {:<26} {:>5} {:>5} {:>5} {:>9} {:>9}  {:>8} {:>8} {:>9}  {:>9}",
-        "CANDIDATE", "LIVE RULE", "LIVE", "CAND", "BOTH", "ONLY-LIVE", "ONLY-CAND",
-        "FP-AVOID", "REP-MISS", "ESC-MISS", "PRECISION"
+        "CANDIDATE",
+        "LIVE RULE",
+        "LIVE",
+        "CAND",
+        "BOTH",
+        "ONLY-LIVE",
+        "ONLY-CAND",
+        "FP-AVOID",
+        "REP-MISS",
+        "ESC-MISS",
+        "PRECISION"
     );
     for c in &r.rules {
         let _ = writeln!(

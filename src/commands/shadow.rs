@@ -57,7 +57,11 @@ fn table(lines: &[ShadowLine], since: chrono::DateTime<chrono::Utc>) -> String {
         "SHADOW RULE", "ALERTS", "REPLACES", "ALERTS", "BOTH", "ONLY SHADOW", "ONLY REPLACED"
     );
     for l in lines {
-        let note = if l.in_config { "" } else { " (not a shadow rule of the config now)" };
+        let note = if l.in_config {
+            ""
+        } else {
+            " (not a shadow rule of the config now)"
+        };
         let _ = writeln!(
             out,
             "{:<28} {:>7}  {:<28} {:>7}  {:>5} {:>11} {:>13}{note}",

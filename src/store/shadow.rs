@@ -65,8 +65,11 @@ pub struct VersionRef {
 #[async_trait::async_trait]
 pub trait ShadowStore: Send + Sync {
     /// Shadow alerts fired in `[start, end)`, counted per rule.
-    async fn shadow_counts(&self, start: DateTime<Utc>, end: DateTime<Utc>)
-    -> Result<Vec<ShadowCount>>;
+    async fn shadow_counts(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<ShadowCount>>;
 
     /// Alerts of both modes fired at or after `since`, oldest first.
     async fn alerts_fired_since(&self, since: DateTime<Utc>) -> Result<Vec<FiredAlert>>;
@@ -156,7 +159,12 @@ async fn shadow_counts(
         .collect())
 }
 
-async fn alerts_where(pool: &SqlitePool, filter: &str, a: String, b: String) -> Result<Vec<FiredAlert>> {
+async fn alerts_where(
+    pool: &SqlitePool,
+    filter: &str,
+    a: String,
+    b: String,
+) -> Result<Vec<FiredAlert>> {
     let sql = format!("{ALERT_SELECT} WHERE {filter} ORDER BY a.event_time, a.fingerprint");
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(a)
@@ -242,7 +250,13 @@ impl<T: OnPool> ShadowStore for T {
 
     async fn alerts_fired_since(&self, since: DateTime<Utc>) -> Result<Vec<FiredAlert>> {
         let far = fmt_time(end_of_time());
-        alerts_where(self.on_pool(), "a.fired_at >= ? AND a.fired_at < ?", fmt_time(since), far).await
+        alerts_where(
+            self.on_pool(),
+            "a.fired_at >= ? AND a.fired_at < ?",
+            fmt_time(since),
+            far,
+        )
+        .await
     }
 
     async fn live_alerts_between(

@@ -164,12 +164,13 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
 
     // 1. In shadow: the live rule's three alerts reach both receivers; the
     //    shadow rule's two (rf-1, rf-3) reach neither.
-    wait_for("3 live alerts at both receivers", Duration::from_secs(20), || {
-        file_alerts(&file).len() >= 3 && hooked.lock().unwrap().len() >= 3
-    })
+    wait_for(
+        "3 live alerts at both receivers",
+        Duration::from_secs(20),
+        || file_alerts(&file).len() >= 3 && hooked.lock().unwrap().len() >= 3,
+    )
     .await;
-    let report: Value =
-        serde_json::from_str(&cli(&cfg, &["shadow", "report", "--json"])).unwrap();
+    let report: Value = serde_json::from_str(&cli(&cfg, &["shadow", "report", "--json"])).unwrap();
     let line = &report["shadow_rules"][0];
     assert_eq!(line["rule"], "aml-red-flag-high-risk", "{report:#}");
     assert_eq!(line["replaces"], "aml-red-flag");
@@ -216,16 +217,29 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
         .unwrap();
     let shadow_metric = metrics
         .lines()
-        .find(|l| l.starts_with("kyc_sentinel_alerts_total{") && l.contains("aml-red-flag-high-risk"))
+        .find(|l| {
+            l.starts_with("kyc_sentinel_alerts_total{") && l.contains("aml-red-flag-high-risk")
+        })
         .unwrap_or_else(|| panic!("no shadow alert metric in:\n{metrics}"));
-    assert!(shadow_metric.contains(r#"mode="shadow""#), "{shadow_metric}");
+    assert!(
+        shadow_metric.contains(r#"mode="shadow""#),
+        "{shadow_metric}"
+    );
     assert!(shadow_metric.ends_with(" 2"), "{shadow_metric}");
     assert!(
-        metrics.lines().any(|l| l.contains(r#"rule="aml-red-flag""#) && l.contains(r#"mode="live""#) && l.ends_with(" 3")),
+        metrics.lines().any(|l| l.contains(r#"rule="aml-red-flag""#)
+            && l.contains(r#"mode="live""#)
+            && l.ends_with(" 3")),
         "{metrics}"
     );
-    let at = format!("{}", (Utc::now() + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ"));
-    let digest = cli(&cfg, &["digest", "--name", "daily", "--preview", "--at", &at]);
+    let at = format!(
+        "{}",
+        (Utc::now() + chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let digest = cli(
+        &cfg,
+        &["digest", "--name", "daily", "--preview", "--at", &at],
+    );
     assert!(
         digest.contains("SHADOW RULES (recorded, never sent; not counted above)\n  aml-red-flag-high-risk: would have fired 2; aml-red-flag fired 3\n"),
         "{digest}"
@@ -244,16 +258,26 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
     // A new version of rf-1 (the promoted rule already fired on it in shadow)
     // and a new high-risk submission.
     sim.update("rf-1", |v| {
-        v["updated_at"] = json!(format_argos_timestamp(Utc::now() - chrono::Duration::minutes(1)));
+        v["updated_at"] = json!(format_argos_timestamp(
+            Utc::now() - chrono::Duration::minutes(1)
+        ));
         v["kyc"]["comment"] = json!("re-reviewed");
     });
     sim.insert(red_flag("rf-4", "High", 1));
-    wait_for("the promoted rule's alert on rf-4", Duration::from_secs(20), || {
-        file_alerts(&file)
-            .iter()
-            .any(|(r, s, _)| r == "aml-red-flag-high-risk" && s == "rf-4")
-            && hooked.lock().unwrap().iter().any(|b| b.contains("rf-4") && b.contains("aml-red-flag-high-risk"))
-    })
+    wait_for(
+        "the promoted rule's alert on rf-4",
+        Duration::from_secs(20),
+        || {
+            file_alerts(&file)
+                .iter()
+                .any(|(r, s, _)| r == "aml-red-flag-high-risk" && s == "rf-4")
+                && hooked
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b.contains("rf-4") && b.contains("aml-red-flag-high-risk"))
+        },
+    )
     .await;
     // Give a re-send of old alerts every chance to show up.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -287,5 +311,9 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
         .collect();
     live.sort();
     assert_eq!(live, ["rf-1", "rf-2", "rf-3", "rf-4"]);
-    assert_eq!(bodies.len(), 5, "4 live alerts and the promoted rule's one: {bodies:?}");
+    assert_eq!(
+        bodies.len(),
+        5,
+        "4 live alerts and the promoted rule's one: {bodies:?}"
+    );
 }

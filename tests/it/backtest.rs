@@ -65,7 +65,8 @@ async fn fixture(dir: &Path) -> PathBuf {
     ];
     let mut batch = BatchCommit::default();
     for (id, score, at) in subs {
-        let raw = serde_json::json!({"submission_id": id, "updated_at": at, "data": {"score": score}});
+        let raw =
+            serde_json::json!({"submission_id": id, "updated_at": at, "data": {"score": score}});
         batch.versions.push(VersionRow {
             submission_id: (*id).into(),
             content_hash: format!("h-{id}"),
@@ -162,13 +163,19 @@ fn backtest(cfg: &Path, rules: &Path, extra: &[&str]) -> (i32, String, String) {
 fn snapshot(dir: &Path) -> Vec<(String, String)> {
     let wal = dir.join("state.db-wal");
     if wal.exists() {
-        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "backtest wrote to the WAL");
+        assert_eq!(
+            std::fs::metadata(&wal).unwrap().len(),
+            0,
+            "backtest wrote to the WAL"
+        );
     }
     let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
-        .filter(|p| !p.to_string_lossy().ends_with("-shm") && !p.to_string_lossy().ends_with("-wal"))
+        .filter(|p| {
+            !p.to_string_lossy().ends_with("-shm") && !p.to_string_lossy().ends_with("-wal")
+        })
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap();
             (
@@ -230,7 +237,10 @@ async fn backtest_counts_every_outcome_exactly_and_writes_nothing() {
         [7, 4, 3, 4, 1]
     );
     assert_eq!(hs["examples_both"], serde_json::json!(["s1", "s2", "s6"]));
-    assert_eq!(hs["examples_only_live"], serde_json::json!(["s3", "s4", "s5", "s7"]));
+    assert_eq!(
+        hs["examples_only_live"],
+        serde_json::json!(["s3", "s4", "s5", "s7"])
+    );
     assert_eq!(hs["examples_only_candidate"], serde_json::json!(["s8"]));
     // kept: s1 reported, s2 escalated, s6 unresolved; dropped: s3, s4 FP, s5 other, s7 reported.
     assert_eq!(outcomes(&hs["kept"]), [0, 1, 1, 0, 1]);
@@ -242,7 +252,13 @@ async fn backtest_counts_every_outcome_exactly_and_writes_nothing() {
     // The shadow candidate (>= 85) fires on s1, s8; compared with high-score.
     let v2 = row(&r, Some("high-score-v2"), "high-score");
     assert_eq!(
-        [&v2["alerts_live"], &v2["alerts_candidate"], &v2["both"], &v2["only_live"], &v2["only_candidate"]],
+        [
+            &v2["alerts_live"],
+            &v2["alerts_candidate"],
+            &v2["both"],
+            &v2["only_live"],
+            &v2["only_candidate"]
+        ],
         [7, 2, 1, 6, 1]
     );
     assert_eq!(outcomes(&v2["kept"]), [0, 0, 1, 0, 0]);
@@ -270,7 +286,10 @@ async fn backtest_counts_every_outcome_exactly_and_writes_nothing() {
     );
     let (code, _, stderr) = backtest(&cfg, &rules, &["--fail-on-missed-reported"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("3 submission(s) an analyst reported"), "{stderr}");
+    assert!(
+        stderr.contains("3 submission(s) an analyst reported"),
+        "{stderr}"
+    );
 
     assert_eq!(snapshot(dir.path()), before, "backtest changed the store");
 }
@@ -295,7 +314,10 @@ async fn backtest_keeping_every_reported_alert_passes_the_gate() {
     assert_eq!(r["reported_missed"], 0);
     // Only the false positives stay: none avoided.
     assert_eq!(r["false_positives_avoided"], 0);
-    assert_eq!(row(&r, Some("high-score"), "high-score")["only_candidate"], 1);
+    assert_eq!(
+        row(&r, Some("high-score"), "high-score")["only_candidate"],
+        1
+    );
 }
 
 /// The README's "Changing rules safely" commands, run as written against the
@@ -349,7 +371,11 @@ async fn readme_commands_run() {
             .unwrap();
         let code = out.status.code().unwrap_or(-1);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let expected = if args.contains(&"--fail-on-missed-reported") { 1 } else { 0 };
+        let expected = if args.contains(&"--fail-on-missed-reported") {
+            1
+        } else {
+            0
+        };
         assert_eq!(
             code,
             expected,

@@ -162,9 +162,14 @@ pub fn render_submission(
         match e.kind.as_str() {
             "decision" => {
                 fired.push(rule.to_owned());
+                let shadow = if e.detail.get("mode").and_then(Value::as_str) == Some("shadow") {
+                    " (shadow: recorded, not sent)"
+                } else {
+                    ""
+                };
                 line!(
                     out,
-                    "    {} fired {rule} (rule version {}) -> alert {}",
+                    "    {} fired {rule} (rule version {}) -> alert {}{shadow}",
                     e.at,
                     short(e.rule_version.as_deref().unwrap_or("-")),
                     e.fingerprint.as_deref().unwrap_or("-")

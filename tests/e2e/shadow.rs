@@ -203,6 +203,15 @@ async fn shadow_alerts_are_recorded_never_sent_and_promotion_resends_nothing() {
         "{audit}"
     );
     assert!(audit.contains("aml.risk_level_summary"), "the why: {audit}");
+    let by_sub = cli(&cfg, &["audit", "--submission", "rf-1"]);
+    assert!(
+        by_sub.contains("fired aml-red-flag-high-risk (rule version ")
+            && by_sub.contains(&format!(
+                "-> alert {} (shadow: recorded, not sent)",
+                shadow_fps[0]
+            )),
+        "{by_sub}"
+    );
 
     // Metrics count them apart; the digest lists them apart and counts only the live ones.
     let metrics = kyc_sentinel::util::http_client()

@@ -174,50 +174,64 @@ pub async fn replay(
     let (ids, skipped): (Vec<_>, Vec<_>) = index.into_iter().partition(|v| v.has_raw);
     out.skipped = skipped.into_iter().map(|v| v.submission_id).collect();
     let ids: Vec<String> = ids.into_iter().map(|v| v.submission_id).collect();
-    // A reader task fetches the next chunks while this one is evaluated.
+    // A reader task reads and parses the next chunks (on another core) while
+    // this one is evaluated.
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let reader = tokio::spawn(async move {
         for chunk in ids.chunks(CHUNK) {
-            let order: Vec<String> = chunk.to_vec();
-            let raws = store.versions_raw(chunk).await;
-            if tx.send(raws.map(|r| (order, r))).await.is_err() {
+            let parsed = store
+                .versions_raw(chunk)
+                .await
+                .map(|raws| parse(chunk, raws));
+            if tx.send(parsed).await.is_err() {
                 break;
             }
         }
     });
     let mut state = MemoryState::new();
     while let Some(chunk) = rx.recv().await {
-        let (order, raws) = chunk?;
-        evaluate_chunk(rules, &mut state, order, raws, &mut out);
+        evaluate_chunk(rules, &mut state, chunk?, &mut out);
     }
     let _ = reader.await;
     Ok(out)
 }
 
-fn evaluate_chunk(
-    rules: &RuleSet,
-    state: &mut MemoryState,
-    order: Vec<String>,
-    raws: Vec<(String, String)>,
-    out: &mut Replay,
-) {
-    // Chunks follow the index's event-time order; within a chunk the engine
-    // sorts by the event time it reads from each version.
+/// A chunk read: the versions parsed, in the index's order, and those that
+/// were purged since the index was read or cannot be parsed.
+#[derive(Default)]
+struct Parsed {
+    docs: Vec<serde_json::Value>,
+    skipped: Vec<String>,
+    unreadable: Vec<String>,
+}
+
+fn parse(order: &[String], raws: Vec<(String, String)>) -> Parsed {
     let mut by_id: HashMap<String, String> = raws.into_iter().collect();
-    let mut docs = Vec::with_capacity(order.len());
+    let mut out = Parsed {
+        docs: Vec::with_capacity(order.len()),
+        ..Parsed::default()
+    };
     for id in order {
-        let Some(raw) = by_id.remove(&id) else {
-            // Purged between the index and this read.
-            out.skipped.push(id);
+        let Some(raw) = by_id.remove(id) else {
+            out.skipped.push(id.clone());
             continue;
         };
         match serde_json::from_str::<serde_json::Value>(&raw) {
-            Ok(doc) => docs.push(doc),
+            Ok(doc) => out.docs.push(doc),
             Err(e) => out
                 .unreadable
                 .push(format!("{id}: stored JSON unreadable: {e}")),
         }
     }
+    out
+}
+
+fn evaluate_chunk(rules: &RuleSet, state: &mut MemoryState, chunk: Parsed, out: &mut Replay) {
+    out.skipped.extend(chunk.skipped);
+    out.unreadable.extend(chunk.unreadable);
+    // Chunks follow the index's event-time order; within a chunk the engine
+    // sorts by the event time it reads from each version.
+    let docs = chunk.docs;
     let batch = rules.evaluate_batch(&docs, state);
     for r in batch.rejected {
         let id = r.submission_id.unwrap_or_else(|| "?".into());

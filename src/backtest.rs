@@ -8,7 +8,7 @@
 //! it replaces) and `backtest` (candidates against the live alerts) count
 //! alike: one unit, the submission an alert fired on, per rule.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::rules::{MemoryState, RuleSet};
-use crate::store::shadow::{FiredAlert, ShadowStore};
+use futures::StreamExt;
+
+use crate::store::shadow::{FiredAlert, ShadowStore, StoredVersion};
 
 /// How many submission ids each example list shows.
 pub const EXAMPLES: usize = 5;
@@ -155,7 +157,7 @@ pub struct Replay {
     pub rule_errors: usize,
 }
 
-/// How many versions' raw JSON is read per query.
+/// How many versions go to evaluation at a time.
 const CHUNK: usize = 2000;
 
 /// Evaluates `rules` over the stored versions with event time in
@@ -166,28 +168,28 @@ pub async fn replay(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> crate::store::Result<Replay> {
-    let index = store.versions_between(from, to).await?;
-    let mut out = Replay {
-        versions: index.len(),
-        ..Replay::default()
-    };
-    let (ids, skipped): (Vec<_>, Vec<_>) = index.into_iter().partition(|v| v.has_raw);
-    out.skipped = skipped.into_iter().map(|v| v.submission_id).collect();
-    let ids: Vec<String> = ids.into_iter().map(|v| v.submission_id).collect();
     // A reader task reads and parses the next chunks (on another core) while
     // this one is evaluated.
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let reader = tokio::spawn(async move {
-        for chunk in ids.chunks(CHUNK) {
-            let parsed = store
-                .versions_raw(chunk)
-                .await
-                .map(|raws| parse(chunk, raws));
-            if tx.send(parsed).await.is_err() {
-                break;
+        let mut stream = store.versions(from, to);
+        let mut chunk = Parsed::default();
+        while let Some(v) = stream.next().await {
+            let v = match v {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            chunk.add(v);
+            if chunk.versions == CHUNK && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                return;
             }
         }
+        let _ = tx.send(Ok(chunk)).await;
     });
+    let mut out = Replay::default();
     let mut state = MemoryState::new();
     while let Some(chunk) = rx.recv().await {
         evaluate_chunk(rules, &mut state, chunk?, &mut out);
@@ -196,37 +198,34 @@ pub async fn replay(
     Ok(out)
 }
 
-/// A chunk read: the versions parsed, in the index's order, and those that
-/// were purged since the index was read or cannot be parsed.
+/// A chunk read: the versions parsed, in event-time order, and those whose
+/// raw JSON was purged or cannot be parsed.
 #[derive(Default)]
 struct Parsed {
+    versions: usize,
     docs: Vec<serde_json::Value>,
     skipped: Vec<String>,
     unreadable: Vec<String>,
 }
 
-fn parse(order: &[String], raws: Vec<(String, String)>) -> Parsed {
-    let mut by_id: HashMap<String, String> = raws.into_iter().collect();
-    let mut out = Parsed {
-        docs: Vec::with_capacity(order.len()),
-        ..Parsed::default()
-    };
-    for id in order {
-        let Some(raw) = by_id.remove(id) else {
-            out.skipped.push(id.clone());
-            continue;
+impl Parsed {
+    fn add(&mut self, v: StoredVersion) {
+        self.versions += 1;
+        let Some(raw) = v.raw else {
+            self.skipped.push(v.submission_id);
+            return;
         };
         match serde_json::from_str::<serde_json::Value>(&raw) {
-            Ok(doc) => out.docs.push(doc),
-            Err(e) => out
+            Ok(doc) => self.docs.push(doc),
+            Err(e) => self
                 .unreadable
-                .push(format!("{id}: stored JSON unreadable: {e}")),
+                .push(format!("{}: stored JSON unreadable: {e}", v.submission_id)),
         }
     }
-    out
 }
 
 fn evaluate_chunk(rules: &RuleSet, state: &mut MemoryState, chunk: Parsed, out: &mut Replay) {
+    out.versions += chunk.versions;
     out.skipped.extend(chunk.skipped);
     out.unreadable.extend(chunk.unreadable);
     // Chunks follow the index's event-time order; within a chunk the engine

@@ -8,3 +8,4 @@ mod daemon_process;
 mod day_one;
 mod demo;
 mod hardening_delivery;
+mod shadow;

@@ -74,6 +74,16 @@ pub fn render_alert(rec: &AlertRecord, audit: &[AuditEntry]) -> String {
         if let Some(h) = &entry.version_hash {
             line!(out, "  submission version {}", short(h));
         }
+        if entry.detail.get("mode").and_then(Value::as_str) == Some("shadow") {
+            let replaces = match entry.detail.get("replaces").and_then(Value::as_str) {
+                Some(r) => format!(", a candidate to replace {r}"),
+                None => String::new(),
+            };
+            line!(
+                out,
+                "  mode shadow: recorded, never sent, escalated or counted in digests{replaces}"
+            );
+        }
         line!(out, "  conditions:");
         for t in traces(&entry.detail) {
             line!(out, "    {t}");
@@ -152,9 +162,14 @@ pub fn render_submission(
         match e.kind.as_str() {
             "decision" => {
                 fired.push(rule.to_owned());
+                let shadow = if e.detail.get("mode").and_then(Value::as_str) == Some("shadow") {
+                    " (shadow: recorded, not sent)"
+                } else {
+                    ""
+                };
                 line!(
                     out,
-                    "    {} fired {rule} (rule version {}) -> alert {}",
+                    "    {} fired {rule} (rule version {}) -> alert {}{shadow}",
                     e.at,
                     short(e.rule_version.as_deref().unwrap_or("-")),
                     e.fingerprint.as_deref().unwrap_or("-")

@@ -51,6 +51,11 @@ pub enum Command {
     Render(RenderArgs),
     /// Render a configured digest without sending it (--preview), or send it now (--send-now).
     Digest(DigestArgs),
+    /// Shadow rules (`mode: shadow`): what they recorded beside the rules they replace.
+    Shadow(ShadowArgs),
+    /// Replay a candidate rule set over the stored versions and compare it with the live
+    /// alerts and the analysts' outcomes; sends and writes nothing.
+    Backtest(BacktestArgs),
     /// Operate on the state store itself (copy a SQLite store into PostgreSQL).
     #[command(subcommand)]
     Store(StoreCommand),
@@ -69,6 +74,51 @@ pub enum StoreCommand {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ShadowArgs {
+    #[command(subcommand)]
+    pub command: ShadowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Per shadow rule: alerts it recorded, alerts of the rule it replaces, and the
+    /// overlap by submission (both / only one).
+    Report {
+        /// The configuration file (its store and rules; secrets need not be set).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How far back, by when alerts were recorded (e.g. `24h`, `7d`).
+        #[arg(long, default_value = "7d", value_parser = parse_duration_arg)]
+        since: std::time::Duration,
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// The configuration file (its store; secrets need not be set).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The candidate rule set: a folder of rule files (or one file).
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// First UTC day of event time, YYYYMMDD (default: the oldest stored version).
+    #[arg(long, value_parser = parse_day)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last UTC day (inclusive), YYYYMMDD (default: the newest).
+    #[arg(long, value_parser = parse_day)]
+    pub to: Option<chrono::NaiveDate>,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when the candidates would not fire on a submission an analyst reported.
+    #[arg(long)]
+    pub fail_on_missed_reported: bool,
 }
 
 #[derive(Debug, Args)]

@@ -35,7 +35,10 @@
 //! 8. [`daemon`]: `run` (one cancellation token, a task tracker, a main loop
 //!    of on-poll / on-hints / on-reload) and `backfill`; [`reload`]
 //!    (SIGHUP, file watching) rebuilds through [`compose`]; [`ha`] (several
-//!    `run` instances on PostgreSQL: standby, or leader running the daemon).
+//!    `run` instances on PostgreSQL: standby, or leader running the daemon);
+//!    beside it, [`backtest`] (a candidate rule set replayed over stored
+//!    versions) and [`shadow_report`] (shadow rules beside the rules they
+//!    would replace).
 //! 9. On top: [`simulator`] (a faithful local Argos API, for tests, the demo
 //!    and staging), [`demo`] (everything against it in one command),
 //!    [`commands`] (one module per CLI command) and [`cli`] (the clap
@@ -44,6 +47,7 @@
 pub mod api;
 pub mod argos;
 pub mod audit;
+pub mod backtest;
 pub mod cli;
 pub mod clock;
 pub mod commands;
@@ -64,6 +68,7 @@ pub mod pipeline;
 pub mod poller;
 pub mod reload;
 pub mod rules;
+pub mod shadow_report;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;

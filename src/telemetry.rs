@@ -230,8 +230,9 @@ pub mod emit {
         counter!("kyc_sentinel_rule_errors_total", "rule" => rule.to_owned()).increment(1);
     }
 
-    pub fn alert(rule: &str, severity: &str) {
-        counter!("kyc_sentinel_alerts_total", "rule" => rule.to_owned(), "severity" => severity.to_owned())
+    /// `mode`: `live`, or `shadow` for a shadow rule's alert (recorded, never sent).
+    pub fn alert(rule: &str, severity: &str, mode: &'static str) {
+        counter!("kyc_sentinel_alerts_total", "rule" => rule.to_owned(), "severity" => severity.to_owned(), "mode" => mode)
             .increment(1);
     }
 

@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 
 mod audit;
 mod backfill;
+mod backtest;
 mod check;
 mod demo;
 mod digest;
@@ -14,6 +15,7 @@ mod eval;
 mod lifecycle;
 mod notify;
 mod run;
+mod shadow;
 mod silence;
 mod simulate;
 mod store;
@@ -39,6 +41,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::NotifyTest(args) => notify::notify_test(args),
         Command::Render(args) => notify::render(args),
         Command::Digest(args) => digest::run(args),
+        Command::Shadow(args) => shadow::run(args),
+        Command::Backtest(args) => backtest::run(args),
         Command::Store(cmd) => store::run(cmd),
     }
 }

@@ -152,6 +152,9 @@ pub async fn gather(
         api_calls: store.api_calls_on(&api_day).await.with_context(at)?,
         api_day,
         daily_budget,
+        shadow: crate::store::shadow::ShadowStore::shadow_counts(store, start, end)
+            .await
+            .with_context(at)?,
     };
     Ok(report::build(
         &input,

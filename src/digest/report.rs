@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::DigestFilters;
+use crate::store::shadow::ShadowCount;
 use crate::store::{DeadLetter, DigestAlert, RuleErrorRow, fmt_time};
 
 /// The rows a report is made from.
@@ -36,6 +37,8 @@ pub struct ReportInput {
     pub api_day: String,
     pub api_calls: u64,
     pub daily_budget: u64,
+    /// Shadow rules' alerts fired in the period (never counted as alerts).
+    pub shadow: Vec<ShadowCount>,
 }
 
 /// How many rows each list shows at most.
@@ -62,6 +65,17 @@ pub struct Report {
     pub health: Health,
     pub open_alerts: OpenAlerts,
     pub filters: DigestFilters,
+    /// "Shadow rules": what each would have fired, beside the rule it may replace.
+    pub shadow_rules: Vec<ShadowLine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowLine {
+    pub rule: String,
+    pub would_have_fired: usize,
+    pub replaces: Option<String>,
+    /// Alerts of the replaced rule in the period (as counted above).
+    pub replaced_fired: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -366,7 +380,22 @@ pub fn build(input: &ReportInput, filters: &DigestFilters, limits: Limits) -> Re
         )
     };
 
+    let shadow_rules = input
+        .shadow
+        .iter()
+        .map(|c| ShadowLine {
+            rule: c.rule.clone(),
+            would_have_fired: c.count,
+            replaces: c.replaces.clone(),
+            replaced_fired: c
+                .replaces
+                .as_ref()
+                .map(|r| alerts.iter().filter(|a| &a.rule == r).count()),
+        })
+        .collect();
+
     Report {
+        shadow_rules,
         name: input.name.clone(),
         timezone: input.timezone.clone(),
         trigger: input.trigger.clone(),
@@ -533,6 +562,7 @@ pub fn sample_input() -> ReportInput {
         api_day: "2026-11-26".into(),
         api_calls: 12_500,
         daily_budget: 500_000,
+        shadow: Vec::new(),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::rules::state::RuleState;
 use crate::rules::{BatchOutcome, RuleSet};
 pub use crate::store::Source;
 use crate::store::prelude::*;
-use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, VersionRow};
+use crate::store::{AlertRow, AuditRow, BatchCommit, GroupInsert, ShadowAlertRow, VersionRow};
 use state::CachedState;
 
 /// What one batch did, for logs, metrics and tests.
@@ -37,6 +37,8 @@ pub struct BatchReport {
     /// Quiet mode only: per rule, the alerts that a receiver would have been
     /// told about (routed, not silenced) had they been live.
     pub would_notify: std::collections::BTreeMap<String, usize>,
+    /// Alerts of shadow rules: recorded and audited, never routed.
+    pub shadow: usize,
 }
 
 /// Generic over the store so tests may name a concrete backend; the daemon
@@ -453,6 +455,7 @@ impl<S: StateStore + ?Sized> Pipeline<S> {
                 // The trace is computed only for alerts (rare), never on the hot path.
                 let trace =
                     explain_with_derived(&self.rules, &alert.rule, docs[sub.index], &sub.derived);
+                let shadow = self.rules.rule(&alert.rule).filter(|r| r.mode.is_shadow());
                 audit.push(AuditRow {
                     kind: "decision",
                     submission_id: Some(alert.submission_id.clone()),
@@ -470,15 +473,37 @@ impl<S: StateStore + ?Sized> Pipeline<S> {
                         "derived": sub.derived,
                         "conditions": trace,
                         "historical": self.quiet,
+                        "mode": if shadow.is_some() { "shadow" } else { "live" },
+                        "replaces": shadow.and_then(|r| r.replaces.clone()),
                     }),
                 });
+                let row = AlertRow {
+                    fingerprint: alert.fingerprint.clone(),
+                    rule_id: alert.rule.clone(),
+                    rule_version,
+                    severity: alert.severity.as_str().to_owned(),
+                    submission_id: alert.submission_id.clone(),
+                    group_key: alert.group_key.clone(),
+                    event_time: alert.event_time,
+                    body,
+                };
+                if let Some(rule) = shadow {
+                    // Recorded and audited, never routed, silenced or escalated.
+                    commit.shadow_alerts.push(ShadowAlertRow {
+                        alert: row,
+                        replaces: rule.replaces.clone(),
+                    });
+                    report.shadow += 1;
+                    crate::telemetry::emit::alert(&alert.rule, alert.severity.as_str(), "shadow");
+                    continue;
+                }
                 if let Some(s) = silenced_by(&silences, alert, now) {
                     audit.push(AuditRow {
                         kind: "silenced",
                         submission_id: Some(alert.submission_id.clone()),
                         version_hash: None,
                         rule_id: Some(alert.rule.clone()),
-                        rule_version: Some(rule_version.clone()),
+                        rule_version: Some(row.rule_version.clone()),
                         fingerprint: Some(alert.fingerprint.clone()),
                         detail: serde_json::json!({
                             "silence_id": s.id,
@@ -503,18 +528,9 @@ impl<S: StateStore + ?Sized> Pipeline<S> {
                         });
                     }
                 }
-                commit.alerts.push(AlertRow {
-                    fingerprint: alert.fingerprint.clone(),
-                    rule_id: alert.rule.clone(),
-                    rule_version,
-                    severity: alert.severity.as_str().to_owned(),
-                    submission_id: alert.submission_id.clone(),
-                    group_key: alert.group_key.clone(),
-                    event_time: alert.event_time,
-                    body,
-                });
+                commit.alerts.push(row);
                 report.alerts += 1;
-                crate::telemetry::emit::alert(&alert.rule, alert.severity.as_str());
+                crate::telemetry::emit::alert(&alert.rule, alert.severity.as_str(), "live");
             }
             for err in &sub.errors {
                 report.rule_errors += 1;
@@ -544,6 +560,7 @@ impl<S: StateStore + ?Sized> Pipeline<S> {
         p.commit.alerts.append(&mut commit.alerts);
         p.commit.notify.append(&mut commit.notify);
         p.commit.audit.append(&mut commit.audit);
+        p.commit.shadow_alerts.append(&mut commit.shadow_alerts);
         p.versions
             .extend(changed.iter().map(|c| (c.id.clone(), c.hash.clone())));
         p.alerts += report.alerts;

@@ -139,6 +139,11 @@ impl RuleSet {
         self.rules.iter().find(|r| r.id == id)
     }
 
+    /// Whether rule `id` is a shadow rule (its alerts are recorded, never acted on).
+    pub fn is_shadow(&self, id: &str) -> bool {
+        self.rule(id).is_some_and(|r| r.mode.is_shadow())
+    }
+
     /// sha256 over the sorted `id version` lines of all rules.
     pub fn version(&self) -> &str {
         &self.version

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::condition::{Condition, FieldTest, Literal, Needle, Op};
 use super::engine::RuleSet;
 use super::path::FieldPath;
-use super::rule::{Origin, Rule, Severity, Window};
+use super::rule::{Mode, Origin, Rule, Severity, Window};
 use super::script::{ScriptEngine, ScriptLimits, ScriptSite};
 use super::yaml::{self, Node, NodeValue};
 use crate::util::{parse_duration, sha256_hex};
@@ -52,6 +52,8 @@ const RULE_KEYS: &[&str] = &[
     "window",
     "throttle",
     "throttle_by",
+    "mode",
+    "replaces",
 ];
 const WINDOW_KEYS: &[&str] = &["group_by", "threshold", "within"];
 const OPERATORS: &[&str] = &[
@@ -125,7 +127,9 @@ pub fn load_sources(
         text: Arc::from(""),
     };
     let mut rules: Vec<Rule> = Vec::new();
-    let mut ids: HashMap<String, Origin> = HashMap::new();
+    let mut ids: HashMap<String, (Origin, Mode)> = HashMap::new();
+    // `replaces:` is checked once every file is read (it may name a rule of another file).
+    let mut replaces: Vec<(Origin, String)> = Vec::new();
     for (file, text) in sources {
         loader.file = file.clone();
         loader.text = Arc::from(text.as_str());
@@ -157,18 +161,48 @@ pub fn load_sources(
             }
         };
         for item in items {
-            if let Some((rule, id_node)) = loader.rule(item) {
-                if let Some(first) = ids.get(&rule.id) {
-                    loader.error(
-                        id_node,
-                        format!("duplicate rule id `{}` (first defined at {first})", rule.id),
-                    );
+            if let Some((rule, id_node, replaces_node)) = loader.rule(item) {
+                if let Some((first, mode)) = ids.get(&rule.id) {
+                    let message = if rule.mode != *mode {
+                        format!(
+                            "shadow rule and live rule share the id `{}` (the other is at {first}); \
+                             a shadow rule needs its own id (its own windows and throttles), \
+                             e.g. `{}-v2` with `replaces: {}`",
+                            rule.id, rule.id, rule.id
+                        )
+                    } else {
+                        format!("duplicate rule id `{}` (first defined at {first})", rule.id)
+                    };
+                    loader.error(id_node, message);
                     continue;
                 }
-                ids.insert(rule.id.clone(), rule.origin.clone());
+                if let (Some(node), Some(target)) = (replaces_node, &rule.replaces) {
+                    let at = Origin {
+                        file: loader.file.clone(),
+                        line: node.line,
+                        column: node.column,
+                    };
+                    replaces.push((at, target.clone()));
+                }
+                ids.insert(rule.id.clone(), (rule.origin.clone(), rule.mode));
                 rules.push(rule);
             }
         }
+    }
+    for (at, target) in replaces {
+        let message = match ids.get(&target) {
+            None => format!("`replaces` names `{target}`, which is not a rule of this rule set"),
+            Some((first, Mode::Shadow)) => format!(
+                "`replaces` names `{target}` (at {first}), a shadow rule; it must name a live rule"
+            ),
+            Some((_, Mode::Live)) => continue,
+        };
+        loader.diags.push(Diagnostic {
+            file: at.file,
+            line: at.line,
+            column: at.column,
+            message,
+        });
     }
     if loader.diags.is_empty() {
         Ok(RuleSet::new(rules, engine))
@@ -241,7 +275,9 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn rule<'n>(&mut self, item: &'n Node) -> Option<(Rule, &'n Node)> {
+    /// A rule, its `id` node and its `replaces` node (checked once all files are read).
+    #[allow(clippy::type_complexity)]
+    fn rule<'n>(&mut self, item: &'n Node) -> Option<(Rule, &'n Node, Option<&'n Node>)> {
         let entries = self.map(item, "a rule")?;
         let before = self.diags.len();
         let mut fields: HashMap<&str, (&Node, &Node)> = HashMap::new();
@@ -360,10 +396,16 @@ impl<'a> Loader<'a> {
             }
             None => Vec::new(),
         };
+        let mode = match fields.get("mode") {
+            Some((_, v)) => self.mode(v),
+            None => Some(Mode::Live),
+        };
+        let replaces_node = fields.get("replaces").map(|(_, v)| *v);
+        let replaces = replaces_node.and_then(|v| self.replaces(v, mode));
         if self.diags.len() > before {
             return None;
         }
-        let (id, severity, when) = (id?, severity?, when?);
+        let (id, severity, when, mode) = (id?, severity?, when?, mode?);
         let canonical = canonical_rule(&fields, &id, &description, severity, &labels);
         Some((
             Rule {
@@ -383,10 +425,50 @@ impl<'a> Loader<'a> {
                     line: item.line,
                     column: item.column,
                 },
+                mode,
+                replaces,
                 has_script,
             },
             id_node?,
+            replaces_node,
         ))
+    }
+
+    /// `mode:`: `live` (the default) or `shadow`.
+    fn mode(&mut self, node: &Node) -> Option<Mode> {
+        match node.as_str() {
+            Some("live") => Some(Mode::Live),
+            Some("shadow") => Some(Mode::Shadow),
+            _ => {
+                self.error(
+                    node,
+                    format!(
+                        "invalid mode `{}`; expected one of: live, shadow",
+                        node.scalar_text()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `replaces:`: a rule id, only on a shadow rule (whether that rule
+    /// exists is checked once all files are read).
+    fn replaces(&mut self, node: &Node, mode: Option<Mode>) -> Option<String> {
+        let id = self.string(node, "`replaces`")?;
+        if mode == Some(Mode::Live) {
+            self.error(
+                node,
+                "`replaces` applies only to a `mode: shadow` rule (when promoting, remove both lines)"
+                    .into(),
+            );
+            return None;
+        }
+        if !valid_id(&id) {
+            self.error(node, format!("`replaces`: invalid rule id `{id}`"));
+            return None;
+        }
+        Some(id)
     }
 
     /// `summary:`: one line of minijinja, compiled here so `check` finds a
@@ -858,6 +940,15 @@ fn canonical_rule(
     }
     if let Some((_, v)) = fields.get("throttle") {
         out["throttle"] = duration_secs(&v.scalar_text());
+    }
+    // Only when written: existing rules keep their versions, and promotion
+    // (removing `mode: shadow`) gives the rule a new version.
+    for key in ["mode", "replaces"] {
+        if let Some((_, v)) = fields.get(key)
+            && v.as_str() != Some("live")
+        {
+            out[key] = v.to_json();
+        }
     }
     sorted(&out)
 }

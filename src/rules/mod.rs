@@ -24,5 +24,5 @@ pub use condition::ConditionTrace;
 pub use engine::{Alert, BatchOutcome, Rejected, RuleError, RuleSet, SubmissionOutcome};
 pub use load::{Diagnostic, load_path, load_sources};
 pub use memory::MemoryState;
-pub use rule::{Rule, Severity};
+pub use rule::{Mode, Rule, Severity};
 pub use script::ScriptLimits;

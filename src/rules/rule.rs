@@ -49,6 +49,29 @@ impl fmt::Display for Severity {
     }
 }
 
+/// `mode:`: whether a rule's alerts are acted on (`live`, the default) or
+/// only recorded (`shadow`: evaluated with the same state semantics, stored
+/// and audited, never routed, escalated or counted in digests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    #[default]
+    Live,
+    Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Shadow => "shadow",
+        }
+    }
+
+    pub fn is_shadow(self) -> bool {
+        self == Mode::Shadow
+    }
+}
+
 /// `window:`: count distinct matching submissions per group key.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -89,6 +112,10 @@ pub struct Rule {
     /// Empty means the default: the window's `group_by`, else `submission_id`.
     pub throttle_by: Vec<FieldPath>,
     pub origin: Origin,
+    /// `mode:` (default live).
+    pub mode: Mode,
+    /// `replaces:`: the live rule a shadow rule is a candidate for.
+    pub replaces: Option<String>,
     /// sha256 of the rule's canonical definition (keys sorted, durations in
     /// seconds): changes exactly when the rule's meaning may change.
     pub version: String,

@@ -31,6 +31,7 @@ pub mod meta;
 pub mod outbox;
 pub mod pipeline;
 pub mod postgres;
+pub mod shadow;
 pub mod silences;
 mod sqlite;
 mod sqlx_errors;
@@ -50,6 +51,7 @@ pub use meta::MetaStore;
 pub use outbox::OutboxStore;
 pub use pipeline::PipelineStore;
 pub use postgres::PgStore;
+pub use shadow::ShadowStore;
 pub use silences::SilenceStore;
 pub use sqlite::SqliteStore;
 
@@ -69,6 +71,7 @@ pub trait StateStore:
     + EscalationStore
     + AuditStore
     + MaintenanceStore
+    + ShadowStore
     + Send
     + Sync
     + 'static
@@ -86,6 +89,7 @@ impl<T> StateStore for T where
         + EscalationStore
         + AuditStore
         + MaintenanceStore
+        + ShadowStore
         + Send
         + Sync
         + 'static
@@ -97,8 +101,17 @@ impl<T> StateStore for T where
 pub mod prelude {
     pub use super::{
         AuditStore, DigestStore, EscalationStore, LifecycleStore, LookupStore, MaintenanceStore,
-        MetaStore, OutboxStore, PipelineStore, SilenceStore, StateStore,
+        MetaStore, OutboxStore, PipelineStore, ShadowStore, SilenceStore, StateStore,
     };
+}
+
+/// Opens the configured store read-only, for the commands that must change
+/// nothing in a store a daemon may be writing (`shadow report`, `backtest`).
+pub async fn open_read_only(cfg: &crate::config::StoreConfig) -> Result<Arc<dyn ShadowStore>> {
+    Ok(match &cfg.url {
+        Some(url) => Arc::new(PgStore::open_read_only(url).await?),
+        None => Arc::new(sqlite::ReadOnlyStore::open(&cfg.path).await?),
+    })
 }
 
 /// Opens the configured store (the one place that picks a backend).
@@ -200,6 +213,13 @@ pub struct AlertRow {
     pub body: String,
 }
 
+/// An alert of a shadow rule, and the live rule it is a candidate for.
+#[derive(Debug, Clone)]
+pub struct ShadowAlertRow {
+    pub alert: AlertRow,
+    pub replaces: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxInsert {
     pub fingerprint: String,
@@ -269,6 +289,8 @@ pub struct BatchCommit {
     /// Routed alerts that wait in their group.
     pub notify: Vec<GroupInsert>,
     pub audit: Vec<AuditRow>,
+    /// Alerts of shadow rules: recorded (mode `shadow`), never routed.
+    pub shadow_alerts: Vec<ShadowAlertRow>,
     pub meta: Vec<(String, String)>,
     /// A quiet backfill's batch: its alerts are stored in state `historical`.
     pub historical: bool,

@@ -9,3 +9,4 @@ mod day_one;
 mod demo;
 mod ha;
 mod hardening_delivery;
+mod shadow;

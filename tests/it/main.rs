@@ -7,6 +7,7 @@ mod argos_client;
 mod argos_crypto;
 mod argos_model;
 mod audit;
+mod backtest;
 mod common;
 mod config_errors;
 mod dayone_backfill;

@@ -11,8 +11,8 @@ use kyc_sentinel::store::lifecycle::{Action, AlertFilter, AlertState};
 use kyc_sentinel::store::postgres::leader::{Leadership, LeaseConfig};
 use kyc_sentinel::store::prelude::*;
 use kyc_sentinel::store::{
-    AlertRow, AuditRow, BatchCommit, DeliveryOutcome, GroupInsert, OutboxInsert, PgStore, Source,
-    SqliteStore, StateChange, StoreError, VersionRow,
+    AlertRow, AuditRow, BatchCommit, DeliveryOutcome, GroupInsert, OutboxInsert, PgStore,
+    ShadowAlertRow, Source, SqliteStore, StateChange, StoreError, VersionRow,
 };
 use serde_json::{Value, json};
 
@@ -163,6 +163,20 @@ fn first_batch() -> BatchCommit {
             ("cursor".into(), "c2".into()),
         ],
         historical: false,
+        // Recorded beside the live alerts; never listed, routed or digested.
+        shadow_alerts: vec![ShadowAlertRow {
+            alert: AlertRow {
+                fingerprint: fp(3),
+                rule_id: "r1-candidate".into(),
+                rule_version: "v1".into(),
+                severity: "high".into(),
+                submission_id: "s1".into(),
+                group_key: None,
+                event_time: t(1),
+                body: alert_body(3, &["s1"]),
+            },
+            replaces: Some("r1".into()),
+        }],
     }
 }
 
@@ -302,6 +316,34 @@ async fn transcript<S: StateStore>(s: &S) -> Vec<String> {
             .len()
             .to_string(),
     );
+    // Shadow alerts: counted per rule, in the comparison lists, never live.
+    log(
+        "shadow counts",
+        format!(
+            "{:?}",
+            s.shadow_counts(t(-1000), Utc::now() + chrono::Duration::days(1))
+                .await
+                .unwrap()
+        ),
+    );
+    let fired: Vec<_> = s
+        .alerts_fired_since(t(-1000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.fingerprint, a.mode, a.replaces))
+        .collect();
+    log("fired since", format!("{fired:?}"));
+    let live: Vec<_> = s
+        .live_alerts_between(t(-1000), t(1000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.fingerprint)
+        .collect();
+    log("live between", format!("{live:?}"));
+    let listed = s.list_alerts(&Default::default()).await.unwrap().len();
+    log("listed", listed.to_string());
     out
 }
 

@@ -50,7 +50,7 @@ fn every_problem_of_every_file_in_one_run() {
             "{d}/two_operators.yaml:6:5: two operators in one condition (`eq` and `ne`); combine them with `all:`"
         ),
         format!(
-            "{d}/unknown_key.yaml:3:3: unknown key `severty` in rule; expected one of: id, description, summary, playbook_url, severity, labels, when, window, throttle, throttle_by"
+            "{d}/unknown_key.yaml:3:3: unknown key `severty` in rule; expected one of: id, description, summary, playbook_url, severity, labels, when, window, throttle, throttle_by, mode, replaces"
         ),
         format!(
             "{d}/unknown_operator.yaml:6:9: unknown operator `equals`; expected one of: eq, ne, in, not_in, gt, gte, lt, lte, contains, matches, exists"
@@ -220,4 +220,30 @@ async fn script_errors_keep_values_out_of_log_audit_and_digest() {
             "the identity number in the {what}:\n{text}"
         );
     }
+}
+
+/// Shadow rules (issue 18): `replaces:` must name a live rule of the set,
+/// and a shadow rule needs its own id; each problem at its position.
+#[test]
+fn shadow_rule_problems_have_positions() {
+    let (code, stdout, stderr) = check("tests/fixtures/rules/shadow_broken");
+    assert_eq!(code, 2, "{stdout}");
+    let d = "tests/fixtures/rules/shadow_broken";
+    let expected = [
+        format!(
+            "{d}/a_live.yaml:6:13: `replaces` applies only to a `mode: shadow` rule (when promoting, remove both lines)"
+        ),
+        format!(
+            "{d}/b_shadow.yaml:1:7: shadow rule and live rule share the id `kyc-rejected` (the other is at {d}/a_live.yaml:1:3); a shadow rule needs its own id (its own windows and throttles), e.g. `kyc-rejected-v2` with `replaces: kyc-rejected`"
+        ),
+        format!(
+            "{d}/b_shadow.yaml:8:13: `replaces` names `kyc-rejectd`, which is not a rule of this rule set"
+        ),
+        format!(
+            "{d}/b_shadow.yaml:13:13: `replaces` names `kyc-rejected-v2` (at {d}/b_shadow.yaml:5:3), a shadow rule; it must name a live rule"
+        ),
+        format!("{d}/b_shadow.yaml:17:9: invalid mode `dark`; expected one of: live, shadow"),
+        format!("{d}: 5 problems found"),
+    ];
+    assert_eq!(stderr, expected.join("\n") + "\n");
 }

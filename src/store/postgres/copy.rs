@@ -22,7 +22,7 @@ enum Kind {
 }
 use Kind::{Bool, Int, Text};
 
-/// Every table of the SQLite migrations 0001-0008, parents before children,
+/// Every table of the SQLite migrations 0001-0009, parents before children,
 /// with its columns and their kinds.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
@@ -80,6 +80,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("fired_at", Text),
             ("body", Text),
             ("historical", Bool),
+            ("mode", Text),
+            ("replaces", Text),
         ],
     ),
     (
@@ -287,6 +289,20 @@ pub async fn copy_sqlite(from: &SqliteStore, to: &PgStore) -> Result<Vec<Copied>
             "the SQLite store has a table `{t}` this version does not know how to copy; \
              nothing was copied"
         )));
+    }
+    // A column this copy does not list would be left out without a word.
+    for (table, cols) in TABLES {
+        let have: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT name FROM pragma_table_info('{table}')"
+        )))
+        .fetch_all(&mut *src)
+        .await?;
+        if let Some(c) = have.iter().find(|c| !cols.iter().any(|(n, _)| n == c)) {
+            return Err(refused(format!(
+                "the SQLite table `{table}` has a column `{c}` this version does not know how \
+                 to copy; nothing was copied"
+            )));
+        }
     }
     let mut dst = to.pool().begin().await?;
     for (table, _) in TABLES {

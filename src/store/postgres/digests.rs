@@ -179,7 +179,7 @@ impl DigestStore for PgStore {
         end: DateTime<Utc>,
     ) -> Result<Vec<DigestAlert>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= $1 AND a.fired_at < $2 AND NOT a.historical \
+            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= $1 AND a.fired_at < $2 AND NOT a.historical AND a.mode = 'live' \
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -193,7 +193,7 @@ impl DigestStore for PgStore {
     /// Alerts fired before `end` and still open, oldest first.
     async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at < $1 AND COALESCE(s.state, 'open') = 'open' \
+            "SELECT {ALERT_COLUMNS} WHERE a.fired_at < $1 AND COALESCE(s.state, 'open') = 'open' AND a.mode = 'live' \
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))

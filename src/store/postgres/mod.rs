@@ -21,6 +21,7 @@ mod lifecycle;
 mod lookup;
 mod outbox;
 mod pipeline;
+mod shadow;
 mod silences;
 
 use std::str::FromStr;
@@ -79,6 +80,27 @@ impl PgStore {
             .await
             .map_err(open_err)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool, fence: None })
+    }
+
+    /// Connects read-only (`shadow report`, `backtest`): no migration, and
+    /// every transaction is READ ONLY, so nothing can be written by mistake.
+    pub async fn open_read_only(url: &str) -> Result<Self> {
+        let open_err = |source: sqlx::Error| StoreError::Open {
+            path: redact_url(url),
+            message: source.to_string(),
+        };
+        check_url(url).map_err(|e| open_err(sqlx::Error::Configuration(e.into())))?;
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .application_name("kyc-sentinel read-only")
+            .options([("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
         Ok(Self { pool, fence: None })
     }
 

@@ -230,6 +230,31 @@ impl PipelineStore for PgStore {
             },
         )
         .await?;
+        // Shadow rules' alerts: recorded beside the live ones, never routed.
+        insert_many(
+            &mut tx,
+            "INSERT INTO alerts (fingerprint, rule_id, rule_version, severity, submission_id, \
+             group_key, event_time, fired_at, body, historical, mode, replaces)",
+            12,
+            "ON CONFLICT DO NOTHING",
+            &batch.shadow_alerts,
+            |q, s| {
+                let a = &s.alert;
+                q.bind(&a.fingerprint)
+                    .bind(&a.rule_id)
+                    .bind(&a.rule_version)
+                    .bind(&a.severity)
+                    .bind(&a.submission_id)
+                    .bind(&a.group_key)
+                    .bind(fmt_time(a.event_time))
+                    .bind(&now)
+                    .bind(&a.body)
+                    .bind(batch.historical)
+                    .bind("shadow")
+                    .bind(&s.replaces)
+            },
+        )
+        .await?;
         if batch.historical {
             // Judged quietly: nobody was told, so nobody has to act on them.
             insert_many(

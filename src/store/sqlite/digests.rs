@@ -167,7 +167,7 @@ impl DigestStore for SqliteStore {
         end: DateTime<Utc>,
     ) -> Result<Vec<DigestAlert>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= ? AND a.fired_at < ? AND a.historical = 0 \
+            "SELECT {ALERT_COLUMNS} WHERE a.fired_at >= ? AND a.fired_at < ? AND a.historical = 0 AND a.mode = 'live' \
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -180,7 +180,7 @@ impl DigestStore for SqliteStore {
 
     async fn open_alerts_before(&self, end: DateTime<Utc>) -> Result<Vec<DigestAlert>> {
         let sql = format!(
-            "SELECT {ALERT_COLUMNS} WHERE a.fired_at < ? AND COALESCE(s.state, 'open') = 'open' \
+            "SELECT {ALERT_COLUMNS} WHERE a.fired_at < ? AND COALESCE(s.state, 'open') = 'open' AND a.mode = 'live' \
              ORDER BY a.fired_at, a.fingerprint"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))

@@ -96,7 +96,7 @@ impl LifecycleStore for SqliteStore {
              EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint) \
              FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
              WHERE (?1 IS NULL OR COALESCE(s.state, 'open') = ?1) AND (?2 IS NULL OR a.rule_id = ?2) \
-             AND (?3 IS NULL OR a.fired_at >= ?3) ORDER BY a.fired_at DESC, a.fingerprint",
+             AND (?3 IS NULL OR a.fired_at >= ?3) AND a.mode = 'live' ORDER BY a.fired_at DESC, a.fingerprint",
         )
         .bind(f.state.map(AlertState::as_str))
         .bind(&f.rule)

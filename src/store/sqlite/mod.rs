@@ -7,6 +7,8 @@ mod digests;
 mod escalation;
 mod lifecycle;
 mod lookup;
+mod shadow;
+pub use shadow::ReadOnlyStore;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -552,6 +554,31 @@ impl PipelineStore for SqliteStore {
                     .bind(&now)
                     .bind(&a.body)
                     .bind(batch.historical as i64)
+            },
+        )
+        .await?;
+        // Shadow rules' alerts: recorded beside the live ones, never routed.
+        insert_many(
+            &mut tx,
+            "INSERT OR IGNORE INTO alerts (fingerprint, rule_id, rule_version, severity, submission_id, \
+             group_key, event_time, fired_at, body, historical, mode, replaces)",
+            12,
+            "",
+            &batch.shadow_alerts,
+            |q, s| {
+                let a = &s.alert;
+                q.bind(&a.fingerprint)
+                    .bind(&a.rule_id)
+                    .bind(&a.rule_version)
+                    .bind(&a.severity)
+                    .bind(&a.submission_id)
+                    .bind(&a.group_key)
+                    .bind(fmt_time(a.event_time))
+                    .bind(&now)
+                    .bind(&a.body)
+                    .bind(batch.historical as i64)
+                    .bind("shadow")
+                    .bind(&s.replaces)
             },
         )
         .await?;

@@ -935,3 +935,28 @@ async fn the_pipeline_and_outbox_on_postgres_deliver_what_eval_finds_and_stop_wh
             .is_empty()
     );
 }
+
+/// A long write transaction of the leader (a backfill's batch of 5,000
+/// versions) holds the fence's lock on the leadership row; the leader's own
+/// lease renewal must not wait for it, or a busy leader would step down.
+#[tokio::test]
+async fn a_long_fenced_transaction_does_not_hold_up_the_lease_renewal() {
+    let db = pg_database_or_skip!("renew");
+    let store = PgStore::open(&db.url()).await.unwrap();
+    let mut cfg = lease(30.0);
+    cfg.renew_timeout = Duration::from_millis(500);
+    let mut leader = Leadership::try_acquire(&db.url(), &cfg)
+        .await
+        .unwrap()
+        .expect("leads");
+    let fenced = store.fenced(leader.epoch());
+    let tx = fenced.write_tx().await.unwrap(); // fenced, open
+    let started = std::time::Instant::now();
+    assert!(
+        leader.renew().await,
+        "renewal blocked by a fenced transaction"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    drop(tx);
+    assert!(leader.is_leader());
+}

@@ -5,7 +5,7 @@
 //!   terminated backend or a cut network (once the server notices) frees it.
 //! - On taking over, the new leader increments the `leadership` row's epoch
 //!   and records its backend pid. Every write transaction of a leader calls
-//!   [`fence`] first, which reads the epoch under a share lock: a deposed
+//!   [`fence`] first, which reads the epoch under a key-share lock: a deposed
 //!   leader's commit fails, and a takeover waits for (or ends) the commits in
 //!   flight, so no write of an old epoch lands after the new epoch begins.
 //! - A frozen leader (SIGSTOP) keeps its connection, and its lock, open: the
@@ -30,13 +30,17 @@ use crate::store::{Result, StoreError};
 pub const LOCK_KEY: i64 = 0x006b_7963_7365_6e74;
 
 /// Checks, inside `tx`, that the database's epoch is still `epoch`, and
-/// holds a share lock of the leadership row until `tx` ends (a takeover's
+/// holds a key-share lock of the leadership row until `tx` ends (a takeover's
 /// increment waits for it). Call it first in every write transaction of a
 /// leader; on a mismatch nothing must be written.
 pub async fn fence(tx: &mut PgConnection, epoch: i64) -> Result<()> {
-    let current: i64 = sqlx::query_scalar("SELECT epoch FROM leadership WHERE id = 1 FOR SHARE")
-        .fetch_one(&mut *tx)
-        .await?;
+    // KEY SHARE: a takeover (which locks the row FOR UPDATE first) waits
+    // for it, but the leader's own lease renewal (a plain UPDATE) does not:
+    // a long batch commit must not make the leader miss its renewal.
+    let current: i64 =
+        sqlx::query_scalar("SELECT epoch FROM leadership WHERE id = 1 FOR KEY SHARE")
+            .fetch_one(&mut *tx)
+            .await?;
     if current != epoch {
         return Err(StoreError::Fenced {
             held: epoch,
@@ -219,6 +223,27 @@ impl Leadership {
     }
 }
 
+/// Locks the row FOR UPDATE (waiting for the fenced transactions in flight,
+/// which hold it FOR KEY SHARE), then moves to the next epoch.
+async fn next_epoch(
+    conn: &mut PgConnection,
+) -> std::result::Result<sqlx::postgres::PgRow, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT 1 FROM leadership WHERE id = 1 FOR UPDATE")
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query(
+        "UPDATE leadership SET epoch = epoch + 1, holder = $1, holder_pid = pg_backend_pid(), \
+         since = clock_timestamp(), renewed_at = clock_timestamp() WHERE id = 1 \
+         RETURNING epoch, holder_pid",
+    )
+    .bind(holder_name())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
 async fn try_lock(conn: &mut PgConnection) -> Result<bool> {
     Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
@@ -234,14 +259,7 @@ async fn take_over(conn: &mut PgConnection) -> Result<(i64, i32)> {
         .execute(&mut *conn)
         .await?;
     loop {
-        let taken = sqlx::query(
-            "UPDATE leadership SET epoch = epoch + 1, holder = $1, holder_pid = pg_backend_pid(), \
-             since = clock_timestamp(), renewed_at = clock_timestamp() WHERE id = 1 \
-             RETURNING epoch, holder_pid",
-        )
-        .bind(holder_name())
-        .fetch_one(&mut *conn)
-        .await;
+        let taken = next_epoch(conn).await;
         match taken {
             Ok(r) => {
                 sqlx::query("SET lock_timeout = 0")

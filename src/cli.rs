@@ -51,6 +51,46 @@ pub enum Command {
     Render(RenderArgs),
     /// Render a configured digest without sending it (--preview), or send it now (--send-now).
     Digest(DigestArgs),
+    /// Console users: add, list, disable, and per-user API tokens.
+    Users(UsersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user; the password is read from a prompt, or one line of stdin with --password-stdin.
+    Add {
+        #[command(flatten)]
+        at: StoreLocation,
+        name: String,
+        /// viewer, analyst, lead or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print a new API token for the user (shown once; the store keeps its hash).
+    Token {
+        #[command(flatten)]
+        at: StoreLocation,
+        name: String,
+    },
+    /// List users and their roles.
+    List {
+        #[command(flatten)]
+        at: StoreLocation,
+    },
+    /// Disable a user: their sessions and tokens end now.
+    Disable {
+        #[command(flatten)]
+        at: StoreLocation,
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

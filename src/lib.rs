@@ -37,6 +37,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod demo;
 pub mod digest;

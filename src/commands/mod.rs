@@ -17,6 +17,7 @@ mod run;
 mod silence;
 mod simulate;
 mod test;
+mod users;
 
 /// Runs the parsed command line. Errors that should stop the command are
 /// returned; problems reported to the user (bad rules, failed tests) are
@@ -38,5 +39,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::NotifyTest(args) => notify::notify_test(args),
         Command::Render(args) => notify::render(args),
         Command::Digest(args) => digest::run(args),
+        Command::Users(args) => users::run(args),
     }
 }

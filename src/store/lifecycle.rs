@@ -2,7 +2,10 @@
 //!
 //! States: `open` (no row), `acknowledged`, `resolved`, and `historical` for
 //! alerts a quiet backfill recorded (nobody was told; they can still be
-//! acknowledged or resolved during a review).
+//! acknowledged or resolved during a review). With four-eyes
+//! (`lifecycle.four_eyes`), resolving an alert of those severities leads to
+//! `pending_approval` until a different person approves (-> resolved) or
+//! rejects (-> acknowledged); a lead may reopen a resolved alert (-> open).
 //!
 //! The transition rules are pure ([`transition`]); the store applies a
 //! transition and records it (state row, change row, audit row) in one
@@ -23,6 +26,8 @@ pub enum AlertState {
     Resolved,
     /// Recorded by a quiet backfill: never notified, escalated or counted as new.
     Historical,
+    /// Resolved by one person, waiting for a second one's approval (four-eyes).
+    PendingApproval,
 }
 
 impl AlertState {
@@ -32,6 +37,7 @@ impl AlertState {
             AlertState::Acknowledged => "acknowledged",
             AlertState::Resolved => "resolved",
             AlertState::Historical => "historical",
+            AlertState::PendingApproval => "pending_approval",
         }
     }
 
@@ -41,6 +47,7 @@ impl AlertState {
             "acknowledged" => Some(AlertState::Acknowledged),
             "resolved" => Some(AlertState::Resolved),
             "historical" => Some(AlertState::Historical),
+            "pending_approval" => Some(AlertState::PendingApproval),
             _ => None,
         }
     }
@@ -59,6 +66,30 @@ pub enum Action {
         outcome: String,
         note: Option<String>,
     },
+    /// A second person agrees with a pending resolution.
+    Approve {
+        note: Option<String>,
+    },
+    /// A second person sends a pending resolution back (-> acknowledged).
+    Reject {
+        note: Option<String>,
+    },
+    /// A resolved alert is open again.
+    Reopen {
+        note: Option<String>,
+    },
+}
+
+/// Which resolutions need a second person: the severities of `lifecycle.four_eyes`.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub four_eyes: Vec<String>,
+}
+
+impl Policy {
+    fn needs_approval(&self, severity: &str) -> bool {
+        self.four_eyes.iter().any(|s| s.eq_ignore_ascii_case(severity))
+    }
 }
 
 /// Why a transition is refused.
@@ -77,20 +108,28 @@ pub enum LifecycleError {
     EmptyOutcome,
     #[error("say who you are (--by NAME)")]
     NoActor,
+    #[error("alert {fingerprint} was resolved by {by}: a different person must approve or reject it (four-eyes)")]
+    SamePerson { fingerprint: String, by: String },
 }
 
-/// The pure rule: which state an action leads to from `current`.
+/// The pure rule: which state an action leads to from `current`
+/// (`approval`: this resolution needs a second person).
 pub fn transition(
     current: AlertState,
     action: &Action,
+    approval: bool,
 ) -> std::result::Result<AlertState, &'static str> {
+    use AlertState::*;
     match (current, action) {
-        (AlertState::Open | AlertState::Historical, Action::Ack { .. }) => {
-            Ok(AlertState::Acknowledged)
+        (Open | Historical, Action::Ack { .. }) => Ok(Acknowledged),
+        (Open | Historical | Acknowledged, Action::Resolve { .. }) if approval => {
+            Ok(PendingApproval)
         }
-        (AlertState::Acknowledged, Action::Ack { .. }) => Err("acknowledged"),
-        (AlertState::Resolved, _) => Err("resolved"),
-        (_, Action::Resolve { .. }) => Ok(AlertState::Resolved),
+        (Open | Historical | Acknowledged, Action::Resolve { .. }) => Ok(Resolved),
+        (PendingApproval, Action::Approve { .. }) => Ok(Resolved),
+        (PendingApproval, Action::Reject { .. }) => Ok(Acknowledged),
+        (Resolved, Action::Reopen { .. }) => Ok(Open),
+        (s, _) => Err(s.as_str()),
     }
 }
 
@@ -131,12 +170,24 @@ impl From<sqlx::Error> for ChangeError {
 }
 
 impl SqliteStore {
-    /// Applies `action` by `by` to the alert; returns the new state.
+    /// Applies `action` by `by` to the alert without four-eyes; returns the new state.
     pub async fn change_alert(
         &self,
         fingerprint: &str,
         by: &str,
         action: Action,
+    ) -> std::result::Result<AlertState, ChangeError> {
+        self.change_alert_under(fingerprint, by, action, &Policy::default())
+            .await
+    }
+
+    /// Applies `action` by `by` to the alert under `policy`; returns the new state.
+    pub async fn change_alert_under(
+        &self,
+        fingerprint: &str,
+        by: &str,
+        action: Action,
+        policy: &Policy,
     ) -> std::result::Result<AlertState, ChangeError> {
         if by.trim().is_empty() {
             return Err(LifecycleError::NoActor.into());
@@ -148,36 +199,54 @@ impl SqliteStore {
         }
         let now = fmt_time(Utc::now());
         let mut tx = self.write_tx().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = ?")
-            .bind(fingerprint)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
+        let severity: Option<String> =
+            sqlx::query_scalar("SELECT severity FROM alerts WHERE fingerprint = ?")
+                .bind(fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(severity) = severity else {
             return Err(LifecycleError::NoSuchAlert(fingerprint.to_owned()).into());
-        }
+        };
         let row = sqlx::query(
-            "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = ?",
+            "SELECT state, changed_by, changed_at, note, outcome FROM alert_states WHERE fingerprint = ?",
         )
         .bind(fingerprint)
         .fetch_optional(&mut *tx)
         .await?;
-        let (current, prev_by, prev_at) = match &row {
+        let (current, prev_by, prev_at, prev_outcome) = match &row {
             Some(r) => (
                 AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
                 r.get::<String, _>(1),
                 r.get::<String, _>(2),
+                r.get::<Option<String>, _>(4),
             ),
-            None => (AlertState::Open, String::new(), String::new()),
+            None => (AlertState::Open, String::new(), String::new(), None),
         };
-        let next = transition(current, &action).map_err(|state| LifecycleError::Already {
-            fingerprint: fingerprint.to_owned(),
-            state,
-            by: prev_by,
-            at: prev_at,
-        })?;
+        if current == AlertState::PendingApproval
+            && matches!(action, Action::Approve { .. } | Action::Reject { .. })
+            && prev_by == by
+        {
+            return Err(LifecycleError::SamePerson {
+                fingerprint: fingerprint.to_owned(),
+                by: prev_by,
+            }
+            .into());
+        }
+        let next = transition(current, &action, policy.needs_approval(&severity)).map_err(
+            |state| LifecycleError::Already {
+                fingerprint: fingerprint.to_owned(),
+                state,
+                by: prev_by,
+                at: prev_at,
+            },
+        )?;
         let (note, outcome) = match &action {
-            Action::Ack { note } => (note.clone(), None),
+            Action::Ack { note } | Action::Reject { note } | Action::Reopen { note } => {
+                (note.clone(), None)
+            }
             Action::Resolve { outcome, note } => (note.clone(), Some(outcome.clone())),
+            // The approved outcome is the one proposed.
+            Action::Approve { note } => (note.clone(), prev_outcome),
         };
         sqlx::query(
             "INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, note, outcome) \
@@ -262,6 +331,7 @@ mod tests {
             outcome: "false_positive".into(),
             note: None,
         };
+        let transition = |s, a: &Action| super::transition(s, a, false);
         assert_eq!(
             transition(AlertState::Open, &ack),
             Ok(AlertState::Acknowledged)
@@ -286,5 +356,38 @@ mod tests {
             transition(AlertState::Historical, &res),
             Ok(AlertState::Resolved)
         );
+    }
+
+    #[test]
+    fn four_eyes_and_reopen() {
+        let res = Action::Resolve {
+            outcome: "reported".into(),
+            note: None,
+        };
+        let approve = Action::Approve { note: None };
+        let reject = Action::Reject { note: None };
+        let reopen = Action::Reopen { note: None };
+        assert_eq!(
+            transition(AlertState::Acknowledged, &res, true),
+            Ok(AlertState::PendingApproval)
+        );
+        assert_eq!(
+            transition(AlertState::PendingApproval, &approve, true),
+            Ok(AlertState::Resolved)
+        );
+        assert_eq!(
+            transition(AlertState::PendingApproval, &reject, true),
+            Ok(AlertState::Acknowledged)
+        );
+        assert_eq!(
+            transition(AlertState::PendingApproval, &res, true),
+            Err("pending_approval")
+        );
+        assert_eq!(transition(AlertState::Open, &approve, true), Err("open"));
+        assert_eq!(
+            transition(AlertState::Resolved, &reopen, false),
+            Ok(AlertState::Open)
+        );
+        assert_eq!(transition(AlertState::Open, &reopen, false), Err("open"));
     }
 }

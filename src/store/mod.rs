@@ -16,6 +16,8 @@ pub mod escalation;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
+pub mod users;
+pub mod cases;
 mod sqlite;
 
 use std::collections::HashMap;

@@ -61,9 +61,9 @@ pub struct Config {
     pub reload: ReloadConfig,
     #[serde(default)]
     pub api: ApiConfig,
-    /// The analyst console's sign-in (served with the API).
+    /// The analyst console (served with the API); present = on, even without `api.token`.
     #[serde(default)]
-    pub console: ConsoleConfig,
+    pub console: Option<ConsoleConfig>,
     /// How alerts may be closed (four-eyes).
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
@@ -1105,7 +1105,7 @@ impl Config {
             errs.push("poll.interval: must be at least 1s".into());
         }
         errs.extend(self.api.validate());
-        errs.extend(self.console.validate());
+        errs.extend(self.console.iter().flat_map(ConsoleConfig::validate));
         if let Some(i) = &self.ingest {
             use secrecy::ExposeSecret;
             let t = i.token.expose_secret();

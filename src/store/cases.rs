@@ -66,6 +66,8 @@ pub struct Case {
     /// Outcome and note of the current state (a pending resolution's proposal).
     pub outcome: Option<String>,
     pub note: Option<String>,
+    /// Window members of a windowed alert: (submission id, event time).
+    pub members: Vec<(String, String)>,
 }
 
 /// A rule's numbers for the Rules page.
@@ -293,7 +295,22 @@ impl CaseStore for SqliteStore {
             .submissions_raw(&[view.submission_id.as_str()])
             .await?
             .remove(&view.submission_id);
+        let members = match &view.group_key {
+            Some(g) => sqlx::query(
+                "SELECT submission_id, event_time FROM window_members \
+                 WHERE rule_id = ? AND group_key = ? ORDER BY event_time",
+            )
+            .bind(&view.rule)
+            .bind(g)
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+            None => Vec::new(),
+        };
         Ok(Some(Case {
+            members,
             view,
             record,
             audit,

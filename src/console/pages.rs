@@ -174,6 +174,8 @@ pub async fn inbox(
     let hidden: serde_json::Map<String, Value> = ["state", "severity", "rule", "label", "assignee", "from", "to", "q"]
         .iter()
         .filter_map(|k| echo[k].as_str().map(|v| (k.to_string(), Value::from(v))))
+        // An email typed in the search box is not written back into the page.
+        .filter(|(_, v)| !v.as_str().unwrap_or("").contains('@'))
         .collect();
     let states: Vec<Value> = STATES
         .iter()

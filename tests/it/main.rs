@@ -8,6 +8,7 @@ mod argos_model;
 mod audit;
 mod common;
 mod config_errors;
+mod console;
 mod dayone_backfill;
 mod dayone_evidence;
 mod dayone_reload;

@@ -56,7 +56,6 @@ pub fn render(status: StatusCode, name: &str, ctx: Value) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!("console: rendering {name}: {e:#}");
-            eprintln!("DEBUG console: rendering {name}: {e:#}");
             (StatusCode::INTERNAL_SERVER_ERROR, "console page error (see the daemon's log)")
                 .into_response()
         }

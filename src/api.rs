@@ -34,8 +34,8 @@ use crate::store::SqliteStore;
 use crate::store::lifecycle::{
     Action, AlertFilter, AlertState, ChangeError, LifecycleError, Policy,
 };
-use crate::store::users::UserStore;
 use crate::store::lookup::LookupError;
+use crate::store::users::UserStore;
 
 /// How long a signed link stays valid without `api.link_ttl`: long enough
 /// for a Friday-evening alert to be acknowledged on Monday morning.
@@ -175,7 +175,11 @@ async fn require_token(State(s): State<ApiState>, mut req: Request, next: Next) 
 
 /// The person recorded for an API change: a user token's own name; for the
 /// shared token `service`, with the body's `by` kept in the note as a claim.
-fn actor_and_note(who: &Identity, by: Option<&str>, note: Option<String>) -> (String, Option<String>) {
+fn actor_and_note(
+    who: &Identity,
+    by: Option<&str>,
+    note: Option<String>,
+) -> (String, Option<String>) {
     match (who.name == crate::console::identity::SERVICE, by) {
         (true, Some(by)) if !by.is_empty() => {
             let claim = format!("by {by} (as given to the service token)");
@@ -331,10 +335,19 @@ async fn resolve(
     };
     let severity = match s.store.alert_view(&fp).await {
         Ok(Some(a)) => a.severity,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no alert with fingerprint {fp}")),
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no alert with fingerprint {fp}"),
+            );
+        }
         Err(e) => return store_error(e),
     };
-    if let Err(r) = require_role(&who, role_to_resolve(&severity), &format!("resolving a {severity} alert")) {
+    if let Err(r) = require_role(
+        &who,
+        role_to_resolve(&severity),
+        &format!("resolving a {severity} alert"),
+    ) {
         return *r;
     }
     let (by, note) = actor_and_note(&who, b.by.as_deref(), b.note);

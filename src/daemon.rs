@@ -435,15 +435,17 @@ pub fn api_router(cfg: &Config, store: &SqliteStore) -> Option<axum::Router> {
             .link_ttl
             .map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
     });
-    let console = crate::console::router(crate::console::ConsoleState::new(
-        cfg.console.clone().unwrap_or_default(),
-        policy,
-        cfg.api.public_url.clone(),
-        cfg.templates.dashboard_url.clone(),
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-    )
-    .with_rules(console_rules(cfg)));
+    let console = crate::console::router(
+        crate::console::ConsoleState::new(
+            cfg.console.clone().unwrap_or_default(),
+            policy,
+            cfg.api.public_url.clone(),
+            cfg.templates.dashboard_url.clone(),
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+        )
+        .with_rules(console_rules(cfg)),
+    );
     Some(api.merge(console))
 }
 

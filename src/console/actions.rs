@@ -20,9 +20,9 @@ use crate::store::lifecycle::{Action, AlertState, ChangeError, LifecycleError};
 pub const MAX_SILENCE_DAYS: i64 = 180;
 
 /// 403 unless the person holds `need` (the server decides, not the page).
-fn require(me: &Session, need: Role, what: &str) -> Result<(), Response> {
+fn refused(me: &Session, need: Role, what: &str) -> Option<Response> {
     if me.who.may(need) {
-        return Ok(());
+        return None;
     }
     tracing::warn!(
         "console: {} ({}) refused: {what} needs {}",
@@ -30,7 +30,7 @@ fn require(me: &Session, need: Role, what: &str) -> Result<(), Response> {
         me.who.role.as_str(),
         need.as_str()
     );
-    Err(view::message_for(
+    Some(view::message_for(
         me,
         StatusCode::FORBIDDEN,
         &format!(
@@ -91,7 +91,7 @@ pub async fn act(
     let change = |a: Action| s.cases.change(&fp, &by, a, policy);
     match action.as_str() {
         "assign" => {
-            if let Err(r) = require(&me, Role::Analyst, "Assigning") {
+            if let Some(r) = refused(&me, Role::Analyst, "Assigning") {
                 return r;
             }
             match s.cases.assign(&fp, &by, &by).await {
@@ -100,13 +100,13 @@ pub async fn act(
             }
         }
         "ack" => {
-            if let Err(r) = require(&me, Role::Analyst, "Acknowledging") {
+            if let Some(r) = refused(&me, Role::Analyst, "Acknowledging") {
                 return r;
             }
             changed(&me, &fp, change(Action::Ack { note: None }).await, "ack")
         }
         "note" => {
-            if let Err(r) = require(&me, Role::Analyst, "Adding a note") {
+            if let Some(r) = refused(&me, Role::Analyst, "Adding a note") {
                 return r;
             }
             let Some(note) = form.text("note") else {
@@ -119,21 +119,30 @@ pub async fn act(
         }
         "resolve" => {
             let need = role_to_resolve(&severity);
-            if let Err(r) = require(&me, need, &format!("Resolving a {severity} alert")) {
+            if let Some(r) = refused(&me, need, &format!("Resolving a {severity} alert")) {
                 return r;
             }
             let outcome = form.text("outcome").unwrap_or_default();
             if !outcomes().contains(&outcome.as_str()) {
-                return bad_request(&me, &format!("Outcome: choose one of {}.", outcomes().join(", ")));
+                return bad_request(
+                    &me,
+                    &format!("Outcome: choose one of {}.", outcomes().join(", ")),
+                );
             }
             let Some(note) = form.text("note") else {
-                return bad_request(&me, "Resolving needs a note: say what you concluded and why.");
+                return bad_request(
+                    &me,
+                    "Resolving needs a note: say what you concluded and why.",
+                );
             };
-            let a = Action::Resolve { outcome, note: Some(note) };
+            let a = Action::Resolve {
+                outcome,
+                note: Some(note),
+            };
             changed(&me, &fp, change(a).await, "resolve")
         }
         "approve" | "reject" => {
-            if let Err(r) = require(&me, Role::Lead, "Approving or rejecting a resolution") {
+            if let Some(r) = refused(&me, Role::Lead, "Approving or rejecting a resolution") {
                 return r;
             }
             let note = form.text("note");
@@ -145,13 +154,21 @@ pub async fn act(
             changed(&me, &fp, change(a).await, &action)
         }
         "reopen" => {
-            if let Err(r) = require(&me, Role::Lead, "Reopening") {
+            if let Some(r) = refused(&me, Role::Lead, "Reopening") {
                 return r;
             }
-            changed(&me, &fp, change(Action::Reopen { note: form.text("note") }).await, "reopen")
+            changed(
+                &me,
+                &fp,
+                change(Action::Reopen {
+                    note: form.text("note"),
+                })
+                .await,
+                "reopen",
+            )
         }
         "reveal" => {
-            if let Err(r) = require(&me, Role::Lead, "Revealing a field") {
+            if let Some(r) = refused(&me, Role::Lead, "Revealing a field") {
                 return r;
             }
             let field = form.text("field").unwrap_or_default();
@@ -179,7 +196,7 @@ async fn silence(
     c: &crate::store::cases::Case,
     form: &super::forms::Form,
 ) -> Response {
-    if let Err(r) = require(me, Role::Lead, "Silencing") {
+    if let Some(r) = refused(me, Role::Lead, "Silencing") {
         return r;
     }
     let Some(reason) = form.text("reason") else {
@@ -222,7 +239,7 @@ async fn silence(
 /// "Next unassigned": the oldest open, unassigned alert under the inbox's
 /// filters, assigned to me.
 pub async fn next(State(s): State<ConsoleState>, Posted { session: me, form }: Posted) -> Response {
-    if let Err(r) = require(&me, Role::Analyst, "Taking an alert") {
+    if let Some(r) = refused(&me, Role::Analyst, "Taking an alert") {
         return r;
     }
     let (q, _) = inbox_query(&|k| form.get(k).map(str::to_owned), &me.who.name);
@@ -239,7 +256,7 @@ pub async fn next(State(s): State<ConsoleState>, Posted { session: me, form }: P
 
 /// Acknowledge or resolve every selected alert; each checked on its own.
 pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: Posted) -> Response {
-    if let Err(r) = require(&me, Role::Analyst, "Bulk actions") {
+    if let Some(r) = refused(&me, Role::Analyst, "Bulk actions") {
         return r;
     }
     let action = form.get("action").unwrap_or("");
@@ -271,16 +288,27 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
                 if !outcomes().contains(&outcome.as_str()) {
                     return bad_request(&me, "Outcome: choose one of the list.");
                 }
-                Action::Resolve { outcome, note: Some(note) }
+                Action::Resolve {
+                    outcome,
+                    note: Some(note),
+                }
             }
             _ => return bad_request(&me, "action: ack or resolve."),
         };
-        match s.cases.change(&c.view.fingerprint, &me.who.name, a, &s.policy).await {
+        match s
+            .cases
+            .change(&c.view.fingerprint, &me.who.name, a, &s.policy)
+            .await
+        {
             Ok(_) => done += 1,
             Err(e) => refused.push(format!("{}: {e}", short(fp))),
         }
     }
-    let verb = if action == "ack" { "Acknowledged" } else { "Resolved" };
+    let verb = if action == "ack" {
+        "Acknowledged"
+    } else {
+        "Resolved"
+    };
     let mut text = format!("{verb} {done} of {} alert(s).", fps.len());
     if !refused.is_empty() {
         text += &format!(" Not changed: {}.", refused.join("; "));
@@ -297,7 +325,7 @@ pub async fn expire_silence(
     Path(id): Path<i64>,
     Posted { session: me, .. }: Posted,
 ) -> Response {
-    if let Err(r) = require(&me, Role::Lead, "Expiring a silence") {
+    if let Some(r) = refused(&me, Role::Lead, "Expiring a silence") {
         return r;
     }
     match s.cases.expire_silence(id, Utc::now()).await {

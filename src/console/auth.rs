@@ -94,7 +94,10 @@ async fn start_session(s: &ConsoleState, who: Identity) -> Result<(String, Sessi
         .await
         .map_err(|e| {
             tracing::error!("console: creating a session for {}: {e}", who.name);
-            view::message(StatusCode::INTERNAL_SERVER_ERROR, "State store error (see the daemon's log).")
+            view::message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "State store error (see the daemon's log).",
+            )
         })?;
     let secure = if s.secure_cookie { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
@@ -139,7 +142,11 @@ fn proxy_identity(s: &ConsoleState, req: &Request) -> Option<Identity> {
 
 /// In front of every console page: finds the session (or, behind a trusted
 /// proxy, makes one), else sends a browser to the sign-in page.
-pub async fn require_session(State(s): State<ConsoleState>, mut req: Request, next: Next) -> Response {
+pub async fn require_session(
+    State(s): State<ConsoleState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let mut set_cookie = None;
     let mut session = session_of(&s, req.headers()).await;
     if s.cfg.auth == ConsoleAuth::Proxy {
@@ -159,9 +166,15 @@ pub async fn require_session(State(s): State<ConsoleState>, mut req: Request, ne
     }
     let Some(session) = session else {
         if req.method() == axum::http::Method::GET {
-            return Redirect::to("/login").into_response();
+            // Back to the page asked for (a message's link) after signing in.
+            let next = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            return Redirect::to(&format!("/login?next={}", super::forms::encode(next)))
+                .into_response();
         }
-        return view::message(StatusCode::UNAUTHORIZED, "Your session has ended: sign in again.");
+        return view::message(
+            StatusCode::UNAUTHORIZED,
+            "Your session has ended: sign in again.",
+        );
     };
     req.extensions_mut().insert(session);
     let mut r = next.run(req).await;
@@ -204,8 +217,19 @@ impl<S: Send + Sync> FromRequest<S> for Posted {
     }
 }
 
-pub async fn login_page(State(s): State<ConsoleState>) -> Response {
-    view::login(&s, StatusCode::OK, None)
+pub async fn login_page(
+    State(s): State<ConsoleState>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    view::login(&s, StatusCode::OK, None, q.get("next").map(String::as_str))
+}
+
+/// Where to go after signing in: a path on this server only (never `//host`).
+fn local_path(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
 }
 
 /// Checks the form's user and password; on success a new session.
@@ -223,17 +247,30 @@ pub async fn login(State(s): State<ConsoleState>, req: Request) -> Response {
     for k in &keys {
         match s.users.login_failures(k, since).await {
             Ok(n) if n >= MAX_FAILURES => {
-                tracing::warn!("console: sign-in refused for {}: too many failures", if k.starts_with("user:") { "a user" } else { "an address" });
+                tracing::warn!(
+                    "console: sign-in refused for {}: too many failures",
+                    if k.starts_with("user:") {
+                        "a user"
+                    } else {
+                        "an address"
+                    }
+                );
                 return view::login(
                     &s,
                     StatusCode::TOO_MANY_REQUESTS,
-                    Some(&format!("Too many failed sign-ins. Try again in {FAIL_WINDOW_MINS} minutes.")),
+                    Some(&format!(
+                        "Too many failed sign-ins. Try again in {FAIL_WINDOW_MINS} minutes."
+                    )),
+                    form.get("next"),
                 );
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::error!("console: sign-in: {e}");
-                return view::message(StatusCode::INTERNAL_SERVER_ERROR, "State store error (see the daemon's log).");
+                return view::message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "State store error (see the daemon's log).",
+                );
             }
         }
     }
@@ -251,7 +288,12 @@ pub async fn login(State(s): State<ConsoleState>, req: Request) -> Response {
     };
     let Some(c) = creds.filter(|_| ok) else {
         let _ = s.users.record_login_failure(&keys, Utc::now()).await;
-        return view::login(&s, StatusCode::UNAUTHORIZED, Some("Wrong username or password."));
+        return view::login(
+            &s,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong username or password."),
+            form.get("next"),
+        );
     };
     let who = Identity {
         name,
@@ -259,7 +301,7 @@ pub async fn login(State(s): State<ConsoleState>, req: Request) -> Response {
     };
     match start_session(&s, who).await {
         Ok((cookie, _)) => {
-            let mut r = Redirect::to("/").into_response();
+            let mut r = Redirect::to(local_path(form.get("next"))).into_response();
             if let Ok(v) = cookie.parse() {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -270,12 +312,14 @@ pub async fn login(State(s): State<ConsoleState>, req: Request) -> Response {
 }
 
 /// An argon2id hash of nothing anyone types, verified for unknown names.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2NTv1dWnT1yR1KC3Lb2Ey2ml3Zc+X2yVxm8qZ5wn7kE";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2NTv1dWnT1yR1KC3Lb2Ey2ml3Zc+X2yVxm8qZ5wn7kE";
 
 pub async fn logout(State(s): State<ConsoleState>, posted: Posted) -> Response {
     if let Err(e) = s.users.end_session(&posted.session.id_hash).await {
-        tracing::error!("console: ending the session of {}: {e}", posted.session.who.name);
+        tracing::error!(
+            "console: ending the session of {}: {e}",
+            posted.session.who.name
+        );
     }
     let mut r = Redirect::to("/login").into_response();
     let gone = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
@@ -297,5 +341,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, "a=1; kss_session=abc; b=2".parse().unwrap());
         assert_eq!(cookie_value(&h).as_deref(), Some("abc"));
+        assert_eq!(local_path(Some("/alerts/ab?x=1")), "/alerts/ab?x=1");
+        assert_eq!(local_path(Some("//evil.example/")), "/");
+        assert_eq!(local_path(Some("https://evil.example/")), "/");
+        assert_eq!(local_path(None), "/");
     }
 }

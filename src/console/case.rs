@@ -23,16 +23,46 @@ enum Mask {
 
 /// The submission fields an alert page shows: (key, label, path, mask).
 const FIELDS: &[(&str, &str, &[&str], Mask)] = &[
-    ("applicant_id", "Applicant id", &["applicant_id"], Mask::None),
+    (
+        "applicant_id",
+        "Applicant id",
+        &["applicant_id"],
+        Mask::None,
+    ),
     ("userid", "User id", &["userid"], Mask::None),
     ("email", "Email", &["email"], Mask::Email),
     ("name", "Name", &["data", "name"], Mask::Initial),
-    ("date_of_birth", "Date of birth", &["data", "date_of_birth"], Mask::All),
-    ("nationality", "Nationality", &["data", "nationality"], Mask::None),
-    ("ip_address", "IP address", &["data", "ip_address"], Mask::Last(3)),
+    (
+        "date_of_birth",
+        "Date of birth",
+        &["data", "date_of_birth"],
+        Mask::All,
+    ),
+    (
+        "nationality",
+        "Nationality",
+        &["data", "nationality"],
+        Mask::None,
+    ),
+    (
+        "ip_address",
+        "IP address",
+        &["data", "ip_address"],
+        Mask::Last(3),
+    ),
     ("kyc_result", "KYC result", &["kyc", "result"], Mask::None),
-    ("aml_status", "AML status", &["aml", "currentstatus"], Mask::None),
-    ("aml_risk", "AML risk", &["aml", "risk_level_summary"], Mask::None),
+    (
+        "aml_status",
+        "AML status",
+        &["aml", "currentstatus"],
+        Mask::None,
+    ),
+    (
+        "aml_risk",
+        "AML risk",
+        &["aml", "risk_level_summary"],
+        Mask::None,
+    ),
 ];
 
 /// Whether `key` names a field a lead may reveal.
@@ -58,7 +88,13 @@ fn masked(v: &str, m: Mask) -> String {
 /// A value that may be an email address, masked (group keys, searches).
 pub fn mask_if_email(v: &str) -> String {
     v.split('|')
-        .map(|p| if p.contains('@') { mask_email(p) } else { p.to_owned() })
+        .map(|p| {
+            if p.contains('@') {
+                mask_email(p)
+            } else {
+                p.to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" | ")
 }
@@ -168,7 +204,9 @@ pub fn timeline(case: &Case) -> Vec<Event> {
                 let to = text(d, "to").unwrap_or_default();
                 let what = match (from.as_str(), to.as_str()) {
                     ("pending_approval", "resolved") => "approved: resolved".to_owned(),
-                    ("pending_approval", "acknowledged") => "rejected: back to acknowledged".to_owned(),
+                    ("pending_approval", "acknowledged") => {
+                        "rejected: back to acknowledged".to_owned()
+                    }
                     (_, "pending_approval") => "resolution proposed (pending approval)".to_owned(),
                     _ => format!("{} → {}", state_label(&from), state_label(&to)),
                 };

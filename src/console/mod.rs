@@ -140,5 +140,8 @@ async fn js() -> Response {
 }
 
 async fn css() -> Response {
-    asset("text/css; charset=utf-8", include_str!("static/console.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("static/console.css"),
+    )
 }

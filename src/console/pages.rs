@@ -47,19 +47,24 @@ fn store_error(e: impl std::fmt::Display) -> Response {
 /// The filter fields (from a query string or a form) as a store query,
 /// and as the page echoes them.
 pub(super) fn inbox_query(get: &dyn Fn(&str) -> Option<String>, me: &str) -> (InboxQuery, Value) {
-    let val = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let val = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     let state = val("state").filter(|s| STATES.contains(&s.as_str()));
     let assignee = val("assignee").unwrap_or_else(|| "anyone".into());
-    let date = |k: &str| {
-        val(k).and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
-    };
+    let date = |k: &str| val(k).and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
     let from = date("from");
     let to = date("to");
     let label = val("label").and_then(|l| {
         l.split_once('=')
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
     });
-    let page = val("page").and_then(|p| p.parse::<i64>().ok()).unwrap_or(1).max(1);
+    let page = val("page")
+        .and_then(|p| p.parse::<i64>().ok())
+        .unwrap_or(1)
+        .max(1);
     let q = InboxQuery {
         state: state.clone(),
         severity: val("severity"),
@@ -70,7 +75,9 @@ pub(super) fn inbox_query(get: &dyn Fn(&str) -> Option<String>, me: &str) -> (In
             "nobody" => Assignee::Nobody,
             _ => Assignee::Anyone,
         },
-        since: from.and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc()),
+        since: from
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc()),
         until: to
             .and_then(|d| d.succ_opt())
             .and_then(|d| d.and_hms_opt(0, 0, 0))
@@ -89,10 +96,12 @@ pub(super) fn inbox_query(get: &dyn Fn(&str) -> Option<String>, me: &str) -> (In
 
 /// The query string of the echoed filters, with `page` (or without it).
 fn query_string(echo: &Value, page: Option<i64>) -> String {
-    let mut parts: Vec<String> = ["state", "severity", "rule", "label", "assignee", "from", "to", "q"]
-        .iter()
-        .filter_map(|k| echo[k].as_str().map(|v| format!("{k}={}", encode(v))))
-        .collect();
+    let mut parts: Vec<String> = [
+        "state", "severity", "rule", "label", "assignee", "from", "to", "q",
+    ]
+    .iter()
+    .filter_map(|k| echo[k].as_str().map(|v| format!("{k}={}", encode(v))))
+    .collect();
     if let Some(p) = page {
         parts.push(format!("page={p}"));
     }
@@ -171,12 +180,14 @@ pub async fn inbox(
             })
         })
         .collect();
-    let hidden: serde_json::Map<String, Value> = ["state", "severity", "rule", "label", "assignee", "from", "to", "q"]
-        .iter()
-        .filter_map(|k| echo[k].as_str().map(|v| (k.to_string(), Value::from(v))))
-        // An email typed in the search box is not written back into the page.
-        .filter(|(_, v)| !v.as_str().unwrap_or("").contains('@'))
-        .collect();
+    let hidden: serde_json::Map<String, Value> = [
+        "state", "severity", "rule", "label", "assignee", "from", "to", "q",
+    ]
+    .iter()
+    .filter_map(|k| echo[k].as_str().map(|v| (k.to_string(), Value::from(v))))
+    // An email typed in the search box is not written back into the page.
+    .filter(|(_, v)| !v.as_str().unwrap_or("").contains('@'))
+    .collect();
     let states: Vec<Value> = STATES
         .iter()
         .map(|s| json!({"value": s, "label": case::state_label(s)}))
@@ -201,16 +212,28 @@ pub(super) async fn load_case(s: &ConsoleState, me: &Session, fp: &str) -> Resul
     let full = match s.cases.find(fp).await {
         Ok(Ok(full)) => full,
         Ok(Err(e @ (LookupError::BadPrefix(_) | LookupError::Ambiguous { .. }))) => {
-            return Err(view::message_for(me, StatusCode::BAD_REQUEST, &e.to_string()));
+            return Err(view::message_for(
+                me,
+                StatusCode::BAD_REQUEST,
+                &e.to_string(),
+            ));
         }
         Ok(Err(LookupError::NoSuchAlert(_))) => {
-            return Err(view::message_for(me, StatusCode::NOT_FOUND, "No such alert in this engine's store."));
+            return Err(view::message_for(
+                me,
+                StatusCode::NOT_FOUND,
+                "No such alert in this engine's store.",
+            ));
         }
         Err(e) => return Err(store_error(e)),
     };
     match s.cases.case(&full).await {
         Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(view::message_for(me, StatusCode::NOT_FOUND, "No such alert in this engine's store.")),
+        Ok(None) => Err(view::message_for(
+            me,
+            StatusCode::NOT_FOUND,
+            "No such alert in this engine's store.",
+        )),
         Err(e) => Err(store_error(e)),
     }
 }
@@ -222,7 +245,13 @@ pub async fn alert(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     match load_case(&s, &me, &fp).await {
-        Ok(c) => alert_page(&s, &me, &c, None, flash(params.get("done").map(String::as_str))),
+        Ok(c) => alert_page(
+            &s,
+            &me,
+            &c,
+            None,
+            flash(params.get("done").map(String::as_str)),
+        ),
         Err(r) => r,
     }
 }
@@ -240,9 +269,8 @@ pub(super) fn alert_page(
     let state = a.state.as_str();
     let pending = state == "pending_approval";
     let today = Utc::now().date_naive();
-    let proposal = pending.then(|| {
-        json!({"outcome": c.outcome, "note": c.note, "by": a.changed_by})
-    });
+    let proposal =
+        pending.then(|| json!({"outcome": c.outcome, "note": c.note, "by": a.changed_by}));
     let members: Vec<Value> = c
         .members
         .iter()
@@ -290,9 +318,13 @@ pub async fn case_json(
         "exported_at": crate::store::fmt_time(Utc::now()), "exported_by": me.who.name,
     });
     let mut r = axum::Json(body).into_response();
-    let name = format!("attachment; filename=\"case-{}.json\"", short(&c.view.fingerprint));
+    let name = format!(
+        "attachment; filename=\"case-{}.json\"",
+        short(&c.view.fingerprint)
+    );
     if let Ok(v) = name.parse() {
-        r.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);
+        r.headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, v);
     }
     r
 }
@@ -321,7 +353,10 @@ pub async fn case_html(
     )
 }
 
-pub async fn silences(State(s): State<ConsoleState>, Extension(me): Extension<Session>) -> Response {
+pub async fn silences(
+    State(s): State<ConsoleState>,
+    Extension(me): Extension<Session>,
+) -> Response {
     let now = Utc::now();
     let list = match s.cases.silences(now, true).await {
         Ok(l) => l,

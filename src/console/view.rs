@@ -42,21 +42,36 @@ fn env() -> &'static Environment<'static> {
 /// The hardening headers (also on redirects and files).
 pub fn harden(r: &mut Response) {
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
 }
 
 /// Renders `name` with `ctx`; a template error is a 500 naming the template.
 pub fn render(status: StatusCode, name: &str, ctx: Value) -> Response {
-    match env().get_template(name).and_then(|t| t.render(minijinja::value::Serde(&ctx))) {
+    match env()
+        .get_template(name)
+        .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
+    {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!("console: rendering {name}: {e:#}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "console page error (see the daemon's log)")
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "console page error (see the daemon's log)",
+            )
                 .into_response()
         }
     }
@@ -99,10 +114,16 @@ pub fn message_for(s: &Session, status: StatusCode, text: &str) -> Response {
     )
 }
 
-pub fn login(s: &ConsoleState, status: StatusCode, error: Option<&str>) -> Response {
+pub fn login(
+    s: &ConsoleState,
+    status: StatusCode,
+    error: Option<&str>,
+    next: Option<&str>,
+) -> Response {
     render(
         status,
         "login.html",
-        json!({"title": "Sign in", "error": error, "proxy": s.cfg.auth == crate::config::ConsoleAuth::Proxy}),
+        json!({"title": "Sign in", "error": error, "next": next,
+               "proxy": s.cfg.auth == crate::config::ConsoleAuth::Proxy}),
     )
 }

@@ -164,7 +164,10 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     }
     if let Some((k, v)) = &q.label {
         // The key is quoted as a JSON path member: any text, no injection.
-        w.eq("json_extract(a.body, '$.labels.' || ?) = ?", &format!("\"{}\"", k.replace('"', "")));
+        w.eq(
+            "json_extract(a.body, '$.labels.' || ?) = ?",
+            &format!("\"{}\"", k.replace('"', "")),
+        );
         w.binds.push(v.clone());
     }
     match &q.assignee {
@@ -190,8 +193,7 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     (w.sql.join(" AND "), w.binds)
 }
 
-const SILENCED: &str =
-    "EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint)";
+const SILENCED: &str = "EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint)";
 
 const FROM: &str = "FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
                     LEFT JOIN alert_assignees g ON g.fingerprint = a.fingerprint";
@@ -350,7 +352,14 @@ impl CaseStore for SqliteStore {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        audit(&mut tx, &now, "assignment", fingerprint, serde_json::json!({"by": by, "to": to})).await?;
+        audit(
+            &mut tx,
+            &now,
+            "assignment",
+            fingerprint,
+            serde_json::json!({"by": by, "to": to}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -371,7 +380,14 @@ impl CaseStore for SqliteStore {
             .bind(note)
             .execute(&mut *tx)
             .await?;
-        audit(&mut tx, &now, "note", fingerprint, serde_json::json!({"by": by, "note": note})).await?;
+        audit(
+            &mut tx,
+            &now,
+            "note",
+            fingerprint,
+            serde_json::json!({"by": by, "note": note}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -380,7 +396,14 @@ impl CaseStore for SqliteStore {
         let now = fmt_time(Utc::now());
         let mut tx = self.write_tx().await?;
         // The field's name, never its value: the audit log is not a copy of the data.
-        audit(&mut tx, &now, "reveal", fingerprint, serde_json::json!({"by": by, "field": field})).await?;
+        audit(
+            &mut tx,
+            &now,
+            "reveal",
+            fingerprint,
+            serde_json::json!({"by": by, "field": field}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -88,7 +88,9 @@ pub struct Policy {
 
 impl Policy {
     fn needs_approval(&self, severity: &str) -> bool {
-        self.four_eyes.iter().any(|s| s.eq_ignore_ascii_case(severity))
+        self.four_eyes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(severity))
     }
 }
 
@@ -108,7 +110,9 @@ pub enum LifecycleError {
     EmptyOutcome,
     #[error("say who you are (--by NAME)")]
     NoActor,
-    #[error("alert {fingerprint} was resolved by {by}: a different person must approve or reject it (four-eyes)")]
+    #[error(
+        "alert {fingerprint} was resolved by {by}: a different person must approve or reject it (four-eyes)"
+    )]
     SamePerson { fingerprint: String, by: String },
 }
 
@@ -232,14 +236,15 @@ impl SqliteStore {
             }
             .into());
         }
-        let next = transition(current, &action, policy.needs_approval(&severity)).map_err(
-            |state| LifecycleError::Already {
-                fingerprint: fingerprint.to_owned(),
-                state,
-                by: prev_by,
-                at: prev_at,
-            },
-        )?;
+        let next =
+            transition(current, &action, policy.needs_approval(&severity)).map_err(|state| {
+                LifecycleError::Already {
+                    fingerprint: fingerprint.to_owned(),
+                    state,
+                    by: prev_by,
+                    at: prev_at,
+                }
+            })?;
         let (note, outcome) = match &action {
             Action::Ack { note } | Action::Reject { note } | Action::Reopen { note } => {
                 (note.clone(), None)

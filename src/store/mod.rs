@@ -11,14 +11,14 @@
 //! the work done. The trait keeps the pipeline independent of SQLite so a
 //! Postgres implementation can follow.
 
+pub mod cases;
 mod digests;
 pub mod escalation;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
-pub mod users;
-pub mod cases;
 mod sqlite;
+pub mod users;
 
 use std::collections::HashMap;
 use std::future::Future;

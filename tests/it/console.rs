@@ -120,7 +120,15 @@ impl Console {
 
 fn add_user(cfg: &Path, name: &str, role: &str) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
-        .args(["users", "add", name, "--role", role, "--password-stdin", "--config"])
+        .args([
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--config",
+        ])
         .arg(cfg)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -129,7 +137,11 @@ fn add_user(cfg: &Path, name: &str, role: &str) {
         .unwrap();
     writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn cli(cfg: &Path, args: &[&str]) -> String {
@@ -139,7 +151,11 @@ fn cli(cfg: &Path, args: &[&str]) -> String {
         .arg(cfg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -153,12 +169,17 @@ impl FormOf for reqwest::RequestBuilder {
         let enc = |s: &str| -> String {
             s.bytes()
                 .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
                     _ => format!("%{b:02X}"),
                 })
                 .collect()
         };
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
         self.header("content-type", "application/x-www-form-urlencoded")
             .body(body.join("&"))
     }
@@ -186,7 +207,12 @@ struct Page {
     body: String,
 }
 
-async fn login_from(base: &str, from: Option<IpAddr>, name: &str, pw: &str) -> Result<Browser, Page> {
+async fn login_from(
+    base: &str,
+    from: Option<IpAddr>,
+    name: &str,
+    pw: &str,
+) -> Result<Browser, Page> {
     let http = client(from);
     let r = http
         .post(format!("{base}/login"))
@@ -222,7 +248,10 @@ async fn page(r: reqwest::Response) -> Page {
 }
 
 fn csrf_of(body: &str) -> String {
-    let at = body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
     body[at..at + 64].to_owned()
 }
 
@@ -294,50 +323,105 @@ async fn every_role_refusal_is_the_servers() {
     let p = viewer.get(&format!("/alerts/{med}")).await;
     assert_eq!(p.status, 200);
     assert!(p.body.contains("b***@example.com") && !p.body.contains("bob@example.com"));
-    assert!(!p.body.contains(">Acknowledge</button>"), "a viewer sees no action buttons");
-    for action in ["assign", "ack", "note", "resolve", "reopen", "approve", "reveal", "silence"] {
+    assert!(
+        !p.body.contains(">Acknowledge</button>"),
+        "a viewer sees no action buttons"
+    );
+    for action in [
+        "assign", "ack", "note", "resolve", "reopen", "approve", "reveal", "silence",
+    ] {
         let p = viewer
             .post(
                 &format!("/alerts/{med}/{action}"),
-                &[("note", "n"), ("outcome", "other"), ("field", "email"), ("reason", "r"), ("expiry", "2099-01-01")],
+                &[
+                    ("note", "n"),
+                    ("outcome", "other"),
+                    ("field", "email"),
+                    ("reason", "r"),
+                    ("expiry", "2099-01-01"),
+                ],
             )
             .await;
         assert_eq!(p.status, 403, "viewer {action}: {}", p.body);
     }
     assert_eq!(viewer.post("/next", &[]).await.status, 403);
-    assert_eq!(viewer.post("/bulk", &[("action", "ack"), ("fp", &med)]).await.status, 403);
+    assert_eq!(
+        viewer
+            .post("/bulk", &[("action", "ack"), ("fp", &med)])
+            .await
+            .status,
+        403
+    );
     assert_eq!(state_of(&c, &med).await["state"], "open");
 
     // An analyst acts on a high alert, not on a critical one, and never as a lead.
-    assert_eq!(analyst.post(&format!("/alerts/{med}/ack"), &[]).await.status, 303);
+    assert_eq!(
+        analyst
+            .post(&format!("/alerts/{med}/ack"), &[])
+            .await
+            .status,
+        303
+    );
     let p = analyst
-        .post(&format!("/alerts/{crit}/resolve"), &[("outcome", "false_positive"), ("note", "checked")])
+        .post(
+            &format!("/alerts/{crit}/resolve"),
+            &[("outcome", "false_positive"), ("note", "checked")],
+        )
         .await;
     assert_eq!(p.status, 403, "{}", p.body);
     assert!(p.body.contains("needs the lead role"), "{}", p.body);
     for action in ["reopen", "approve", "reject", "reveal", "silence"] {
         let p = analyst
-            .post(&format!("/alerts/{crit}/{action}"), &[("field", "email"), ("reason", "r"), ("expiry", "2099-01-01")])
+            .post(
+                &format!("/alerts/{crit}/{action}"),
+                &[
+                    ("field", "email"),
+                    ("reason", "r"),
+                    ("expiry", "2099-01-01"),
+                ],
+            )
             .await;
         assert_eq!(p.status, 403, "analyst {action}");
     }
     assert_eq!(analyst.post("/silences/1/expire", &[]).await.status, 403);
     // Resolving needs an outcome from the list and a note.
-    let p = analyst.post(&format!("/alerts/{med}/resolve"), &[("outcome", "false_positive")]).await;
+    let p = analyst
+        .post(
+            &format!("/alerts/{med}/resolve"),
+            &[("outcome", "false_positive")],
+        )
+        .await;
     assert_eq!(p.status, 400);
     let p = analyst
-        .post(&format!("/alerts/{med}/resolve"), &[("outcome", "false_positive"), ("note", "same person, known address")])
+        .post(
+            &format!("/alerts/{med}/resolve"),
+            &[
+                ("outcome", "false_positive"),
+                ("note", "same person, known address"),
+            ],
+        )
         .await;
     assert_eq!(p.status, 303);
     let st = state_of(&c, &med).await;
-    assert_eq!((st["state"].as_str(), st["changed_by"].as_str()), (Some("resolved"), Some("ana")));
+    assert_eq!(
+        (st["state"].as_str(), st["changed_by"].as_str()),
+        (Some("resolved"), Some("ana"))
+    );
 
     // A lead resolves the critical one and reopens.
     let p = lead
-        .post(&format!("/alerts/{crit}/resolve"), &[("outcome", "reported"), ("note", "filed")])
+        .post(
+            &format!("/alerts/{crit}/resolve"),
+            &[("outcome", "reported"), ("note", "filed")],
+        )
         .await;
     assert_eq!(p.status, 303, "{}", p.body);
-    assert_eq!(lead.post(&format!("/alerts/{crit}/reopen"), &[]).await.status, 303);
+    assert_eq!(
+        lead.post(&format!("/alerts/{crit}/reopen"), &[])
+            .await
+            .status,
+        303
+    );
     assert_eq!(state_of(&c, &crit).await["state"], "open");
 
     // Per-user API tokens: the person is recorded, the body's `by` is not trusted.
@@ -368,7 +452,11 @@ async fn every_role_refusal_is_the_servers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403, "an analyst token cannot resolve a critical alert");
+    assert_eq!(
+        r.status(),
+        403,
+        "an analyst token cannot resolve a critical alert"
+    );
     // A disabled user's token stops working.
     cli(&c.cfg, &["users", "disable", "ana"]);
     let r = api
@@ -378,9 +466,15 @@ async fn every_role_refusal_is_the_servers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(analyst.get("/").await.status == 303, "a disabled user's session ends");
+    assert!(
+        analyst.get("/").await.status == 303,
+        "a disabled user's session ends"
+    );
     let list = cli(&c.cfg, &["users", "list"]);
-    assert!(list.contains("ana\tanalyst\tdisabled") && list.contains("lee\tlead\tenabled"), "{list}");
+    assert!(
+        list.contains("ana\tanalyst\tdisabled") && list.contains("lee\tlead\tenabled"),
+        "{list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +486,12 @@ async fn csrf_headers_and_escaping() {
     // No token, a wrong one, another person's: refused, nothing changed.
     let path = format!("/alerts/{med}/ack");
     assert_eq!(ana.post_raw(&path, &[]).await.status, 403);
-    assert_eq!(ana.post_raw(&path, &[("csrf", &"0".repeat(64))]).await.status, 403);
+    assert_eq!(
+        ana.post_raw(&path, &[("csrf", &"0".repeat(64))])
+            .await
+            .status,
+        403
+    );
     let other = lee.csrf().await;
     assert_eq!(ana.post_raw(&path, &[("csrf", &other)]).await.status, 403);
     assert_eq!(state_of(&c, &med).await["state"], "open");
@@ -400,21 +499,50 @@ async fn csrf_headers_and_escaping() {
     let anon = client(None);
     let r = anon.post(format!("{}{path}", c.base)).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = anon.get(format!("{}/", c.base)).send().await.unwrap();
+    let r = anon
+        .get(format!("{}/alerts/{med}", c.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/login");
+    assert_eq!(
+        r.headers()["location"],
+        format!("/login?next=%2Falerts%2F{med}").as_str()
+    );
+    // Signing in from there lands on that page.
+    let r = anon
+        .post(format!("{}/login", c.base))
+        .form_of(&[
+            ("username", "ana"),
+            ("password", PASSWORD),
+            ("next", &format!("/alerts/{med}")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], format!("/alerts/{med}").as_str());
 
     let p = ana.get("/").await;
     assert_eq!(p.headers["x-frame-options"], "DENY");
     assert_eq!(p.headers["referrer-policy"], "no-referrer");
     let csp = p.headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert!(!p.body.contains("<script>"), "no inline script");
     assert!(p.body.contains("<script src=\"/static/console.js\""));
     // A note with markup comes back escaped.
-    ana.post(&format!("/alerts/{med}/note"), &[("note", "<img src=x onerror=alert(1)>")]).await;
+    ana.post(
+        &format!("/alerts/{med}/note"),
+        &[("note", "<img src=x onerror=alert(1)>")],
+    )
+    .await;
     let p = ana.get(&format!("/alerts/{med}")).await;
-    assert!(p.body.contains("&lt;img src=x onerror=alert(1)&gt;"), "escaped note");
+    assert!(
+        p.body.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "escaped note"
+    );
     assert!(!p.body.contains("<img src=x"));
 
     // The sign-in cookie: HttpOnly, SameSite=Strict, not Secure over http.
@@ -425,7 +553,10 @@ async fn csrf_headers_and_escaping() {
         .await
         .unwrap();
     let set = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && !set.contains("Secure"),
+        "{set}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +573,12 @@ async fn sessions_expire_idle_and_absolute_and_logout_ends_them() {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("; Secure"));
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
 
     // Idle: unused for longer than 1 s, the session is gone.
     let b = login(&c, "ana").await;
@@ -450,7 +586,7 @@ async fn sessions_expire_idle_and_absolute_and_logout_ends_them() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let p = b.get("/").await;
     assert_eq!(p.status, 303);
-    assert_eq!(p.headers["location"], "/login");
+    assert_eq!(p.headers["location"], "/login?next=%2F");
 
     // Absolute: used every 400 ms, it still ends 3 s after sign-in.
     let b = login(&c, "ana").await;
@@ -464,37 +600,69 @@ async fn sessions_expire_idle_and_absolute_and_logout_ends_them() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let ended = ended.expect("the session outlived its absolute timeout");
-    assert!(ended >= Duration::from_millis(2900), "ended after {ended:?}: the idle timeout was reset by use");
+    assert!(
+        ended >= Duration::from_millis(2900),
+        "ended after {ended:?}: the idle timeout was reset by use"
+    );
 
     // Logout ends the session on the server, not only in the browser.
     let b = login(&c, "ana").await;
     let p = b.post("/logout", &[]).await;
     assert_eq!(p.status, 303);
-    assert!(p.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        p.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     assert_eq!(b.get("/").await.status, 303, "the old cookie is dead");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_are_limited_per_user_and_per_address() {
-    let c = Console::start("", &[("alice", "analyst"), ("bob", "analyst"), ("carol", "analyst")]).await;
+    let c = Console::start(
+        "",
+        &[
+            ("alice", "analyst"),
+            ("bob", "analyst"),
+            ("carol", "analyst"),
+        ],
+    )
+    .await;
     let a1: IpAddr = "127.0.0.1".parse().unwrap();
     let a2: IpAddr = "127.0.0.2".parse().unwrap();
     let a3: IpAddr = "127.0.0.3".parse().unwrap();
     for _ in 0..5 {
-        let e = login_from(&c.base, Some(a1), "alice", "wrong password").await.err().unwrap();
+        let e = login_from(&c.base, Some(a1), "alice", "wrong password")
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.status, 401);
         assert!(e.body.contains("Wrong username or password."));
     }
     // Per user: the right password, from another address, is refused now.
-    let e = login_from(&c.base, Some(a2), "alice", PASSWORD).await.err().unwrap();
+    let e = login_from(&c.base, Some(a2), "alice", PASSWORD)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.status, 429, "{}", e.body);
     // Per address: another user, from the address that failed, is refused.
-    let e = login_from(&c.base, Some(a1), "bob", PASSWORD).await.err().unwrap();
+    let e = login_from(&c.base, Some(a1), "bob", PASSWORD)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.status, 429);
     // Anyone else, from elsewhere, signs in.
-    assert!(login_from(&c.base, Some(a3), "carol", PASSWORD).await.is_ok());
+    assert!(
+        login_from(&c.base, Some(a3), "carol", PASSWORD)
+            .await
+            .is_ok()
+    );
     // An unknown name fails like a wrong password.
-    let e = login_from(&c.base, Some(a3), "nobody", PASSWORD).await.err().unwrap();
+    let e = login_from(&c.base, Some(a3), "nobody", PASSWORD)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.status, 401);
 }
 
@@ -511,17 +679,42 @@ async fn reveal_is_audited_and_four_eyes_needs_a_second_lead() {
 
     let p = lee.get(&format!("/alerts/{crit}")).await;
     assert!(p.body.contains("a***@example.com") && !p.body.contains("alice@example.com"));
-    let p = lee.post(&format!("/alerts/{crit}/reveal"), &[("field", "email")]).await;
+    let p = lee
+        .post(&format!("/alerts/{crit}/reveal"), &[("field", "email")])
+        .await;
     assert_eq!(p.status, 200);
-    assert!(p.body.contains("alice@example.com"), "revealed in that response");
-    assert!(!lee.get(&format!("/alerts/{crit}")).await.body.contains("alice@example.com"), "masked again after");
+    assert!(
+        p.body.contains("alice@example.com"),
+        "revealed in that response"
+    );
+    assert!(
+        !lee.get(&format!("/alerts/{crit}"))
+            .await
+            .body
+            .contains("alice@example.com"),
+        "masked again after"
+    );
     let audit = cli(&c.cfg, &["audit", "--alert", &crit]);
-    assert!(audit.contains("reveal") && audit.contains("\"by\":\"lee\"") && audit.contains("\"field\":\"email\""), "{audit}");
-    assert!(!audit.contains("alice@example.com"), "the audit row names the field, not the value");
+    assert!(
+        audit.contains("reveal")
+            && audit.contains("\"by\":\"lee\"")
+            && audit.contains("\"field\":\"email\""),
+        "{audit}"
+    );
+    assert!(
+        !audit.contains("alice@example.com"),
+        "the audit row names the field, not the value"
+    );
 
     // Four-eyes: lee's resolution waits; lee cannot approve it, kim can.
     let p = lee
-        .post(&format!("/alerts/{crit}/resolve"), &[("outcome", "escalated_to_aml_officer"), ("note", "sanctions hit")])
+        .post(
+            &format!("/alerts/{crit}/resolve"),
+            &[
+                ("outcome", "escalated_to_aml_officer"),
+                ("note", "sanctions hit"),
+            ],
+        )
         .await;
     assert_eq!(p.status, 303);
     assert_eq!(state_of(&c, &crit).await["state"], "pending_approval");
@@ -530,18 +723,37 @@ async fn reveal_is_audited_and_four_eyes_needs_a_second_lead() {
     let p = lee.post(&format!("/alerts/{crit}/approve"), &[]).await;
     assert_eq!(p.status, 409, "{}", p.body);
     assert!(p.body.contains("a different person must approve"));
-    assert!(kim.get(&format!("/alerts/{crit}")).await.body.contains(">Approve</button>"));
-    assert_eq!(kim.post(&format!("/alerts/{crit}/approve"), &[]).await.status, 303);
+    assert!(
+        kim.get(&format!("/alerts/{crit}"))
+            .await
+            .body
+            .contains(">Approve</button>")
+    );
+    assert_eq!(
+        kim.post(&format!("/alerts/{crit}/approve"), &[])
+            .await
+            .status,
+        303
+    );
     let st = state_of(&c, &crit).await;
-    assert_eq!((st["state"].as_str(), st["changed_by"].as_str()), (Some("resolved"), Some("kim")));
+    assert_eq!(
+        (st["state"].as_str(), st["changed_by"].as_str()),
+        (Some("resolved"), Some("kim"))
+    );
 
     // The case file says who did what.
-    let case: Value = serde_json::from_str(&kim.get(&format!("/alerts/{crit}/case.json")).await.body).unwrap();
+    let case: Value =
+        serde_json::from_str(&kim.get(&format!("/alerts/{crit}/case.json")).await.body).unwrap();
     let tl: Vec<(String, String)> = case["timeline"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["what"].as_str().unwrap().to_owned(), e["by"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (
+                e["what"].as_str().unwrap().to_owned(),
+                e["by"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     for want in [
         ("fired", ""),
@@ -549,7 +761,10 @@ async fn reveal_is_audited_and_four_eyes_needs_a_second_lead() {
         ("resolution proposed (pending approval)", "lee"),
         ("approved: resolved", "kim"),
     ] {
-        assert!(tl.iter().any(|(w, b)| w == want.0 && b == want.1), "{want:?} in {tl:?}");
+        assert!(
+            tl.iter().any(|(w, b)| w == want.0 && b == want.1),
+            "{want:?} in {tl:?}"
+        );
     }
     assert_eq!(case["outcome"], "escalated_to_aml_officer");
     let html = kim.get(&format!("/alerts/{crit}/case.html")).await;
@@ -575,15 +790,29 @@ async fn inbox_filters_search_and_next_unassigned() {
     // Next unassigned under a filter: the critical one, assigned to me.
     let p = ana.post("/next", &[("severity", "critical")]).await;
     assert_eq!(p.status, 303);
-    assert_eq!(p.headers["location"], format!("/alerts/{crit}?done=assign").as_str());
+    assert_eq!(
+        p.headers["location"],
+        format!("/alerts/{crit}?done=assign").as_str()
+    );
     let p = ana.get("/?assignee=me").await;
     assert!(p.body.contains(&crit) && !p.body.contains(&med));
     let p = ana.get("/?assignee=nobody").await;
     assert!(p.body.contains(&med) && !p.body.contains(&crit));
     // Bulk acknowledge.
-    let p = ana.post("/bulk", &[("action", "ack"), ("fp", &med), ("fp", &crit)]).await;
-    assert!(p.body.contains("Acknowledged 2 of 2 alert(s)."), "{}", p.body);
-    assert!(ana.get("/?state=acknowledged").await.body.contains("acknowledged: <b>2</b>"));
+    let p = ana
+        .post("/bulk", &[("action", "ack"), ("fp", &med), ("fp", &crit)])
+        .await;
+    assert!(
+        p.body.contains("Acknowledged 2 of 2 alert(s)."),
+        "{}",
+        p.body
+    );
+    assert!(
+        ana.get("/?state=acknowledged")
+            .await
+            .body
+            .contains("acknowledged: <b>2</b>")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -239,7 +239,10 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(kinds[1]["outcome"], "false_positive");
     // Through the shared token the actor is `service`; the body's `by` is a claim in the note.
     assert_eq!(kinds[1]["by"], "service");
-    assert_eq!(kinds[1]["note"], "by mlro.kim (as given to the service token)");
+    assert_eq!(
+        kinds[1]["note"],
+        "by mlro.kim (as given to the service token)"
+    );
     // And `audit --alert` shows them, with who and when.
     let rec = store.alert(&fp_a).await.unwrap().unwrap();
     let text =

@@ -84,8 +84,14 @@ async fn seed(store: &SqliteStore, n: usize) {
             sqlx::query("INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, outcome) VALUES (?, ?, ?, 'ana', ?)")
                 .bind(&fp).bind(st).bind(&at).bind((st == "resolved").then_some("false_positive"))
                 .execute(&mut *tx).await.unwrap();
-            sqlx::query("INSERT INTO alert_assignees (fingerprint, assignee, at) VALUES (?, 'ana', ?)")
-                .bind(&fp).bind(&at).execute(&mut *tx).await.unwrap();
+            sqlx::query(
+                "INSERT INTO alert_assignees (fingerprint, assignee, at) VALUES (?, 'ana', ?)",
+            )
+            .bind(&fp)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
             sqlx::query("INSERT INTO audit_log (at, kind, fingerprint, detail) VALUES (?, 'state_change', ?, ?)")
                 .bind(&at).bind(&fp).bind(format!(r#"{{"by":"ana","from":"open","to":"{st}"}}"#))
                 .execute(&mut *tx).await.unwrap();
@@ -123,9 +129,18 @@ async fn main() {
     let store = SqliteStore::open(&cfg.store.path).await.unwrap();
     let t = Instant::now();
     seed(&store, n).await;
-    eprintln!("console: seeded {n} alerts in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "console: seeded {n} alerts in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     store
-        .create_session(&sha256_hex("bench-session"), "ana", "analyst", "c", chrono::Utc::now())
+        .create_session(
+            &sha256_hex("bench-session"),
+            "ana",
+            "analyst",
+            "c",
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let app = kyc_sentinel::daemon::api_router(&cfg, &store).unwrap();
@@ -138,9 +153,15 @@ async fn main() {
                 .unwrap();
             let t = Instant::now();
             let r = app.oneshot(req).await.unwrap();
-            let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+            let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .unwrap();
             let took = t.elapsed();
-            assert!(body.len() > 1000, "{path}: {}", String::from_utf8_lossy(&body));
+            assert!(
+                body.len() > 1000,
+                "{path}: {}",
+                String::from_utf8_lossy(&body)
+            );
             took
         }
     };
@@ -168,6 +189,8 @@ async fn main() {
     }
     for (name, v) in [("inbox", inbox), ("alert", alert)] {
         let (p50, p95, max) = pct(v);
-        println!("console: {name} n={n} requests={requests} p50={p50:.1}ms p95={p95:.1}ms max={max:.1}ms");
+        println!(
+            "console: {name} n={n} requests={requests} p50={p50:.1}ms p95={p95:.1}ms max={max:.1}ms"
+        );
     }
 }

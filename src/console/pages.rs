@@ -159,6 +159,8 @@ pub async fn inbox(
         Ok(c) => c,
         Err(e) => return store_error(e),
     };
+    let capped = total > crate::store::cases::COUNT_CAP;
+    let total = total.min(crate::store::cases::COUNT_CAP);
     let page = echo["page"].as_i64().unwrap_or(1);
     let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
     let mut state_echo = echo.clone();
@@ -197,7 +199,7 @@ pub async fn inbox(
         "inbox.html",
         "Inbox",
         json!({
-            "f": echo, "items": items, "total": total, "page": page, "pages": pages,
+            "f": echo, "items": items, "total": total, "capped": capped, "page": page, "pages": pages,
             "counts": counts, "states": states, "hidden": hidden, "outcomes": outcomes(),
             "rules": s.rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
             "prev_url": (page > 1).then(|| query_string(&echo, Some(page - 1))),

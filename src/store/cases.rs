@@ -153,6 +153,8 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
         if st == "silenced" {
             w.sql.push(SILENCED.to_owned());
         } else {
+            // COALESCE keeps the join a LEFT JOIN: SQLite then walks alerts in
+            // time order and stops after a page, instead of sorting them all.
             w.eq("COALESCE(s.state, 'open') = ?", st);
         }
     }
@@ -193,6 +195,9 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     (w.sql.join(" AND "), w.binds)
 }
 
+/// Filtered counts stop here: exact below, "this many or more" at it.
+pub const COUNT_CAP: i64 = 5000;
+
 const SILENCED: &str = "EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint)";
 
 const FROM: &str = "FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
@@ -219,7 +224,7 @@ impl CaseStore for SqliteStore {
         let sql = format!(
             "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.group_key, a.fired_at, \
              COALESCE(s.state, 'open'), g.assignee, {SILENCED} {FROM} WHERE {cond} \
-             ORDER BY a.fired_at DESC, a.fingerprint LIMIT {} OFFSET {}",
+             ORDER BY a.fired_at DESC LIMIT {} OFFSET {}",
             q.limit.clamp(1, 500),
             q.offset.max(0)
         );
@@ -240,18 +245,40 @@ impl CaseStore for SqliteStore {
                 silenced: r.get::<i64, _>(8) != 0,
             })
             .collect();
-        let sql = format!("SELECT COUNT(*) {FROM} WHERE {cond}");
-        let total: i64 = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
-            .fetch_one(self.pool())
-            .await?
-            .get(0);
+        let total = match (only_state(q), q.state.as_deref()) {
+            (true, None) => self.state_totals().await?.iter().map(|(_, n)| n).sum(),
+            (true, Some(st)) if st != "silenced" => self
+                .state_totals()
+                .await?
+                .into_iter()
+                .find(|(s, _)| s == st)
+                .map_or(0, |(_, n)| n),
+            _ => {
+                // Counted up to a cap: a broad filter over a long history
+                // stops early (the page says "COUNT_CAP or more").
+                let sql = format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 {FROM} WHERE {cond} LIMIT {})",
+                    COUNT_CAP + 1
+                );
+                bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
+                    .fetch_one(self.pool())
+                    .await?
+                    .get(0)
+            }
+        };
         Ok((items, total))
     }
 
     async fn state_counts(&self, q: &InboxQuery) -> Result<Vec<(String, i64)>> {
+        if only_state(q) {
+            return self.state_totals().await;
+        }
         let (cond, binds) = inbox_where(q, false);
+        // Over the newest COUNT_CAP + 1 matches at most (see `inbox`).
         let sql = format!(
-            "SELECT COALESCE(s.state, 'open') AS st, COUNT(*) {FROM} WHERE {cond} GROUP BY st ORDER BY st"
+            "SELECT st, COUNT(*) FROM (SELECT COALESCE(s.state, 'open') AS st {FROM} WHERE {cond} \
+             ORDER BY a.fired_at DESC LIMIT {}) GROUP BY st ORDER BY st",
+            COUNT_CAP + 1
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
             .fetch_all(self.pool())
@@ -451,6 +478,41 @@ impl CaseStore for SqliteStore {
 
     async fn expire_silence(&self, id: i64, now: DateTime<Utc>) -> Result<bool> {
         Store::expire_silence(self, id, now).await
+    }
+}
+
+/// Whether the query filters on nothing but the state (the inbox as opened).
+fn only_state(q: &InboxQuery) -> bool {
+    q.severity.is_none()
+        && q.rule.is_none()
+        && q.label.is_none()
+        && q.assignee == Assignee::Anyone
+        && q.since.is_none()
+        && q.until.is_none()
+        && q.search.is_none()
+}
+
+impl SqliteStore {
+    /// Alerts per state over the whole store, from the (small, indexed) state
+    /// table and one count of alerts: no join over a long history.
+    async fn state_totals(&self) -> Result<Vec<(String, i64)>> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
+            .fetch_one(self.pool())
+            .await?;
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM alert_states GROUP BY state")
+            .fetch_all(self.pool())
+            .await?;
+        let mut out: Vec<(String, i64)> = rows
+            .into_iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+            .filter(|(s, _)| s != "open")
+            .collect();
+        let open = total - out.iter().map(|(_, n)| n).sum::<i64>();
+        if open > 0 {
+            out.push(("open".into(), open));
+        }
+        out.sort();
+        Ok(out)
     }
 }
 

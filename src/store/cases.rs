@@ -144,7 +144,18 @@ impl Where {
 
 /// The WHERE clause of the inbox and its bound values. `with_state` false
 /// leaves the state filter out (counts per state).
-fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
+/// Which filters match few enough alerts to drive the query from their own
+/// index (then sort those few), instead of walking alerts newest first.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drive {
+    rare_state: bool,
+    rare_assignee: bool,
+}
+
+/// Below this many matches a filter drives the query.
+const RARE: i64 = 2000;
+
+fn inbox_where(q: &InboxQuery, with_state: bool, drive: Drive) -> (String, Vec<String>) {
     let mut w = Where {
         sql: vec!["1 = 1".to_owned()],
         binds: Vec::new(),
@@ -152,6 +163,11 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     if with_state && let Some(st) = &q.state {
         if st == "silenced" {
             w.sql.push(SILENCED.to_owned());
+        } else if drive.rare_state && st != "open" {
+            w.eq(
+                "a.fingerprint IN (SELECT fingerprint FROM alert_states WHERE state = ?)",
+                st,
+            );
         } else {
             // COALESCE keeps the join a LEFT JOIN: SQLite then walks alerts in
             // time order and stops after a page, instead of sorting them all.
@@ -175,7 +191,12 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     match &q.assignee {
         Assignee::Anyone => {}
         Assignee::Nobody => w.sql.push("g.assignee IS NULL".into()),
-        Assignee::Person(p) => w.eq("g.assignee = ?", p),
+        Assignee::Person(p) if drive.rare_assignee => w.eq(
+            "a.fingerprint IN (SELECT fingerprint FROM alert_assignees WHERE assignee = ?)",
+            p,
+        ),
+        // As for the state: a LEFT JOIN walked in time order.
+        Assignee::Person(p) => w.eq("COALESCE(g.assignee, '') = ?", p),
     }
     if let Some(t) = q.since {
         w.eq("a.fired_at >= ?", &fmt_time(t));
@@ -220,7 +241,7 @@ impl CaseStore for SqliteStore {
     }
 
     async fn inbox(&self, q: &InboxQuery) -> Result<(Vec<InboxItem>, i64)> {
-        let (cond, binds) = inbox_where(q, true);
+        let (cond, binds) = inbox_where(q, true, self.drive(q).await?);
         let sql = format!(
             "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.group_key, a.fired_at, \
              COALESCE(s.state, 'open'), g.assignee, {SILENCED} {FROM} WHERE {cond} \
@@ -273,7 +294,7 @@ impl CaseStore for SqliteStore {
         if only_state(q) {
             return self.state_totals().await;
         }
-        let (cond, binds) = inbox_where(q, false);
+        let (cond, binds) = inbox_where(q, false, self.drive(q).await?);
         // Over the newest COUNT_CAP + 1 matches at most (see `inbox`).
         let sql = format!(
             "SELECT st, COUNT(*) FROM (SELECT COALESCE(s.state, 'open') AS st {FROM} WHERE {cond} \
@@ -292,7 +313,7 @@ impl CaseStore for SqliteStore {
             assignee: Assignee::Nobody,
             ..q.clone()
         };
-        let (cond, binds) = inbox_where(&q, true);
+        let (cond, binds) = inbox_where(&q, true, self.drive(&q).await?);
         let sql = format!(
             "SELECT a.fingerprint {FROM} WHERE {cond} ORDER BY a.fired_at, a.fingerprint LIMIT 1"
         );
@@ -493,6 +514,36 @@ fn only_state(q: &InboxQuery) -> bool {
 }
 
 impl SqliteStore {
+    /// How to drive the inbox query for `q` (two indexed counts).
+    async fn drive(&self, q: &InboxQuery) -> Result<Drive> {
+        let rare_state = match q.state.as_deref() {
+            Some(st) if st != "open" && st != "silenced" => {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM alert_states WHERE state = ?")
+                        .bind(st)
+                        .fetch_one(self.pool())
+                        .await?;
+                n < RARE
+            }
+            _ => false,
+        };
+        let rare_assignee = match &q.assignee {
+            Assignee::Person(p) => {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM alert_assignees WHERE assignee = ?")
+                        .bind(p)
+                        .fetch_one(self.pool())
+                        .await?;
+                n < RARE
+            }
+            _ => false,
+        };
+        Ok(Drive {
+            rare_state,
+            rare_assignee,
+        })
+    }
+
     /// Alerts per state over the whole store, from the (small, indexed) state
     /// table and one count of alerts: no join over a long history.
     async fn state_totals(&self) -> Result<Vec<(String, i64)>> {

@@ -19,6 +19,7 @@ mod shadow;
 mod silence;
 mod simulate;
 mod test;
+mod users;
 
 /// Runs the parsed command line. Errors that should stop the command are
 /// returned; problems reported to the user (bad rules, failed tests) are
@@ -42,5 +43,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Digest(args) => digest::run(args),
         Command::Shadow(args) => shadow::run(args),
         Command::Backtest(args) => backtest::run(args),
+        Command::Users(args) => users::run(args),
     }
 }

@@ -20,6 +20,7 @@
 //! must pass the conformance suite `tests/it/store_conformance.rs`.
 
 pub mod audit;
+pub mod cases;
 pub mod digests;
 pub mod escalation;
 pub mod lifecycle;
@@ -32,6 +33,7 @@ pub mod pipeline;
 pub mod shadow;
 pub mod silences;
 mod sqlite;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,6 +70,7 @@ pub trait StateStore:
     + AuditStore
     + MaintenanceStore
     + ShadowStore
+    + ConsoleRoles
     + Send
     + Sync
     + 'static
@@ -86,6 +89,7 @@ impl<T> StateStore for T where
         + AuditStore
         + MaintenanceStore
         + ShadowStore
+        + ConsoleRoles
         + Send
         + Sync
         + 'static
@@ -99,6 +103,21 @@ pub mod prelude {
         AuditStore, DigestStore, EscalationStore, LifecycleStore, LookupStore, MaintenanceStore,
         MetaStore, OutboxStore, PipelineStore, ShadowStore, SilenceStore, StateStore,
     };
+}
+
+/// The analyst console's roles (users and sessions, case work), where the
+/// backend has them: SQLite does; a backend without them returns `None` and
+/// the daemon serves the alert API without the console, saying so.
+pub trait ConsoleRoles {
+    fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
+        None
+    }
+}
+
+impl ConsoleRoles for SqliteStore {
+    fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
+        Some((Arc::new(self.clone()), Arc::new(self.clone())))
+    }
 }
 
 /// Opens the configured store read-only, for the commands that must change

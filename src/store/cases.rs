@@ -11,8 +11,8 @@ use sqlx::{AssertSqlSafe, Row};
 use super::lifecycle::{Action, AlertState, ChangeError, LifecycleError, Policy};
 use super::lookup::{AlertView, LookupError};
 use super::prelude::*;
+use super::silences::{NewSilence, Silence};
 use super::{AlertRecord, AuditEntry, OutboxStats, Result, SqliteStore, fmt_time};
-use crate::notify::silence::{NewSilence, Silence};
 
 /// Whose alerts the inbox shows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -483,7 +483,7 @@ impl CaseStore for SqliteStore {
     async fn health(&self, today: &str) -> Result<HealthFacts> {
         let outbox: OutboxStats = self.outbox_stats().await?;
         Ok(HealthFacts {
-            last_poll: self.get_meta(crate::digest::LAST_POLL_META).await?,
+            last_poll: self.get_meta(super::meta::LAST_POLL_META).await?,
             api_calls_today: self.api_calls_on(today).await?,
             outbox_pending: outbox.pending,
             dead_letters: outbox.dead,

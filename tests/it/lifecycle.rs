@@ -100,7 +100,9 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
     assert!(
-        body.contains("state `closed`: use open, acknowledged, resolved or historical"),
+        body.contains(
+            "state `closed`: use open, acknowledged, pending_approval, resolved or historical"
+        ),
         "{body}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
@@ -110,8 +112,9 @@ async fn ack_resolve_over_cli_and_http() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("--state `closed`: use open, acknowledged, resolved or historical"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "--state `closed`: use open, acknowledged, pending_approval, resolved or historical"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -31,9 +31,13 @@ pub use crate::links::{DEFAULT_LINK_TTL, ack_link, alert_link, link_expiry};
 use crate::links::{Purpose, signature};
 use crate::util::constant_time_eq;
 
-use crate::store::lifecycle::{Action, AlertFilter, AlertState, ChangeError, LifecycleError};
+use crate::console::identity::{Identity, Role, role_to_resolve, sha256_hex};
+use crate::store::lifecycle::{
+    Action, AlertFilter, AlertState, ChangeError, LifecycleError, Policy,
+};
 use crate::store::lookup::LookupError;
 use crate::store::prelude::*;
+use crate::store::users::UserStore;
 
 /// Clock difference tolerated between the signer and the checker (one
 /// process today; a standby later).
@@ -42,28 +46,48 @@ const CLOCK_SKEW_SECS: i64 = 60;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn StateStore>,
-    pub token: Arc<secrecy::SecretString>,
+    /// Per-user API tokens (`users token NAME`).
+    pub users: Arc<dyn UserStore>,
+    /// The shared token, acting as [`Identity::service`]; None: user tokens only.
+    pub token: Option<Arc<secrecy::SecretString>>,
+    /// Four-eyes, applied to resolutions through the API too.
+    pub policy: Policy,
     pub link_secret: Option<Arc<secrecy::SecretString>>,
     /// The longest a link may live (`api.link_ttl`, default [`DEFAULT_LINK_TTL`]).
     pub link_ttl: Duration,
 }
 
-fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+/// Who the bearer token names: the shared `api.token` is `service`, a user
+/// token its (enabled) user. None: no or an unknown token.
+pub async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Option<Identity> {
     use secrecy::ExposeSecret;
-    let Some(h) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(given) = h.strip_prefix("Bearer ") else {
-        return false;
-    };
-    constant_time_eq(given.as_bytes(), state.token.expose_secret().as_bytes())
+    let h = headers.get("authorization").and_then(|v| v.to_str().ok())?;
+    let given = h.strip_prefix("Bearer ")?;
+    if let Some(t) = &state.token
+        && constant_time_eq(given.as_bytes(), t.expose_secret().as_bytes())
+    {
+        return Some(Identity::service());
+    }
+    // Looked up by hash: equal-time comparison is the index's, on a hash.
+    match state.users.user_by_token(&sha256_hex(given)).await {
+        Ok(Some((name, role))) => Some(Identity {
+            name,
+            role: Role::parse(&role).unwrap_or(Role::Viewer),
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!("alert API: token lookup: {e}");
+            None
+        }
+    }
 }
 
 /// In front of the bearer routes: the token is checked from the headers
 /// before the handler (and its body extractor) runs, so an unauthenticated
-/// peer gets 401 without a byte of its body read.
-async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    if !authorized(&s, req.headers()) {
+/// peer gets 401 without a byte of its body read. The handler finds the
+/// [`Identity`] in the request's extensions.
+async fn require_token(State(s): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let Some(who) = authenticate(&s, req.headers()).await else {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         // Its unread body stays on the socket: close the connection.
         r.headers_mut().insert(
@@ -71,8 +95,44 @@ async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> R
             axum::http::HeaderValue::from_static("close"),
         );
         return r;
-    }
+    };
+    req.extensions_mut().insert(who);
     next.run(req).await
+}
+
+/// The person recorded for an API change: a user token's own name; for the
+/// shared token `service`, with the body's `by` kept in the note as a claim.
+fn actor_and_note(
+    who: &Identity,
+    by: Option<&str>,
+    note: Option<String>,
+) -> (String, Option<String>) {
+    match (who.name == crate::console::identity::SERVICE, by) {
+        (true, Some(by)) if !by.is_empty() => {
+            let claim = format!("by {by} (as given to the service token)");
+            (
+                who.name.clone(),
+                Some(note.map_or(claim.clone(), |n| format!("{n}; {claim}"))),
+            )
+        }
+        _ => (who.name.clone(), note),
+    }
+}
+
+/// 403 unless `who` holds `need`.
+fn require_role(who: &Identity, need: Role, what: &str) -> Result<(), Box<Response>> {
+    if who.may(need) {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{what} needs the {} role; {} is {}",
+            need.as_str(),
+            who.name,
+            who.role.as_str()
+        ),
+    )))
 }
 
 /// A `by` that is a name (no control or markup characters), else 400 naming the field.
@@ -130,20 +190,21 @@ fn change_response(fingerprint: &str, r: Result<AlertState, ChangeError>) -> Res
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
-    by: String,
+    by: Option<String>,
     note: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResolveBody {
-    by: String,
+    by: Option<String>,
     outcome: String,
     note: Option<String>,
 }
 
 async fn ack(
     State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Identity>,
     Path(fp): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -152,27 +213,32 @@ async fn ack(
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("body: {e} (expected {{\"by\": NAME, \"note\": TEXT?}})"),
+                format!("body: {e} (expected {{\"by\": NAME?, \"note\": TEXT?}})"),
             );
         }
     };
-    if let Err(r) = check_by(&b.by) {
+    if let Some(Err(r)) = b.by.as_deref().map(check_by) {
+        return *r;
+    }
+    if let Err(r) = require_role(&who, Role::Analyst, "acknowledging") {
         return *r;
     }
     let fp = match resolve_fp(&s, &fp).await {
         Ok(fp) => fp,
         Err(r) => return *r,
     };
+    let (by, note) = actor_and_note(&who, b.by.as_deref(), b.note);
     change_response(
         &fp,
         s.store
-            .change_alert(&fp, &b.by, Action::Ack { note: b.note })
+            .change_alert_under(&fp, &by, Action::Ack { note }, &s.policy)
             .await,
     )
 }
 
 async fn resolve(
     State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Identity>,
     Path(fp): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -182,28 +248,47 @@ async fn resolve(
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "body: {e} (expected {{\"by\": NAME, \"outcome\": OUTCOME, \"note\": TEXT?}})"
+                    "body: {e} (expected {{\"by\": NAME?, \"outcome\": OUTCOME, \"note\": TEXT?}})"
                 ),
             );
         }
     };
-    if let Err(r) = check_by(&b.by) {
+    if let Some(Err(r)) = b.by.as_deref().map(check_by) {
         return *r;
     }
     let fp = match resolve_fp(&s, &fp).await {
         Ok(fp) => fp,
         Err(r) => return *r,
     };
+    let severity = match s.store.alert_view(&fp).await {
+        Ok(Some(a)) => a.severity,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no alert with fingerprint {fp}"),
+            );
+        }
+        Err(e) => return store_error(e),
+    };
+    if let Err(r) = require_role(
+        &who,
+        role_to_resolve(&severity),
+        &format!("resolving a {severity} alert"),
+    ) {
+        return *r;
+    }
+    let (by, note) = actor_and_note(&who, b.by.as_deref(), b.note);
     change_response(
         &fp,
         s.store
-            .change_alert(
+            .change_alert_under(
                 &fp,
-                &b.by,
+                &by,
                 Action::Resolve {
                     outcome: b.outcome,
-                    note: b.note,
+                    note,
                 },
+                &s.policy,
             )
             .await,
     )
@@ -332,7 +417,7 @@ async fn show(
             Err(r) => *r,
         };
     }
-    if !authorized(&s, &headers) {
+    if authenticate(&s, &headers).await.is_none() {
         return error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (or open the signed link from a notification)",

@@ -56,6 +56,8 @@ pub enum Command {
     /// Replay a candidate rule set over the stored versions and compare it with the live
     /// alerts and the analysts' outcomes; sends and writes nothing.
     Backtest(BacktestArgs),
+    /// Console users: add, list, disable, and per-user API tokens.
+    Users(UsersArgs),
     /// Operate on the state store itself (copy a SQLite store into PostgreSQL).
     #[command(subcommand)]
     Store(StoreCommand),
@@ -119,6 +121,44 @@ pub struct BacktestArgs {
     /// Exit 1 when the candidates would not fire on a submission an analyst reported.
     #[arg(long)]
     pub fail_on_missed_reported: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user; the password is read from a prompt, or one line of stdin with --password-stdin.
+    Add {
+        #[command(flatten)]
+        at: StoreLocation,
+        name: String,
+        /// viewer, analyst, lead or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print a new API token for the user (shown once; the store keeps its hash).
+    Token {
+        #[command(flatten)]
+        at: StoreLocation,
+        name: String,
+    },
+    /// List users and their roles.
+    List {
+        #[command(flatten)]
+        at: StoreLocation,
+    },
+    /// Disable a user: their sessions and tokens end now.
+    Disable {
+        #[command(flatten)]
+        at: StoreLocation,
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -221,16 +221,58 @@ pub fn check_templates(t: &Templates) -> Vec<String> {
     t.check_all(&report)
 }
 
-/// The alert API, when a token is configured.
+/// The alert API and the console, when a token or `console:` is configured.
 pub fn api_router(cfg: &Config, store: &Arc<dyn StateStore>) -> Option<axum::Router> {
-    let token = cfg.api.token.clone()?;
-    Some(crate::api::router(crate::api::ApiState {
+    if cfg.api.token.is_none() && cfg.console.is_none() {
+        return None;
+    }
+    let policy = crate::store::lifecycle::Policy {
+        four_eyes: cfg.lifecycle.four_eyes.clone(),
+    };
+    let Some((cases, users)) = store.console_roles() else {
+        tracing::error!(
+            "this store backend has no console tables yet: the alert API and the console are off"
+        );
+        return None;
+    };
+    let api = crate::api::router(crate::api::ApiState {
         store: store.clone(),
-        token: Arc::new(token),
+        users: users.clone(),
+        token: cfg.api.token.clone().map(Arc::new),
+        policy: policy.clone(),
         link_secret: cfg.api.link_secret.clone().map(Arc::new),
         link_ttl: cfg
             .api
             .link_ttl
             .map_or(crate::api::DEFAULT_LINK_TTL, |d| d.0),
-    }))
+    });
+    let console = crate::console::router(
+        crate::console::ConsoleState::new(
+            cfg.console.clone().unwrap_or_default(),
+            policy,
+            cfg.api.public_url.clone(),
+            cfg.templates.dashboard_url.clone(),
+            cases,
+            users,
+        )
+        .with_rules(console_rules(cfg)),
+    );
+    Some(api.merge(console))
+}
+
+/// What the console says of each rule. Read from the rule folder (as a
+/// reload does): the pipeline's running set is not shared with the API.
+fn console_rules(cfg: &Config) -> Vec<crate::console::RuleInfo> {
+    match crate::rules::load_path(&cfg.rules, crate::rules::ScriptLimits::default()) {
+        Ok(set) => set
+            .rules()
+            .iter()
+            .map(|r| crate::console::RuleInfo {
+                id: r.id.clone(),
+                description: r.description.clone(),
+                version: r.version.clone(),
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }

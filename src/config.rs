@@ -14,11 +14,14 @@ use serde::Deserialize;
 
 use crate::util::parse_duration;
 
+mod console;
 pub mod env;
 mod locate;
 mod values;
 
 pub use values::{ByteSize, IpRange};
+
+pub use console::{ConsoleAuth, ConsoleConfig, LifecycleConfig};
 
 /// A YAML syntax error on a line with a flow list (`[a, b]`) holding a
 /// bracketed path gets a hint: `[kyc.attempts[0].x]` is read as nested lists.
@@ -61,6 +64,12 @@ pub struct Config {
     pub reload: ReloadConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// The analyst console (served with the API); present = on, even without `api.token`.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+    /// How alerts may be closed (four-eyes).
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
     /// The Argos webhook endpoint; absent = polling only.
     #[serde(default)]
     pub ingest: Option<IngestConfig>,
@@ -1200,6 +1209,7 @@ impl Config {
             errs.push("poll.interval: must be at least 1s".into());
         }
         errs.extend(self.api.validate());
+        errs.extend(self.console.iter().flat_map(ConsoleConfig::validate));
         if let Some(i) = &self.ingest {
             use secrecy::ExposeSecret;
             let t = i.token.expose_secret();

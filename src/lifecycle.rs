@@ -2,7 +2,10 @@
 //!
 //! States: `open` (no row), `acknowledged`, `resolved`, and `historical` for
 //! alerts a quiet backfill recorded (nobody was told; they can still be
-//! acknowledged or resolved during a review).
+//! acknowledged or resolved during a review). With four-eyes
+//! (`lifecycle.four_eyes`), resolving an alert of those severities leads to
+//! `pending_approval` until a different person approves (-> resolved) or
+//! rejects (-> acknowledged); a lead may reopen a resolved alert (-> open).
 //!
 //! [`check_request`] and [`decide`] say what a person's action does; a store
 //! backend only reads the current state and writes the [`Decision`] (state
@@ -19,13 +22,16 @@ pub enum AlertState {
     Resolved,
     /// Recorded by a quiet backfill: never notified, escalated or counted as new.
     Historical,
+    /// Resolved by one person, waiting for a second one's approval (four-eyes).
+    PendingApproval,
 }
 
 impl AlertState {
     /// Every state, in the order people meet them (errors list them from here).
-    pub const ALL: [AlertState; 4] = [
+    pub const ALL: [AlertState; 5] = [
         AlertState::Open,
         AlertState::Acknowledged,
+        AlertState::PendingApproval,
         AlertState::Resolved,
         AlertState::Historical,
     ];
@@ -43,6 +49,7 @@ impl AlertState {
             AlertState::Acknowledged => "acknowledged",
             AlertState::Resolved => "resolved",
             AlertState::Historical => "historical",
+            AlertState::PendingApproval => "pending_approval",
         }
     }
 
@@ -52,6 +59,7 @@ impl AlertState {
             "acknowledged" => Some(AlertState::Acknowledged),
             "resolved" => Some(AlertState::Resolved),
             "historical" => Some(AlertState::Historical),
+            "pending_approval" => Some(AlertState::PendingApproval),
             _ => None,
         }
     }
@@ -70,6 +78,32 @@ pub enum Action {
         outcome: String,
         note: Option<String>,
     },
+    /// A second person agrees with a pending resolution.
+    Approve {
+        note: Option<String>,
+    },
+    /// A second person sends a pending resolution back (-> acknowledged).
+    Reject {
+        note: Option<String>,
+    },
+    /// A resolved alert is open again.
+    Reopen {
+        note: Option<String>,
+    },
+}
+
+/// Which resolutions need a second person: the severities of `lifecycle.four_eyes`.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub four_eyes: Vec<String>,
+}
+
+impl Policy {
+    pub fn needs_approval(&self, severity: &str) -> bool {
+        self.four_eyes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(severity))
+    }
 }
 
 /// Why a transition is refused.
@@ -88,20 +122,30 @@ pub enum LifecycleError {
     EmptyOutcome,
     #[error("say who you are (--by NAME)")]
     NoActor,
+    #[error(
+        "alert {fingerprint} was resolved by {by}: a different person must approve or reject it (four-eyes)"
+    )]
+    SamePerson { fingerprint: String, by: String },
 }
 
-/// The pure rule: which state an action leads to from `current`.
+/// The pure rule: which state an action leads to from `current`
+/// (`approval`: this resolution needs a second person).
 pub fn transition(
     current: AlertState,
     action: &Action,
+    approval: bool,
 ) -> std::result::Result<AlertState, &'static str> {
+    use AlertState::*;
     match (current, action) {
-        (AlertState::Open | AlertState::Historical, Action::Ack { .. }) => {
-            Ok(AlertState::Acknowledged)
+        (Open | Historical, Action::Ack { .. }) => Ok(Acknowledged),
+        (Open | Historical | Acknowledged, Action::Resolve { .. }) if approval => {
+            Ok(PendingApproval)
         }
-        (AlertState::Acknowledged, Action::Ack { .. }) => Err("acknowledged"),
-        (AlertState::Resolved, _) => Err("resolved"),
-        (_, Action::Resolve { .. }) => Ok(AlertState::Resolved),
+        (Open | Historical | Acknowledged, Action::Resolve { .. }) => Ok(Resolved),
+        (PendingApproval, Action::Approve { .. }) => Ok(Resolved),
+        (PendingApproval, Action::Reject { .. }) => Ok(Acknowledged),
+        (Resolved, Action::Reopen { .. }) => Ok(Open),
+        (s, _) => Err(s.as_str()),
     }
 }
 
@@ -124,6 +168,10 @@ pub struct Current {
     pub state: AlertState,
     pub by: String,
     pub at: String,
+    /// The alert's severity (four-eyes applies per severity).
+    pub severity: String,
+    /// The outcome a pending resolution proposed.
+    pub outcome: Option<String>,
 }
 
 impl Current {
@@ -133,6 +181,8 @@ impl Current {
             state: AlertState::Open,
             by: String::new(),
             at: String::new(),
+            severity: String::new(),
+            outcome: None,
         }
     }
 }
@@ -159,20 +209,37 @@ impl Decision {
 pub fn decide(
     fingerprint: &str,
     current: Option<Current>,
+    by: &str,
     action: &Action,
+    policy: &Policy,
 ) -> Result<Decision, LifecycleError> {
     let Some(current) = current else {
         return Err(LifecycleError::NoSuchAlert(fingerprint.to_owned()));
     };
-    let to = transition(current.state, action).map_err(|state| LifecycleError::Already {
-        fingerprint: fingerprint.to_owned(),
-        state,
-        by: current.by,
-        at: current.at,
-    })?;
+    if current.state == AlertState::PendingApproval
+        && matches!(action, Action::Approve { .. } | Action::Reject { .. })
+        && current.by == by
+    {
+        return Err(LifecycleError::SamePerson {
+            fingerprint: fingerprint.to_owned(),
+            by: current.by,
+        });
+    }
+    let approval = policy.needs_approval(&current.severity);
+    let to =
+        transition(current.state, action, approval).map_err(|state| LifecycleError::Already {
+            fingerprint: fingerprint.to_owned(),
+            state,
+            by: current.by.clone(),
+            at: current.at.clone(),
+        })?;
     let (note, outcome) = match action {
-        Action::Ack { note } => (note.clone(), None),
+        Action::Ack { note } | Action::Reject { note } | Action::Reopen { note } => {
+            (note.clone(), None)
+        }
         Action::Resolve { outcome, note } => (note.clone(), Some(outcome.clone())),
+        // The approved outcome is the one proposed.
+        Action::Approve { note } => (note.clone(), current.outcome.clone()),
     };
     Ok(Decision {
         from: current.state,
@@ -188,6 +255,7 @@ mod tests {
 
     #[test]
     fn transitions() {
+        let transition = |s, a: &Action| super::transition(s, a, false);
         let ack = Action::Ack { note: None };
         let res = Action::Resolve {
             outcome: "false_positive".into(),
@@ -225,19 +293,23 @@ mod tests {
             note: Some("n".into()),
         };
         assert_eq!(
-            decide("fp", None, &ack),
+            decide("fp", None, "ana", &ack, &Policy::default()),
             Err(LifecycleError::NoSuchAlert("fp".into()))
         );
-        let d = decide("fp", Some(Current::open()), &ack).unwrap();
+        let d = decide("fp", Some(Current::open()), "ana", &ack, &Policy::default()).unwrap();
         assert_eq!((d.from, d.to), (AlertState::Open, AlertState::Acknowledged));
         assert_eq!(d.note.as_deref(), Some("n"));
         let acked = Current {
             state: AlertState::Acknowledged,
             by: "ana".into(),
             at: "t".into(),
+            severity: "high".into(),
+            outcome: None,
         };
         assert_eq!(
-            decide("fp", Some(acked), &ack).unwrap_err().to_string(),
+            decide("fp", Some(acked), "kim", &ack, &Policy::default())
+                .unwrap_err()
+                .to_string(),
             "alert fp is already acknowledged (by ana at t)"
         );
         assert_eq!(check_request(" ", &ack), Err(LifecycleError::NoActor));
@@ -249,5 +321,38 @@ mod tests {
             check_request("ana", &empty),
             Err(LifecycleError::EmptyOutcome)
         );
+    }
+
+    #[test]
+    fn four_eyes_and_reopen() {
+        let res = Action::Resolve {
+            outcome: "reported".into(),
+            note: None,
+        };
+        let approve = Action::Approve { note: None };
+        let reject = Action::Reject { note: None };
+        let reopen = Action::Reopen { note: None };
+        assert_eq!(
+            transition(AlertState::Acknowledged, &res, true),
+            Ok(AlertState::PendingApproval)
+        );
+        assert_eq!(
+            transition(AlertState::PendingApproval, &approve, true),
+            Ok(AlertState::Resolved)
+        );
+        assert_eq!(
+            transition(AlertState::PendingApproval, &reject, true),
+            Ok(AlertState::Acknowledged)
+        );
+        assert_eq!(
+            transition(AlertState::PendingApproval, &res, true),
+            Err("pending_approval")
+        );
+        assert_eq!(transition(AlertState::Open, &approve, true), Err("open"));
+        assert_eq!(
+            transition(AlertState::Resolved, &reopen, false),
+            Ok(AlertState::Open)
+        );
+        assert_eq!(transition(AlertState::Open, &reopen, false), Err("open"));
     }
 }

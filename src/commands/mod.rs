@@ -20,6 +20,7 @@ mod silence;
 mod simulate;
 mod store;
 mod test;
+mod users;
 
 /// Runs the parsed command line. Errors that should stop the command are
 /// returned; problems reported to the user (bad rules, failed tests) are
@@ -43,6 +44,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Digest(args) => digest::run(args),
         Command::Shadow(args) => shadow::run(args),
         Command::Backtest(args) => backtest::run(args),
+        Command::Users(args) => users::run(args),
         Command::Store(cmd) => store::run(cmd),
     }
 }

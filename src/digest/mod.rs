@@ -34,8 +34,7 @@ use crate::store::prelude::*;
 use crate::store::{DigestRecord, OutboxInsert};
 use crate::templates::Templates;
 
-/// The meta key the daemon writes after each successful poll.
-pub const LAST_POLL_META: &str = "last_successful_poll";
+pub use crate::store::meta::LAST_POLL_META;
 
 /// One digest written to the outbox (or found already written).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Result, StoreError};
-pub use crate::lifecycle::{Action, AlertState, KNOWN_OUTCOMES, LifecycleError, transition};
+pub use crate::lifecycle::{
+    Action, AlertState, KNOWN_OUTCOMES, LifecycleError, Policy, transition,
+};
 
 /// One alert in a list.
 #[derive(Debug, Clone, Serialize)]
@@ -45,12 +47,24 @@ pub enum ChangeError {
 /// Role: moving alerts through their states, and listing them.
 #[async_trait::async_trait]
 pub trait LifecycleStore: Send + Sync {
-    /// Applies `action` by `by` to the alert; returns the new state.
+    /// Applies `action` by `by` to the alert without four-eyes; returns the new state.
     async fn change_alert(
         &self,
         fingerprint: &str,
         by: &str,
         action: Action,
+    ) -> std::result::Result<AlertState, ChangeError> {
+        self.change_alert_under(fingerprint, by, action, &Policy::default())
+            .await
+    }
+
+    /// Applies `action` by `by` to the alert under `policy`; returns the new state.
+    async fn change_alert_under(
+        &self,
+        fingerprint: &str,
+        by: &str,
+        action: Action,
+        policy: &Policy,
     ) -> std::result::Result<AlertState, ChangeError>;
 
     /// Alerts, newest first, filtered.

@@ -20,3 +20,6 @@ pub trait MetaStore: Send + Sync {
     /// Versions found first per path ([`super::Source::as_str`] -> count).
     async fn found_first(&self) -> Result<HashMap<String, u64>>;
 }
+
+/// The meta key the daemon writes after each successful poll.
+pub const LAST_POLL_META: &str = "last_successful_poll";

@@ -20,6 +20,7 @@
 //! must pass the conformance suite `tests/it/store_conformance.rs`.
 
 pub mod audit;
+pub mod cases;
 pub mod digests;
 pub mod escalation;
 pub mod hints;
@@ -35,6 +36,7 @@ pub mod shadow;
 pub mod silences;
 mod sqlite;
 mod sqlx_errors;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +74,7 @@ pub trait StateStore:
     + AuditStore
     + MaintenanceStore
     + ShadowStore
+    + ConsoleRoles
     + Send
     + Sync
     + 'static
@@ -90,6 +93,7 @@ impl<T> StateStore for T where
         + AuditStore
         + MaintenanceStore
         + ShadowStore
+        + ConsoleRoles
         + Send
         + Sync
         + 'static
@@ -103,6 +107,25 @@ pub mod prelude {
         AuditStore, DigestStore, EscalationStore, LifecycleStore, LookupStore, MaintenanceStore,
         MetaStore, OutboxStore, PipelineStore, ShadowStore, SilenceStore, StateStore,
     };
+}
+
+/// The analyst console's roles (users and sessions, case work), where the
+/// backend has them: SQLite does; a backend without them returns `None` and
+/// the daemon serves the alert API without the console, saying so.
+pub trait ConsoleRoles {
+    fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
+        None
+    }
+}
+
+/// PostgreSQL has no console tables yet (SQLite's 0010 has no twin): with
+/// `store.url` the daemon serves the alert API without the console.
+impl ConsoleRoles for PgStore {}
+
+impl ConsoleRoles for SqliteStore {
+    fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
+        Some((Arc::new(self.clone()), Arc::new(self.clone())))
+    }
 }
 
 /// Opens the configured store read-only, for the commands that must change

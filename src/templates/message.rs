@@ -53,7 +53,7 @@ impl Links {
         }
     }
 
-    /// `{alert, ack, argos}` for one alert; each none when not configured.
+    /// `{alert, ack, argos, console}` for one alert; each none when not configured.
     fn of(&self, fingerprint: &str, submission_id: &str, receiver: &str) -> Value {
         use secrecy::ExposeSecret;
         let exp = crate::links::link_expiry(
@@ -79,7 +79,12 @@ impl Links {
             .dashboard_url
             .as_ref()
             .map(|u| u.replace("{submission_id}", submission_id));
-        json!({ "alert": alert, "ack": ack, "argos": argos })
+        // The console's page of the alert: sign-in protects it, no signature needed.
+        let console = self
+            .public_url
+            .as_deref()
+            .map(|base| format!("{base}/alerts/{fingerprint}"));
+        json!({ "alert": alert, "ack": ack, "argos": argos, "console": console })
     }
 }
 

@@ -4,6 +4,7 @@
 #[path = "../it/common/mod.rs"]
 mod common;
 
+mod console_browser;
 mod daemon_process;
 mod day_one;
 mod demo;

@@ -43,8 +43,10 @@ async fn api_listener(limits: Limits) -> (SocketAddr, tempfile::TempDir) {
         .await
         .unwrap();
     let api = router(ApiState {
+        users: Arc::new(store.clone()),
+        policy: Default::default(),
         store: Arc::new(store),
-        token: Arc::new(SecretString::from(TOKEN)),
+        token: Some(Arc::new(SecretString::from(TOKEN))),
         link_secret: None,
         link_ttl: kyc_sentinel::api::DEFAULT_LINK_TTL,
     });

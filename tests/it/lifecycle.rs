@@ -100,7 +100,9 @@ async fn ack_resolve_over_cli_and_http() {
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
     assert!(
-        body.contains("state `closed`: use open, acknowledged, resolved or historical"),
+        body.contains(
+            "state `closed`: use open, acknowledged, pending_approval, resolved or historical"
+        ),
         "{body}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
@@ -110,8 +112,9 @@ async fn ack_resolve_over_cli_and_http() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("--state `closed`: use open, acknowledged, resolved or historical"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "--state `closed`: use open, acknowledged, pending_approval, resolved or historical"
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -165,12 +168,12 @@ async fn ack_resolve_over_cli_and_http() {
     let r = http
         .post(format!("{base}/{fp_b}/ack"))
         .bearer_auth("t0ken-0123456789abcdef")
-        .body("{}")
+        .body("{\"who\": \"x\"}")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("missing field `by`"));
+    assert!(r.text().await.unwrap().contains("unknown field `who`"));
     assert_eq!(
         http.post(format!("{base}/ffffffff/ack"))
             .bearer_auth("t0ken-0123456789abcdef")
@@ -264,6 +267,12 @@ async fn ack_resolve_over_cli_and_http() {
         (Some("open"), Some("acknowledged"), Some("mlro.kim"))
     );
     assert_eq!(kinds[1]["outcome"], "false_positive");
+    // Through the shared token the actor is `service`; the body's `by` is a claim in the note.
+    assert_eq!(kinds[1]["by"], "service");
+    assert_eq!(
+        kinds[1]["note"],
+        "by mlro.kim (as given to the service token)"
+    );
     // And `audit --alert` shows them, with who and when.
     let rec = store.alert(&fp_a).await.unwrap().unwrap();
     let text =

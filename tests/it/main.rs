@@ -10,6 +10,7 @@ mod audit;
 mod backtest;
 mod common;
 mod config_errors;
+mod console;
 mod dayone_backfill;
 mod dayone_evidence;
 mod dayone_reload;

@@ -293,8 +293,10 @@ async fn store_with_alerts(dir: &std::path::Path) -> (SqliteStore, [String; 3]) 
 
 async fn serve(store: SqliteStore, ttl: Duration) -> String {
     let router = kyc_sentinel::api::router(ApiState {
+        users: Arc::new(store.clone()),
+        policy: Default::default(),
         store: Arc::new(store),
-        token: Arc::new(TOKEN.to_string().into()),
+        token: Some(Arc::new(TOKEN.to_string().into())),
         link_secret: Some(Arc::new(SECRET.to_string().into())),
         link_ttl: ttl,
     });

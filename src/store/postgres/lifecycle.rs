@@ -5,7 +5,9 @@ use sqlx::Row;
 
 use super::PgStore;
 use crate::lifecycle::{Current, check_request, decide};
-use crate::store::lifecycle::{Action, AlertFilter, AlertListItem, AlertState, ChangeError};
+use crate::store::lifecycle::{
+    Action, AlertFilter, AlertListItem, AlertState, ChangeError, Policy,
+};
 use crate::store::prelude::*;
 use crate::store::{Result, fmt_time};
 
@@ -15,27 +17,28 @@ impl LifecycleStore for PgStore {
     /// alert's row is locked (`FOR UPDATE`): two people acting at once are
     /// served one after the other, and an escalation step (which locks it
     /// `FOR SHARE`) sees the state before or after, never between.
-    async fn change_alert(
+    async fn change_alert_under(
         &self,
         fingerprint: &str,
         by: &str,
         action: Action,
+        policy: &Policy,
     ) -> std::result::Result<AlertState, ChangeError> {
         check_request(by, &action)?;
         let now = fmt_time(Utc::now());
         // A person's action, valid from any instance (leader or standby):
         // not fenced. The row lock serialises it with the leader's steps.
         let mut tx = self.pool().begin().await?;
-        let exists: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = $1 FOR UPDATE")
+        let severity: Option<String> =
+            sqlx::query_scalar("SELECT severity FROM alerts WHERE fingerprint = $1 FOR UPDATE")
                 .bind(fingerprint)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let current = match exists {
+        let current = match severity {
             None => None,
-            Some(_) => Some(
+            Some(severity) => Some(
                 sqlx::query(
-                    "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = $1",
+                    "SELECT state, changed_by, changed_at, outcome FROM alert_states WHERE fingerprint = $1",
                 )
                 .bind(fingerprint)
                 .fetch_optional(&mut *tx)
@@ -44,11 +47,16 @@ impl LifecycleStore for PgStore {
                     state: AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
                     by: r.get(1),
                     at: r.get(2),
+                    severity: severity.clone(),
+                    outcome: r.get(3),
                 })
-                .unwrap_or_else(Current::open),
+                .unwrap_or_else(|| Current {
+                    severity,
+                    ..Current::open()
+                }),
             ),
         };
-        let d = decide(fingerprint, current, &action)?;
+        let d = decide(fingerprint, current, by, &action, policy)?;
         sqlx::query(
             "INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, note, outcome) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (fingerprint) DO UPDATE SET state = excluded.state, \

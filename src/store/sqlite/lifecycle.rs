@@ -6,7 +6,7 @@ use sqlx::Row;
 use super::SqliteStore;
 use crate::lifecycle::{Current, check_request, decide};
 use crate::store::lifecycle::{
-    Action, AlertFilter, AlertListItem, AlertState, ChangeError, LifecycleStore,
+    Action, AlertFilter, AlertListItem, AlertState, ChangeError, LifecycleStore, Policy,
 };
 use crate::store::{Result, StoreError, fmt_time};
 
@@ -18,25 +18,27 @@ impl From<sqlx::Error> for ChangeError {
 
 #[async_trait::async_trait]
 impl LifecycleStore for SqliteStore {
-    async fn change_alert(
+    async fn change_alert_under(
         &self,
         fingerprint: &str,
         by: &str,
         action: Action,
+        policy: &Policy,
     ) -> std::result::Result<AlertState, ChangeError> {
         check_request(by, &action)?;
         let now = fmt_time(Utc::now());
         // BEGIN IMMEDIATE: the state read and the write below are one step.
         let mut tx = self.write_tx().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE fingerprint = ?")
-            .bind(fingerprint)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let current = match exists {
+        let severity: Option<String> =
+            sqlx::query_scalar("SELECT severity FROM alerts WHERE fingerprint = ?")
+                .bind(fingerprint)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let current = match severity {
             None => None,
-            Some(_) => Some(
+            Some(severity) => Some(
                 sqlx::query(
-                    "SELECT state, changed_by, changed_at FROM alert_states WHERE fingerprint = ?",
+                    "SELECT state, changed_by, changed_at, outcome FROM alert_states WHERE fingerprint = ?",
                 )
                 .bind(fingerprint)
                 .fetch_optional(&mut *tx)
@@ -45,11 +47,16 @@ impl LifecycleStore for SqliteStore {
                     state: AlertState::parse(&r.get::<String, _>(0)).unwrap_or(AlertState::Open),
                     by: r.get(1),
                     at: r.get(2),
+                    severity: severity.clone(),
+                    outcome: r.get(3),
                 })
-                .unwrap_or_else(Current::open),
+                .unwrap_or_else(|| Current {
+                    severity,
+                    ..Current::open()
+                }),
             ),
         };
-        let d = decide(fingerprint, current, &action)?;
+        let d = decide(fingerprint, current, by, &action, policy)?;
         sqlx::query(
             "INSERT INTO alert_states (fingerprint, state, changed_at, changed_by, note, outcome) \
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET state = excluded.state, \

@@ -390,20 +390,9 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
     assert_eq!(found.get("webhook"), Some(&1), "{found:?}");
     assert_eq!(leader_gauge(a.port).await.as_deref(), Some("1"));
     assert_eq!(leader_gauge(b.port).await.as_deref(), Some("0"));
-    // The standby answers the alert API from the shared store, as the leader.
-    let list = |port: u16| async move {
-        let r = kyc_sentinel::util::http_client()
-            .build()
-            .unwrap()
-            .get(format!("http://127.0.0.1:{port}/api/alerts"))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "GET /api/alerts on port {port}");
-        r.text().await.unwrap()
-    };
-    assert_eq!(list(b.port).await, list(a.port).await);
+    // The alert API is not checked here: since the console merge it needs the
+    // console's tables (UserStore), which PostgreSQL does not have yet, so
+    // with store.url it is off on every instance (README, "Not done yet").
     assert!(
         a.log_text().contains("leader with epoch"),
         "{}",

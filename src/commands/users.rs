@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use crate::cli::{StoreLocation, UsersArgs, UsersCommand};
 use crate::console::identity::{Role, hash_password, new_secret, sha256_hex};
-use crate::store::SqliteStore;
+use std::sync::Arc;
+
 use crate::store::users::UserStore;
 
 pub fn run(a: UsersArgs) -> anyhow::Result<ExitCode> {
@@ -27,13 +28,17 @@ pub fn run(a: UsersArgs) -> anyhow::Result<ExitCode> {
 
 /// The store, created if needed: users are often added before the first run.
 /// Console users live in SQLite only for now (no PostgreSQL twin of 0010).
-async fn open(at: &StoreLocation) -> anyhow::Result<SqliteStore> {
+async fn open(at: &StoreLocation) -> anyhow::Result<Arc<dyn UserStore>> {
     let cfg = super::silence::store_config(at)?;
     anyhow::ensure!(
         cfg.url.is_none(),
         "store.url: console users are not kept in PostgreSQL yet; `users` needs a SQLite store"
     );
-    Ok(SqliteStore::open(&cfg.path).await?)
+    let store = crate::store::open(&cfg).await?;
+    let (_, users) = store
+        .console_roles()
+        .ok_or_else(|| anyhow::anyhow!("this store backend keeps no console users yet"))?;
+    Ok(users)
 }
 
 async fn add(at: &StoreLocation, name: &str, role: &str, stdin: bool) -> anyhow::Result<ExitCode> {

@@ -29,6 +29,7 @@ pub mod lock;
 pub mod lookup;
 pub mod maintenance;
 pub mod meta;
+pub mod migrations;
 pub mod outbox;
 pub mod pipeline;
 pub mod postgres;

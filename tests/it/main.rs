@@ -24,6 +24,7 @@ mod ingest_daemon;
 mod ingest_endpoint;
 mod lifecycle;
 mod messages;
+mod migrations;
 mod notify_cli;
 mod notify_common;
 mod notify_email;

@@ -79,7 +79,9 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(open_err)?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        crate::store::migrations::migrator(crate::store::migrations::POSTGRES)
+            .run(&pool)
+            .await?;
         Ok(Self { pool, fence: None })
     }
 

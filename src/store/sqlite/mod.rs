@@ -70,7 +70,9 @@ impl SqliteStore {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        crate::store::migrations::migrator(crate::store::migrations::SQLITE)
+            .run(&pool)
+            .await?;
         Ok(Self { pool })
     }
 

@@ -165,6 +165,7 @@ impl Daemon {
             writers.clone(),
             stop.clone(),
         )?;
+        live.record_applied("start").await;
         let flush_when = {
             let (stop, writers) = (stop.clone(), writers.clone());
             async move {

@@ -11,6 +11,8 @@ mod backtest;
 mod common;
 mod config_errors;
 mod console;
+mod console_four_eyes;
+mod console_health;
 mod dayone_backfill;
 mod dayone_evidence;
 mod dayone_reload;

@@ -1,0 +1,97 @@
+//! The console's Health page (issue 17): last poll, the Argos API budget,
+//! outbox backlog, dead letters and the last reload, a refused one with its
+//! error locations and nothing of the values or rule text it came from.
+
+use std::time::Duration;
+
+use crate::common::repo;
+use crate::console::{Browser, Console, login};
+
+/// A rule file that does not load: its severity is a value that must not
+/// reach the page, and its condition is rule text that must not either.
+const BROKEN: &str = "- id: leaky\n  description: d\n  severity: hunter2-not-a-severity\n  \
+                      when:\n    field: data.rule_body_marker\n    eq: body-value-marker\n";
+
+/// The Health page's text once `pred` holds (10 s at most).
+async fn health_when(b: &Browser, pred: impl Fn(&str) -> bool) -> String {
+    let mut body = String::new();
+    for _ in 0..100 {
+        let p = b.get("/health").await;
+        assert_eq!(p.status, 200);
+        body = p.body;
+        if pred(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Health page never showed what was expected:\n{body}");
+}
+
+/// (used, budget, percent, left) from "N of B calls used today (P%), L left".
+fn budget_of(body: &str) -> (u64, u64, u64, u64) {
+    let re = regex::Regex::new(r"(\d+) of (\d+) calls used today \((\d+)%\), (\d+) left").unwrap();
+    let c = re
+        .captures(body)
+        .unwrap_or_else(|| panic!("no budget in {body}"));
+    let n = |i: usize| c[i].parse::<u64>().unwrap();
+    (n(1), n(2), n(3), n(4))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_shows_the_budget_and_a_refused_reload_by_location_only() {
+    let c = Console::start_edited(
+        "reload:\n  check_every: 200ms\n",
+        &[("vic", "viewer")],
+        |dir, text| {
+            // A rule folder of the test's own, to break and mend.
+            let rules = dir.join("rules");
+            std::fs::create_dir(&rules).unwrap();
+            for f in ["aml.yaml", "kyc.yaml", "documents.yaml", "retries.yaml"] {
+                std::fs::copy(repo().join("rules").join(f), rules.join(f)).unwrap();
+            }
+            let text = regex::Regex::new(r"(?m)^rules: .*$")
+                .unwrap()
+                .replace(text, "rules: rules");
+            text.replace("argos:\n", "argos:\n  daily_budget: 1000\n")
+        },
+    )
+    .await;
+    let vic = login(&c, "vic").await;
+
+    // The budget: the calls the simulator answered bound what the page counts.
+    let body = health_when(&vic, |b| {
+        b.contains("applied") && !b.contains("none yet") && budget_of(b).0 >= 1
+    })
+    .await;
+    let (used, daily, percent, left) = budget_of(&body);
+    let answered = c.sim.requests();
+    assert_eq!(daily, 1000);
+    assert!(
+        used >= 1 && used <= answered,
+        "{used} counted, {answered} answered"
+    );
+    assert_eq!((left, percent), (1000 - used, used * 100 / 1000));
+    assert!(body.contains("(start)"), "the daemon's start: {body}");
+
+    // A rule file that does not load: refused, shown by location.
+    let rules = c.cfg.parent().unwrap().join("rules");
+    std::fs::write(rules.join("broken.yaml"), BROKEN).unwrap();
+    let body = health_when(&vic, |b| b.contains("refused")).await;
+    assert!(
+        body.contains("broken.yaml:3:13: invalid severity `…`"),
+        "the location and the kind of problem: {body}"
+    );
+    for leak in ["hunter2", "rule_body_marker", "body-value-marker"] {
+        assert!(!body.contains(leak), "{leak} on the page: {body}");
+    }
+    assert!(body.contains("stays in force"), "{body}");
+
+    // Mended: the next reload is applied and says why it ran.
+    std::fs::remove_file(rules.join("broken.yaml")).unwrap();
+    let body = health_when(&vic, |b| b.contains("applied")).await;
+    assert!(
+        body.contains("(config, rule or template files changed)"),
+        "{body}"
+    );
+    assert!(!body.contains("broken.yaml"), "{body}");
+}

@@ -378,6 +378,11 @@ impl Live {
                 changed.push(k.clone());
             }
         }
+        // Listeners are bound once, at start.
+        let listen = |c: &Config| c.console.as_ref().and_then(|c| c.listen);
+        if listen(&self.cfg) != listen(&new.cfg) {
+            restart.push("console.listen".into());
+        }
         if running.version() != new.rules.version() {
             changed.push(format!(
                 "rules {} -> {} ({} rules)",

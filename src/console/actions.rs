@@ -265,6 +265,8 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
         return bad_request(&me, "Select at least one alert.");
     }
     let mut done = 0;
+    // Four-eyes resolutions wait for a second lead: not "resolved".
+    let mut proposed = 0;
     let mut refused = Vec::new();
     for fp in &fps {
         let c = match load_case(&s, &me, fp).await {
@@ -300,6 +302,7 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
             .change(&c.view.fingerprint, &me.who.name, a, &s.policy)
             .await
         {
+            Ok(AlertState::PendingApproval) => proposed += 1,
             Ok(_) => done += 1,
             Err(e) => refused.push(format!("{}: {e}", short(fp))),
         }
@@ -310,6 +313,9 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
         "Resolved"
     };
     let mut text = format!("{verb} {done} of {} alert(s).", fps.len());
+    if proposed > 0 {
+        text += &format!(" Proposed {proposed} for a second lead's approval (four-eyes).");
+    }
     if !refused.is_empty() {
         text += &format!(" Not changed: {}.", refused.join("; "));
     }

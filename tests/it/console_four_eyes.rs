@@ -88,6 +88,42 @@ async fn cli_resolve_under_four_eyes_is_a_proposal_a_second_lead_approves() {
     let (code, out, _) = run(&resolve_args(&med, "night.shift"), config);
     assert_eq!((code, out.contains(": resolved")), (0, true), "{out}");
 
+    // Bulk resolve in the console follows the same rule: an analyst's
+    // selection skips the critical one, a lead's is a proposal.
+    let ana = login(&c, "ana").await;
+    assert_eq!(
+        kim.post(&format!("/alerts/{crit}/reopen"), &[])
+            .await
+            .status,
+        303
+    );
+    let bulk = [
+        ("action", "resolve"),
+        ("fp", crit.as_str()),
+        ("outcome", "other"),
+        ("note", "batch"),
+    ];
+    let p = ana.post("/bulk", &bulk).await;
+    assert!(
+        p.body.contains("Resolved 0 of 1 alert(s).") && p.body.contains("critical needs a lead"),
+        "{}",
+        p.body
+    );
+    let p = lee.post("/bulk", &bulk).await;
+    assert!(
+        p.body
+            .contains("Resolved 0 of 1 alert(s). Proposed 1 for a second lead&#x27;s approval"),
+        "{}",
+        p.body
+    );
+    assert_eq!(state_of(&c, &crit).await["state"], "pending_approval");
+    assert_eq!(
+        kim.post(&format!("/alerts/{crit}/approve"), &[])
+            .await
+            .status,
+        303
+    );
+
     // `--store` alone: the policy the daemon recorded in the store applies.
     assert_eq!(
         kim.post(&format!("/alerts/{crit}/reopen"), &[])

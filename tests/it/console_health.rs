@@ -1,6 +1,7 @@
-//! The console's Health page (issue 17): last poll, the Argos API budget,
-//! outbox backlog, dead letters and the last reload, a refused one with its
-//! error locations and nothing of the values or rule text it came from.
+//! The console's operational side (issue 17): the Health page (last poll,
+//! the Argos API budget, outbox backlog, dead letters and the last reload, a
+//! refused one with its error locations and nothing of the values or rule
+//! text it came from), and `console.listen`, the console's own address.
 
 use std::time::Duration;
 
@@ -94,4 +95,41 @@ async fn health_shows_the_budget_and_a_refused_reload_by_location_only() {
         "{body}"
     );
     assert!(!body.contains("broken.yaml"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_listen_serves_the_console_and_api_apart_from_metrics() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The harness's address becomes console.listen; metrics move elsewhere.
+    let c = Console::start_edited("", &[("ana", "analyst")], |_, text| {
+        let re = regex::Regex::new(r"telemetry:\n  listen: (127\.0\.0\.1:\d+)\n").unwrap();
+        let console_at = re.captures(text).unwrap()[1].to_owned();
+        let text = re.replace(
+            text,
+            format!("telemetry:\n  listen: 127.0.0.1:{metrics_port}\n").as_str(),
+        );
+        format!("{text}console:\n  listen: {console_at}\n")
+    })
+    .await;
+    // The console and the API (the harness found the alerts there) answer
+    // on console.listen, metrics do not.
+    let ana = login(&c, "ana").await;
+    assert_eq!(ana.get("/").await.status, 200);
+    let http = crate::console::client(None);
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("{}/metrics", c.base)).await, 404);
+    assert_eq!(status(format!("{}/healthz", c.base)).await, 404);
+    // Metrics and health on telemetry.listen, without the console or the API.
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    assert_eq!(status(format!("{metrics}/healthz")).await, 200);
+    assert_eq!(status(format!("{metrics}/metrics")).await, 200);
+    assert_eq!(status(format!("{metrics}/login")).await, 404);
+    assert_eq!(status(format!("{metrics}/api/alerts")).await, 404);
 }

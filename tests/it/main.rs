@@ -13,6 +13,7 @@ mod config_errors;
 mod console;
 mod console_four_eyes;
 mod console_health;
+mod console_timeline;
 mod dayone_backfill;
 mod dayone_evidence;
 mod dayone_reload;

@@ -1,0 +1,82 @@
+//! An alert's timeline in the console and its case file (issue 17): fired,
+//! each delivery, escalation steps, assignment, notes and state changes,
+//! with who and when, in time order.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::console::{Console, login};
+
+/// A critical alert escalates: step 1 at once to `chan`, step 2 a second
+/// later to `head`, while nobody acknowledges it.
+fn with_escalation(_: &std::path::Path, text: &str) -> String {
+    let text = text.replace(
+        "    path: alerts.jsonl\n",
+        "    path: alerts.jsonl\n  - name: chan\n    type: file\n    path: chan.jsonl\n  \
+         - name: head\n    type: file\n    path: head.jsonl\n",
+    );
+    format!(
+        "{text}route:\n  receiver: file\n  group_by: ['...']\n  group_wait: 0s\n  routes:\n    \
+         - match: {{ severity: critical }}\n      escalation: aml-escalation\n\
+         escalation_policies:\n  - name: aml-escalation\n    steps:\n      \
+         - {{ after: 0s, receivers: [chan] }}\n      - {{ after: 1s, receivers: [head] }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_has_deliveries_escalation_steps_and_people_in_order() {
+    let c = Console::start_edited("", &[("lee", "lead")], with_escalation).await;
+    let crit = c.fp("crit").await;
+    let lee = login(&c, "lee").await;
+    // Both steps delivered: the files are the receivers' own record.
+    let dir = c.cfg.parent().unwrap().to_owned();
+    for _ in 0..100 {
+        if dir.join("head.jsonl").exists() && dir.join("chan.jsonl").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dir.join("head.jsonl").exists(), "step 2 was not delivered");
+    lee.post(&format!("/alerts/{crit}/assign"), &[]).await;
+    lee.post(
+        &format!("/alerts/{crit}/note"),
+        &[("note", "calling the MLRO")],
+    )
+    .await;
+    lee.post(&format!("/alerts/{crit}/ack"), &[]).await;
+
+    let case: Value =
+        serde_json::from_str(&lee.get(&format!("/alerts/{crit}/case.json")).await.body).unwrap();
+    let tl: Vec<(String, String, String)> = case["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("at"), s("what"), s("by"))
+        })
+        .collect();
+    let find = |what: &str, by: &str| {
+        tl.iter()
+            .position(|(_, w, b)| w == what && b == by)
+            .unwrap_or_else(|| panic!("{what:?} by {by:?} not in {tl:#?}"))
+    };
+    let fired = find("fired", "");
+    let step1 = find("escalation step 1 (aml-escalation): to chan", "");
+    let step2 = find("escalation step 2 (aml-escalation): to head", "");
+    find("notification to file: delivered", "");
+    find("notification to chan: delivered", "");
+    let to_head = find("notification to head: delivered", "");
+    let assigned = find("assigned to lee", "lee");
+    let note = find("note", "lee");
+    let acked = find("open → acknowledged", "lee");
+    assert!(fired < step1 && step1 < step2 && step2 < to_head && to_head < assigned);
+    assert!(assigned < note && note < acked);
+    let times: Vec<&String> = tl.iter().map(|(at, _, _)| at).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    // The page shows the same story.
+    let page = lee.get(&format!("/alerts/{crit}")).await.body;
+    assert!(page.contains("escalation step 2 (aml-escalation): to head"));
+    assert!(page.contains("calling the MLRO"));
+}

@@ -61,7 +61,7 @@ async fn check_proposer(
             "{why}; --by `{name}` is not a console user (kyc-sentinel users list)"
         )),
         Some(c) if c.disabled => Err(format!("{why}; --by `{name}` is disabled")),
-        Some(c) if !Role::parse(&c.role).is_some_and(|r| r >= need) => Err(format!(
+        Some(c) if Role::parse(&c.role).is_none_or(|r| r < need) => Err(format!(
             "{why}; resolving a {severity} alert needs the {} role and --by `{name}` is {}",
             need.as_str(),
             c.role

@@ -428,6 +428,6 @@ fn budget_facts(calls: u64, daily: u64) -> Value {
         "daily": daily,
         "left": daily.saturating_sub(calls),
         "spent": daily > 0 && calls >= daily,
-        "percent": if daily == 0 { 0 } else { calls.saturating_mul(100) / daily },
+        "percent": calls.saturating_mul(100).checked_div(daily).unwrap_or(0),
     })
 }

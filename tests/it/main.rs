@@ -13,7 +13,7 @@ mod config_errors;
 mod console;
 mod console_four_eyes;
 mod console_health;
-mod console_timeline;
+mod console_pages;
 mod dayone_backfill;
 mod dayone_evidence;
 mod dayone_reload;

@@ -1,11 +1,14 @@
-//! An alert's timeline in the console and its case file (issue 17): fired,
-//! each delivery, escalation steps, assignment, notes and state changes,
-//! with who and when, in time order.
+//! Console pages against what they must show (issue 17): an alert's
+//! timeline and case file (fired, each delivery, escalation steps,
+//! assignment, notes and state changes, with who and when, in time order),
+//! and the Rules page (description, version, alerts 24 h / 7 d, the share
+//! resolved as false positive).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::repo;
 use crate::console::{Console, login};
 
 /// A critical alert escalates: step 1 at once to `chan`, step 2 a second
@@ -79,4 +82,69 @@ async fn the_timeline_has_deliveries_escalation_steps_and_people_in_order() {
     let page = lee.get(&format!("/alerts/{crit}")).await.body;
     assert!(page.contains("escalation step 2 (aml-escalation): to head"));
     assert!(page.contains("calling the MLRO"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_page_counts_alerts_and_the_false_positive_share() {
+    let c = Console::start("", &[("ana", "analyst"), ("lee", "lead")]).await;
+    let med = c.fp("med").await;
+    let crit = c.fp("crit").await;
+    let ana = login(&c, "ana").await;
+    let lee = login(&c, "lee").await;
+    let resolve = |outcome: &'static str| [("outcome", outcome), ("note", "checked")];
+    assert_eq!(
+        ana.post(
+            &format!("/alerts/{med}/resolve"),
+            &resolve("false_positive")
+        )
+        .await
+        .status,
+        303
+    );
+    assert_eq!(
+        lee.post(&format!("/alerts/{crit}/resolve"), &resolve("reported"))
+            .await
+            .status,
+        303
+    );
+    // Description and version as the rule files give them.
+    let set = kyc_sentinel::rules::load_path(
+        &repo().join("rules"),
+        kyc_sentinel::rules::ScriptLimits::default(),
+    )
+    .unwrap();
+    let body = ana.get("/rules").await.body;
+    let row_of = |id: &str| -> String {
+        let start = body
+            .find(&format!(">{id}</a>"))
+            .unwrap_or_else(|| panic!("{id} not on {body}"));
+        body[start..start + body[start..].find("</tr>").unwrap()].to_owned()
+    };
+    for (id, share) in [
+        ("aml-red-flag-medium", "100% (1 of 1)"),
+        ("aml-red-flag-high", "0% (0 of 1)"),
+    ] {
+        let rule = set.rules().iter().find(|r| r.id == id).unwrap();
+        let row = row_of(id);
+        let version: String = rule.version.chars().take(12).collect();
+        assert!(row.contains(&format!("<code>{version}</code>")), "{row}");
+        assert!(
+            row.contains(&format!("<td>1</td><td>1</td><td>{share}</td>")),
+            "{id}: one alert in 24 h and 7 d, {share}: {row}"
+        );
+        assert!(row.contains(&html_escaped(&rule.description)), "{row}");
+    }
+    // A rule that fired nothing: zeros and no share.
+    let row = row_of("low-liveness");
+    assert!(row.contains("<td>0</td><td>0</td><td>-</td>"), "{row}");
+}
+
+/// Text as minijinja's HTML escaping writes it.
+fn html_escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2f;")
 }

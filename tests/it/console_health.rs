@@ -53,7 +53,15 @@ async fn health_shows_the_budget_and_a_refused_reload_by_location_only() {
             let text = regex::Regex::new(r"(?m)^rules: .*$")
                 .unwrap()
                 .replace(text, "rules: rules");
+            // A receiver nobody answers: its notifications become dead letters
+            // after a second.
             text.replace("argos:\n", "argos:\n  daily_budget: 1000\n")
+                .replace("outbox:\n", "outbox:\n  max_age: 1s\n")
+                .replace(
+                    "    path: alerts.jsonl\n",
+                    "    path: alerts.jsonl\n  - name: gone\n    type: webhook\n    \
+                     url: http://127.0.0.1:1/hook\n    template: generic.json\n    timeout: 1s\n",
+                )
         },
     )
     .await;
@@ -73,6 +81,13 @@ async fn health_shows_the_budget_and_a_refused_reload_by_location_only() {
     );
     assert_eq!((left, percent), (1000 - used, used * 100 / 1000));
     assert!(body.contains("(start)"), "the daemon's start: {body}");
+    // Two alerts, each to `file` (delivered) and `gone` (dead): no backlog,
+    // two dead letters.
+    health_when(&vic, |b| {
+        b.contains("<tr><th>Dead letters</th><td>2</td></tr>")
+            && b.contains("<tr><th>Outbox backlog</th><td>0</td></tr>")
+    })
+    .await;
 
     // A rule file that does not load: refused, shown by location.
     let rules = c.cfg.parent().unwrap().join("rules");

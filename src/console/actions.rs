@@ -212,7 +212,10 @@ async fn silence(
     let Some(ends_at) = expiry.and_hms_opt(23, 59, 59).map(|t| t.and_utc()) else {
         return bad_request(me, "expiry: not a date.");
     };
-    if ends_at <= now || ends_at > now + chrono::Duration::days(MAX_SILENCE_DAYS) {
+    // Calendar days, as the form's date picker offers them (today to
+    // today + 180): the silence ends at the end of that day, UTC.
+    let today = now.date_naive();
+    if expiry < today || expiry > today + chrono::Duration::days(MAX_SILENCE_DAYS) {
         return bad_request(
             me,
             &format!("expiry: between today and {MAX_SILENCE_DAYS} days from now."),

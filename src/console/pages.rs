@@ -294,7 +294,7 @@ pub(super) fn alert_page(
             "decisions": case::decisions(c), "members": members,
             "fields": case::fields(c.submission.as_ref(), revealed),
             "timeline": case::timeline(c), "outcomes": outcomes(),
-            "today": (today + chrono::Duration::days(1)).to_string(),
+            "today": today.to_string(),
             "max_expiry": (today + chrono::Duration::days(super::actions::MAX_SILENCE_DAYS)).to_string(),
             "flash": flash,
         }),

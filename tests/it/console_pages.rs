@@ -1,15 +1,16 @@
 //! Console pages against what they must show (issue 17): an alert's
 //! timeline and case file (fired, each delivery, escalation steps,
 //! assignment, notes and state changes, with who and when, in time order),
-//! and the Rules page (description, version, alerts 24 h / 7 d, the share
-//! resolved as false positive).
+//! the Rules page (description, version, alerts 24 h / 7 d, the share
+//! resolved as false positive), and "Silence similar" (the alert's rule and
+//! group key, a reason, an expiry at most 180 days ahead).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::repo;
-use crate::console::{Console, login};
+use crate::console::{Console, cli, login, state_of};
 
 /// A critical alert escalates: step 1 at once to `chan`, step 2 a second
 /// later to `head`, while nobody acknowledges it.
@@ -147,4 +148,61 @@ fn html_escaped(s: &str) -> String {
         .replace('"', "&quot;")
         .replace('\'', "&#x27;")
         .replace('/', "&#x2f;")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_similar_takes_the_rule_and_group_and_caps_the_expiry() {
+    let c = Console::start("", &[("lee", "lead")]).await;
+    let med = c.fp("med").await;
+    let lee = login(&c, "lee").await;
+    let day = |n: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let path = format!("/alerts/{med}/silence");
+    let p = lee
+        .post(&path, &[("reason", "migration"), ("expiry", &day(181))])
+        .await;
+    assert_eq!(p.status, 400, "181 days: {}", p.body);
+    assert!(p.body.contains("180 days"), "{}", p.body);
+    let p = lee
+        .post(&path, &[("reason", "migration"), ("expiry", &day(-1))])
+        .await;
+    assert_eq!(p.status, 400, "yesterday: {}", p.body);
+    // The page's date picker offers exactly what the server accepts.
+    let page = lee.get(&format!("/alerts/{med}")).await.body;
+    assert!(
+        page.contains(&format!("min=\"{}\" max=\"{}\"", day(0), day(180))),
+        "{page}"
+    );
+    let p = lee.post(&path, &[("expiry", &day(30))]).await;
+    assert_eq!(p.status, 400, "no reason: {}", p.body);
+    let p = lee
+        .post(&path, &[("reason", "migration"), ("expiry", "")])
+        .await;
+    assert_eq!(p.status, 400, "no expiry: {}", p.body);
+    assert!(cli(&c.cfg, &["silence", "list"]).contains("no silences"));
+
+    let p = lee
+        .post(&path, &[("reason", "migration"), ("expiry", &day(180))])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    // The silence holds the alert's own rule and group key, by lee, until that day.
+    let alert = state_of(&c, &med).await;
+    // (A single-submission rule has no group key: the rule alone.)
+    let group = alert["group_key"]
+        .as_str()
+        .map(|g| format!(",group_key={g}"))
+        .unwrap_or_default();
+    let want = format!(
+        "rule={}{group}\tuntil {}T23:59:59",
+        alert["rule"].as_str().unwrap(),
+        day(180)
+    );
+    let list = cli(&c.cfg, &["silence", "list"]);
+    assert!(
+        list.contains(&want) && list.contains("\tby lee\tmigration"),
+        "{want} in {list}"
+    );
 }

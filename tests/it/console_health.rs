@@ -148,3 +148,15 @@ async fn console_listen_serves_the_console_and_api_apart_from_metrics() {
     assert_eq!(status(format!("{metrics}/login")).await, 404);
     assert_eq!(status(format!("{metrics}/api/alerts")).await, 404);
 }
+
+#[test]
+fn console_listen_on_the_telemetry_address_is_refused_by_name() {
+    let text = "argos:\n  base_url: http://x\n  api_key: k\ntelemetry:\n  listen: 127.0.0.1:9464\n\
+                console:\n  listen: 127.0.0.1:9464\n";
+    let err = kyc_sentinel::compose::parse_config(std::path::Path::new("s.yaml"), text, |_| None)
+        .unwrap_err();
+    assert!(
+        err.contains("console.listen: 127.0.0.1:9464 is telemetry.listen too"),
+        "{err}"
+    );
+}

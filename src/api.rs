@@ -1,6 +1,7 @@
 //! The alert API on the daemon's address: acknowledge, resolve, list, show.
 //!
-//! `POST /api/alerts/{fingerprint}/ack` and `/resolve`, `GET /api/alerts` and
+//! `POST /api/alerts/{fingerprint}/ack`, `/resolve`, `/approve` and `/reject`
+//! (four-eyes, a named lead's own token), `GET /api/alerts` and
 //! `GET /api/alerts/{fingerprint}`, all with `Authorization: Bearer TOKEN`
 //! (compared in constant time). A fingerprint may be any unique prefix of 8
 //! or more hex characters. No token configured, no API.
@@ -277,6 +278,9 @@ async fn resolve(
     ) {
         return *r;
     }
+    if let Err(r) = named_under_four_eyes(&s, &who, &severity, "resolving") {
+        return *r;
+    }
     let (by, note) = actor_and_note(&who, b.by.as_deref(), b.note);
     change_response(
         &fp,
@@ -292,6 +296,104 @@ async fn resolve(
             )
             .await,
     )
+}
+
+/// Four-eyes is two named people: the shared token (`service`, no one in
+/// particular) may neither propose a resolution that needs approval nor
+/// approve or reject one, or one token holder could do both.
+fn named_under_four_eyes(
+    s: &ApiState,
+    who: &Identity,
+    severity: &str,
+    what: &str,
+) -> Result<(), Box<Response>> {
+    if who.name != crate::console::identity::SERVICE || !s.policy.needs_approval(severity) {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{what} a {severity} alert is four-eyes (lifecycle.four_eyes): it needs two named \
+             people, and the shared api.token names no one; use your own token \
+             (kyc-sentinel users token NAME) or the console"
+        ),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    note: Option<String>,
+}
+
+/// `POST /api/alerts/{fp}/approve` and `/reject`: a second lead's decision on
+/// a pending resolution, under their own token (never the shared one).
+async fn approve_or_reject(
+    s: ApiState,
+    who: Identity,
+    fp: String,
+    body: axum::body::Bytes,
+    approve: bool,
+) -> Response {
+    let b: DecideBody = if body.is_empty() {
+        DecideBody { note: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body: {e} (expected {{\"note\": TEXT?}} or nothing)"),
+                );
+            }
+        }
+    };
+    let what = if approve { "approving" } else { "rejecting" };
+    if let Err(r) = require_role(&who, Role::Lead, &format!("{what} a resolution")) {
+        return *r;
+    }
+    let fp = match resolve_fp(&s, &fp).await {
+        Ok(fp) => fp,
+        Err(r) => return *r,
+    };
+    if who.name == crate::console::identity::SERVICE {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} a four-eyes resolution needs a named lead; the shared api.token names \
+                 no one: use your own token (kyc-sentinel users token NAME) or the console"
+            ),
+        );
+    }
+    let action = if approve {
+        Action::Approve { note: b.note }
+    } else {
+        Action::Reject { note: b.note }
+    };
+    change_response(
+        &fp,
+        s.store
+            .change_alert_under(&fp, &who.name, action, &s.policy)
+            .await,
+    )
+}
+
+async fn approve(
+    State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Identity>,
+    Path(fp): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    approve_or_reject(s, who, fp, body, true).await
+}
+
+async fn reject(
+    State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Identity>,
+    Path(fp): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    approve_or_reject(s, who, fp, body, false).await
 }
 
 #[derive(Deserialize)]
@@ -509,12 +611,13 @@ async fn link_ack(
     }
     let result = s
         .store
-        .change_alert(
+        .change_alert_under(
             &fp,
             by,
             Action::Ack {
                 note: Some("one-click link".into()),
             },
+            &s.policy,
         )
         .await;
     // Read after the change: the page shows the state it led to.
@@ -542,6 +645,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/alerts", get(list))
         .route("/api/alerts/{fingerprint}/ack", post(ack))
         .route("/api/alerts/{fingerprint}/resolve", post(resolve))
+        .route("/api/alerts/{fingerprint}/approve", post(approve))
+        .route("/api/alerts/{fingerprint}/reject", post(reject))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     // Signed links carry their own proof (the signature), not the token;
     // `show` answers a signed view link or checks the token itself.

@@ -40,6 +40,12 @@ pub enum Command {
     /// Acknowledge an alert: you own it (stops its escalation).
     Ack(AckArgs),
     /// Resolve an alert with an outcome (false_positive, escalated_to_aml_officer, reported, or free text).
+    ///
+    /// Under four-eyes (`lifecycle.four_eyes`: from --config, else as the daemon last recorded
+    /// it in the store) resolving an alert of those severities only proposes it (`pending
+    /// approval`): --by must name an enabled console user with the role to resolve it (a lead
+    /// for critical), and a different lead approves or rejects it in the console or with
+    /// `POST /api/alerts/FP/approve` under their own token. The CLI cannot approve.
     Resolve(ResolveArgs),
     /// List alerts and their state.
     Alerts(AlertsArgs),
@@ -212,6 +218,7 @@ pub struct ResolveArgs {
     pub at: StoreLocation,
     /// The alert's fingerprint, or any unique prefix of it of 8 or more hex characters.
     pub fingerprint: String,
+    /// Who resolves (under four-eyes: an enabled console user allowed to resolve the alert).
     #[arg(long)]
     pub by: String,
     /// false_positive, escalated_to_aml_officer, reported, or free text.

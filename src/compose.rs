@@ -255,7 +255,8 @@ pub fn api_router(cfg: &Config, store: &Arc<dyn StateStore>) -> Option<axum::Rou
             cases,
             users,
         )
-        .with_rules(console_rules(cfg)),
+        .with_rules(console_rules(cfg))
+        .with_health(store.clone(), cfg.argos.daily_budget),
     );
     Some(api.merge(console))
 }

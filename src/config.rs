@@ -1210,6 +1210,14 @@ impl Config {
         }
         errs.extend(self.api.validate());
         errs.extend(self.console.iter().flat_map(ConsoleConfig::validate));
+        if let Some(l) = self.console.as_ref().and_then(|c| c.listen)
+            && Some(l) == self.telemetry.listen
+        {
+            errs.push(format!(
+                "console.listen: {l} is telemetry.listen too; leave console.listen out to serve \
+                 the console there, or give it an address of its own"
+            ));
+        }
         if let Some(i) = &self.ingest {
             use secrecy::ExposeSecret;
             let t = i.token.expose_secret();

@@ -119,7 +119,8 @@ struct Daemon {
     reloads: mpsc::Receiver<crate::reload::ReloadReason>,
     next_poll: tokio::time::Instant,
     next_purge: tokio::time::Instant,
-    _telemetry: Option<AbortOnDrop>,
+    /// `telemetry.listen` and `console.listen`.
+    _listeners: Vec<AbortOnDrop>,
 }
 
 impl Daemon {
@@ -165,6 +166,7 @@ impl Daemon {
             writers.clone(),
             stop.clone(),
         )?;
+        live.record_applied("start").await;
         let flush_when = {
             let (stop, writers) = (stop.clone(), writers.clone());
             async move {
@@ -177,7 +179,7 @@ impl Daemon {
         let poller = Poller::new(client.clone(), cfg.poll.clone(), cfg.argos.daily_budget);
         let health =
             crate::telemetry::Health::new(cfg.poll.interval.0).with_budget(client.budget().clone());
-        let _telemetry = serve_telemetry(&cfg, &health, &live).await;
+        let _listeners = serve_telemetry(&cfg, &health, &live).await;
         // SIGHUP always reloads; `reload.watch` adds the file watcher.
         let reloads = crate::reload::watch(
             std::iter::once(cfg.rules.clone())
@@ -204,7 +206,7 @@ impl Daemon {
             reloads,
             next_poll: now,
             next_purge: now,
-            _telemetry,
+            _listeners,
         })
     }
 
@@ -352,25 +354,51 @@ impl Daemon {
     }
 }
 
-/// Metrics, health and the alert API on `telemetry.listen`, when set. A
-/// daemon that cannot serve metrics still delivers alerts: log, go on.
+/// Metrics and health on `telemetry.listen`, when set; the alert API and
+/// the console there too, or on `console.listen` when that is set (so the
+/// console can face the office network while metrics stay on loopback). A
+/// daemon that cannot serve them still delivers alerts: log, go on.
 async fn serve_telemetry(
     cfg: &Config,
     health: &crate::telemetry::Health,
     live: &crate::reload::Live,
-) -> Option<AbortOnDrop> {
-    let addr = cfg.telemetry.listen?;
-    let api = Some(crate::reload::api_service(live.api.clone()));
-    match crate::telemetry::serve(addr, health.clone(), api).await {
+) -> Vec<AbortOnDrop> {
+    let api = || crate::reload::api_service(live.api.clone());
+    let mut out = Vec::new();
+    let console_at = cfg.console.as_ref().and_then(|c| c.listen);
+    if let Some(addr) = console_at {
+        match crate::http_guard::bind(addr, "console.listen").await {
+            Ok(listener) => {
+                if let Ok(bound) = listener.local_addr() {
+                    tracing::info!("console and alert API on http://{bound}/");
+                }
+                out.push(AbortOnDrop(tokio::spawn(crate::http_guard::serve(
+                    listener,
+                    api(),
+                    crate::http_guard::Limits::API,
+                    "console",
+                    std::future::pending(),
+                ))));
+            }
+            Err(e) => tracing::error!(
+                "cannot serve the console on {addr} (console.listen): {e}; continuing without it"
+            ),
+        }
+    }
+    let Some(addr) = cfg.telemetry.listen else {
+        return out;
+    };
+    let more = console_at.is_none().then(api);
+    match crate::telemetry::serve(addr, health.clone(), more).await {
         Ok((bound, task)) => {
             tracing::info!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
-            Some(AbortOnDrop(task))
+            out.push(AbortOnDrop(task));
         }
         Err(e) => {
             tracing::error!("cannot serve metrics on {addr}: {e}; continuing without /metrics");
-            None
         }
     }
+    out
 }
 
 /// Hints taken into one batch at most (the channel is drained up to this).

@@ -53,6 +53,7 @@ pub mod clock;
 pub mod commands;
 pub mod compose;
 pub mod config;
+pub mod config_status;
 pub mod console;
 pub mod daemon;
 pub mod demo;

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config_status::ReloadRecord;
 use crate::escalation::Escalator;
 use crate::notify::Receiver;
 use crate::notify::routing::Router;
@@ -308,7 +309,8 @@ impl Live {
         let new = match prepare(&path, &self.store) {
             Ok(new) => new,
             Err(e) => {
-                let at = crate::store::fmt_time(chrono::Utc::now());
+                let now = chrono::Utc::now();
+                let at = crate::store::fmt_time(now);
                 tracing::error!(
                     "{reason}: configuration reload refused, the running configuration stays in force: {e:#}"
                 );
@@ -316,6 +318,8 @@ impl Live {
                 let first = format!("{e:#}").lines().next().unwrap_or("").to_owned();
                 health.reload_refused(Some(format!("reload refused at {at}: {first}")));
                 crate::telemetry::emit::config_reload(false);
+                let record = ReloadRecord::refused(&reason.to_string(), now, &e);
+                crate::config_status::record(&self.meta(), &record, None).await;
                 return;
             }
         };
@@ -341,7 +345,20 @@ impl Live {
         }
         health.reload_refused(None);
         crate::telemetry::emit::config_reload(true);
+        self.record_applied(&reason.to_string()).await;
         tracing::info!("{reason}: configuration reloaded: {line}");
+    }
+
+    /// Records that the configuration now running was applied (`start` or a
+    /// reload), with its four-eyes policy, for the console and the CLI.
+    pub async fn record_applied(&self, reason: &str) {
+        let record = ReloadRecord::applied(reason, chrono::Utc::now());
+        crate::config_status::record(&self.meta(), &record, Some(&self.cfg.lifecycle.four_eyes))
+            .await;
+    }
+
+    fn meta(&self) -> Arc<dyn crate::store::meta::MetaStore> {
+        self.store.clone()
     }
 
     /// One line: which sections changed, the rules' versions, and what only
@@ -360,6 +377,11 @@ impl Live {
             } else {
                 changed.push(k.clone());
             }
+        }
+        // Listeners are bound once, at start.
+        let listen = |c: &Config| c.console.as_ref().and_then(|c| c.listen);
+        if listen(&self.cfg) != listen(&new.cfg) {
+            restart.push("console.listen".into());
         }
         if running.version() != new.rules.version() {
             changed.push(format!(

@@ -159,8 +159,22 @@ impl Templates {
         }
     }
 
-    /// With these links (`dashboard_url` included).
+    /// With these links (`dashboard_url` included). Digests link each
+    /// alert to its console page through `fingerprint|console_link`.
     pub fn with_links(mut self, links: Links) -> Templates {
+        let base = links
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
+        self.env
+            .add_filter("console_link", move |v: &JValue| -> Result<JValue, Error> {
+                Ok(match (opt_str(v)?, &base) {
+                    (Some(fp), Some(base)) => JValue::from(format!("{base}/alerts/{fp}")),
+                    _ => JValue::from(()),
+                })
+            });
+        self.fueled.get_mut().expect("fuel cache").clear();
         self.links = links;
         self
     }
@@ -441,6 +455,10 @@ fn environment(tz: chrono_tz::Tz, dashboard_url: Option<String>) -> Environment<
     });
     env.add_filter("teams", |v: &JValue| -> Result<String, Error> {
         Ok(opt_str(v)?.map_or_else(String::new, |s| teams_escape(&s)))
+    });
+    // Set by `Templates::with_links` when `api.public_url` is known.
+    env.add_filter("console_link", |_: &JValue| -> Result<JValue, Error> {
+        Ok(JValue::from(()))
     });
     env.add_filter("argos_link", move |v: &JValue| -> Result<JValue, Error> {
         let Some(id) = opt_str(v)? else {

@@ -22,6 +22,10 @@ pub enum ConsoleAuth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
+    /// The console's (and the alert API's) own address; absent: they are
+    /// served on `telemetry.listen` beside `/metrics`. A restart applies a change.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub auth: ConsoleAuth,
     /// With `auth: proxy`: the only peer addresses whose user header is believed.
@@ -50,6 +54,7 @@ pub struct ConsoleConfig {
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
+            listen: None,
             auth: ConsoleAuth::Local,
             trusted_proxies: Vec::new(),
             user_header: d_user_header(),

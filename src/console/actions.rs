@@ -212,7 +212,10 @@ async fn silence(
     let Some(ends_at) = expiry.and_hms_opt(23, 59, 59).map(|t| t.and_utc()) else {
         return bad_request(me, "expiry: not a date.");
     };
-    if ends_at <= now || ends_at > now + chrono::Duration::days(MAX_SILENCE_DAYS) {
+    // Calendar days, as the form's date picker offers them (today to
+    // today + 180): the silence ends at the end of that day, UTC.
+    let today = now.date_naive();
+    if expiry < today || expiry > today + chrono::Duration::days(MAX_SILENCE_DAYS) {
         return bad_request(
             me,
             &format!("expiry: between today and {MAX_SILENCE_DAYS} days from now."),
@@ -265,6 +268,8 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
         return bad_request(&me, "Select at least one alert.");
     }
     let mut done = 0;
+    // Four-eyes resolutions wait for a second lead: not "resolved".
+    let mut proposed = 0;
     let mut refused = Vec::new();
     for fp in &fps {
         let c = match load_case(&s, &me, fp).await {
@@ -300,6 +305,7 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
             .change(&c.view.fingerprint, &me.who.name, a, &s.policy)
             .await
         {
+            Ok(AlertState::PendingApproval) => proposed += 1,
             Ok(_) => done += 1,
             Err(e) => refused.push(format!("{}: {e}", short(fp))),
         }
@@ -310,6 +316,9 @@ pub async fn bulk(State(s): State<ConsoleState>, Posted { session: me, form }: P
         "Resolved"
     };
     let mut text = format!("{verb} {done} of {} alert(s).", fps.len());
+    if proposed > 0 {
+        text += &format!(" Proposed {proposed} for a second lead's approval (four-eyes).");
+    }
     if !refused.is_empty() {
         text += &format!(" Not changed: {}.", refused.join("; "));
     }

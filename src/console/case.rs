@@ -227,6 +227,14 @@ pub fn timeline(case: &Case) -> Vec<Event> {
                 None,
             ),
             "silenced" => ("silenced (not sent)".into(), text(d, "reason")),
+            "escalation_step" => escalation_step(d),
+            "escalation_stopped" => (
+                format!(
+                    "escalation stopped ({})",
+                    text(d, "policy").unwrap_or_default()
+                ),
+                text(d, "reason"),
+            ),
             kind => (kind.replace('_', " "), Some(compact(d))),
         };
         events.push(Event {
@@ -249,6 +257,25 @@ pub fn timeline(case: &Case) -> Vec<Event> {
     }
     events.sort_by(|a, b| a.at.cmp(&b.at));
     events
+}
+
+/// "escalation step 2 (policy aml): to officer, head" and whether it was late.
+fn escalation_step(d: &Value) -> (String, Option<String>) {
+    let receivers: Vec<&str> = d["receivers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let what = format!(
+        "escalation step {} ({}): to {}",
+        d["step"],
+        text(d, "policy").unwrap_or_default(),
+        receivers.join(", ")
+    );
+    let late = d["late"].as_bool() == Some(true);
+    (
+        what,
+        late.then(|| format!("late: was due {}", text(d, "due_at").unwrap_or_default())),
+    )
 }
 
 /// A detail object on one line, bounded.

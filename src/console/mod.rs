@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use crate::config::ConsoleConfig;
 use crate::store::cases::CaseStore;
 use crate::store::lifecycle::Policy;
+use crate::store::meta::MetaStore;
 use crate::store::users::UserStore;
 
 pub use view::CSP;
@@ -53,6 +54,10 @@ pub struct ConsoleState {
     pub rules: Arc<Vec<RuleInfo>>,
     /// When this configuration was loaded (the Health page's "last reload").
     pub loaded_at: String,
+    /// Where the daemon records the last reload's outcome (the Health page).
+    pub meta: Option<Arc<dyn MetaStore>>,
+    /// `argos.daily_budget`: Argos calls a UTC day may make (0: no limit).
+    pub daily_budget: u64,
 }
 
 impl ConsoleState {
@@ -73,7 +78,17 @@ impl ConsoleState {
             users,
             rules: Arc::new(Vec::new()),
             loaded_at: crate::store::fmt_time(chrono::Utc::now()),
+            meta: None,
+            daily_budget: 0,
         }
+    }
+
+    /// What the Health page reads beside the case store: the reload record
+    /// in `meta` and the configured daily API budget.
+    pub fn with_health(mut self, meta: Arc<dyn MetaStore>, daily_budget: u64) -> ConsoleState {
+        self.meta = Some(meta);
+        self.daily_budget = daily_budget;
+        self
     }
 
     /// The rules the Rules page and alert pages describe.

@@ -294,7 +294,7 @@ pub(super) fn alert_page(
             "decisions": case::decisions(c), "members": members,
             "fields": case::fields(c.submission.as_ref(), revealed),
             "timeline": case::timeline(c), "outcomes": outcomes(),
-            "today": (today + chrono::Duration::days(1)).to_string(),
+            "today": today.to_string(),
             "max_expiry": (today + chrono::Duration::days(super::actions::MAX_SILENCE_DAYS)).to_string(),
             "flash": flash,
         }),
@@ -401,13 +401,33 @@ pub async fn rules(State(s): State<ConsoleState>, Extension(me): Extension<Sessi
 
 pub async fn health(State(s): State<ConsoleState>, Extension(me): Extension<Session>) -> Response {
     let today = Utc::now().format("%Y-%m-%d").to_string();
-    match s.cases.health(&today).await {
-        Ok(h) => view::page(
-            &me,
-            "health.html",
-            "Health",
-            json!({"h": h, "loaded_at": s.loaded_at}),
-        ),
-        Err(e) => store_error(e),
-    }
+    let h = match s.cases.health(&today).await {
+        Ok(h) => h,
+        Err(e) => return store_error(e),
+    };
+    let reload = match &s.meta {
+        Some(m) => match crate::config_status::last(m).await {
+            Ok(r) => r,
+            Err(e) => return store_error(e),
+        },
+        None => None,
+    };
+    let budget = budget_facts(h.api_calls_today, s.daily_budget);
+    view::page(
+        &me,
+        "health.html",
+        "Health",
+        json!({"h": h, "loaded_at": s.loaded_at, "budget": budget, "reload": reload}),
+    )
+}
+
+/// The day's Argos calls against `argos.daily_budget` (0: no limit).
+fn budget_facts(calls: u64, daily: u64) -> Value {
+    json!({
+        "calls": calls,
+        "daily": daily,
+        "left": daily.saturating_sub(calls),
+        "spent": daily > 0 && calls >= daily,
+        "percent": calls.saturating_mul(100).checked_div(daily).unwrap_or(0),
+    })
 }

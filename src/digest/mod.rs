@@ -217,9 +217,14 @@ impl Digester {
         if cfg.digests.is_empty() {
             return Ok(None);
         }
-        let templates = Arc::new(Templates::load(&cfg.templates).map_err(|errs| {
-            anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
-        })?);
+        // With the links: each alert of a digest links to its console page.
+        let templates = Arc::new(
+            Templates::load(&cfg.templates)
+                .map_err(|errs| {
+                    anyhow::anyhow!("the templates have problems:\n{}", errs.join("\n"))
+                })?
+                .with_links(crate::templates::Links::from_config(cfg)),
+        );
         let mut plans = Vec::new();
         let mut errs = Vec::new();
         for d in &cfg.digests {

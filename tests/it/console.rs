@@ -17,8 +17,8 @@ use kyc_sentinel::simulator::{SimConfig, Simulator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery";
-const TOKEN: &str = "t0ken-0123456789abcdef";
+pub(crate) const PASSWORD: &str = "correct horse battery";
+pub(crate) const TOKEN: &str = "t0ken-0123456789abcdef";
 
 fn red_flag(id: &str, risk: &str, email: &str) -> Value {
     let t = format_argos_timestamp(Utc::now());
@@ -30,17 +30,27 @@ fn red_flag(id: &str, risk: &str, email: &str) -> Value {
 
 /// A daemon with the console, over a simulator holding one critical
 /// (`crit`, High risk) and one high (`med`, Medium risk) alert.
-struct Console {
-    base: String,
-    cfg: PathBuf,
-    _sim: kyc_sentinel::simulator::SimHandle,
+pub(crate) struct Console {
+    pub(crate) base: String,
+    pub(crate) cfg: PathBuf,
+    pub(crate) sim: kyc_sentinel::simulator::SimHandle,
     _dir: tempfile::TempDir,
     _stop: tokio_util::sync::DropGuard,
     _daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Console {
-    async fn start(extra: &str, users: &[(&str, &str)]) -> Console {
+    pub(crate) async fn start(extra: &str, users: &[(&str, &str)]) -> Console {
+        Console::start_edited(extra, users, |_, text| text.to_owned()).await
+    }
+
+    /// [`Console::start`] with the config text passed through `edit` (given
+    /// the test's directory) before the daemon reads it.
+    pub(crate) async fn start_edited(
+        extra: &str,
+        users: &[(&str, &str)],
+        edit: impl FnOnce(&Path, &str) -> String,
+    ) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let sim = Simulator::start(SimConfig {
             submissions: 0,
@@ -63,7 +73,7 @@ impl Console {
         let text = std::fs::read_to_string(&cfg)
             .unwrap()
             .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"));
-        std::fs::write(&cfg, text).unwrap();
+        std::fs::write(&cfg, edit(dir.path(), &text)).unwrap();
         for (name, role) in users {
             add_user(&cfg, name, role);
         }
@@ -75,7 +85,7 @@ impl Console {
         let c = Console {
             base: format!("http://127.0.0.1:{port}"),
             cfg,
-            _sim: sim,
+            sim,
             _dir: dir,
             _stop: stop.drop_guard(),
             _daemon: daemon,
@@ -103,7 +113,7 @@ impl Console {
     }
 
     /// The full fingerprint of the alert on submission `id`.
-    async fn fp(&self, id: &str) -> String {
+    pub(crate) async fn fp(&self, id: &str) -> String {
         let all: Vec<Value> = client(None)
             .get(format!("{}/api/alerts", self.base))
             .bearer_auth(TOKEN)
@@ -146,7 +156,7 @@ fn add_user(cfg: &Path, name: &str, role: &str) {
     );
 }
 
-fn cli(cfg: &Path, args: &[&str]) -> String {
+pub(crate) fn cli(cfg: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
         .args(args)
         .arg("--config")
@@ -188,7 +198,7 @@ impl FormOf for reqwest::RequestBuilder {
 }
 
 /// A client that follows no redirects (they carry the cookie), from `from`.
-fn client(from: Option<IpAddr>) -> reqwest::Client {
+pub(crate) fn client(from: Option<IpAddr>) -> reqwest::Client {
     let mut b = kyc_sentinel::util::http_client().redirect(reqwest::redirect::Policy::none());
     if let Some(ip) = from {
         b = b.local_address(ip);
@@ -197,16 +207,16 @@ fn client(from: Option<IpAddr>) -> reqwest::Client {
 }
 
 /// One signed-in person.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
     cookie: String,
 }
 
-struct Page {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: String,
 }
 
 async fn login_from(
@@ -234,7 +244,7 @@ async fn login_from(
     })
 }
 
-async fn login(c: &Console, name: &str) -> Browser {
+pub(crate) async fn login(c: &Console, name: &str) -> Browser {
     match login_from(&c.base, None, name, PASSWORD).await {
         Ok(b) => b,
         Err(p) => panic!("{name} could not sign in: {} {}", p.status, p.body),
@@ -258,7 +268,7 @@ fn csrf_of(body: &str) -> String {
 }
 
 impl Browser {
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         page(
             self.http
                 .get(format!("{}{path}", self.base))
@@ -275,7 +285,7 @@ impl Browser {
     }
 
     /// POSTs a form with this session's CSRF token.
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         let csrf = self.csrf().await;
         let mut form: Vec<(&str, &str)> = vec![("csrf", &csrf)];
         form.extend_from_slice(fields);
@@ -296,7 +306,7 @@ impl Browser {
     }
 }
 
-async fn state_of(c: &Console, fp: &str) -> Value {
+pub(crate) async fn state_of(c: &Console, fp: &str) -> Value {
     client(None)
         .get(format!("{}/api/alerts/{fp}", c.base))
         .bearer_auth(TOKEN)

@@ -166,3 +166,47 @@ fn a_broken_override_is_reported_with_file_and_line() {
         ["template `slack.json`:1: undefined value: `alert.nope` is undefined"]
     );
 }
+
+/// Digests link each listed alert to its console page (`api.public_url`),
+/// in both parts; without a public URL they carry no console link.
+#[test]
+fn digests_link_each_alert_to_the_console() {
+    let report = serde_json::to_value(kyc_sentinel::digest::report::build(
+        &kyc_sentinel::digest::report::sample_input(),
+        &kyc_sentinel::config::DigestFilters::default(),
+        kyc_sentinel::digest::report::Limits { top: 10, open: 50 },
+    ))
+    .unwrap();
+    let listed: Vec<String> = ["critical_high", "open_alerts"]
+        .iter()
+        .flat_map(|k| {
+            let rows = if *k == "open_alerts" {
+                &report[k]["shown"]
+            } else {
+                &report[k]
+            };
+            rows.as_array().unwrap().clone()
+        })
+        .map(|a| a["fingerprint"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!listed.is_empty());
+    let ctx = serde_json::json!({ "report": report });
+    let t = templates();
+    let text = t.render_value("digest.txt", &ctx).unwrap();
+    let html = t.render_value("digest.html", &ctx).unwrap();
+    for fp in &listed {
+        assert!(
+            text.contains(&format!("    https://sentinel.example.com/alerts/{fp}\n")),
+            "{fp} in {text}"
+        );
+        assert!(
+            html.contains(&format!(
+                "<a href=\"https:&#x2f;&#x2f;sentinel.example.com&#x2f;alerts&#x2f;{fp}\">"
+            )),
+            "{fp} in {html}"
+        );
+    }
+    let bare = Templates::shipped();
+    let text = bare.render_value("digest.txt", &ctx).unwrap();
+    assert!(!text.contains("/alerts/"), "{text}");
+}

@@ -296,6 +296,58 @@ mod tests {
         );
     }
 
+    /// The shipped pack decides alike on whole and projected simulator
+    /// submissions (rejections, retries, shared applicants, expiring documents).
+    #[test]
+    fn shipped_rules_decide_alike_on_projected_submissions() {
+        use crate::rules::MemoryState;
+        use crate::rules::shipped::shipped_rules;
+        use crate::simulator::generator::Generator;
+        use chrono::TimeZone;
+
+        let rules = shipped_rules();
+        let p = rules
+            .projection()
+            .expect("the shipped scripts read field chains");
+        let mut g = Generator::new(
+            3,
+            chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        );
+        let whole: Vec<Value> = (0..3000).map(|_| g.next_submission()).collect();
+        let projected: Vec<Value> = whole
+            .iter()
+            .map(|v| p.parse(&v.to_string()).unwrap())
+            .collect();
+        let text = whole[0].to_string();
+        assert!(p.parse(&text).unwrap().to_string().len() < text.len() / 2);
+        let decide = |batch: &[Value]| {
+            let out = rules.evaluate_batch(batch, &mut MemoryState::new());
+            let alerts: Vec<String> = out
+                .alerts()
+                .map(|a| serde_json::to_string(a).unwrap())
+                .collect();
+            let errors: Vec<String> = out.errors().map(|e| e.to_string()).collect();
+            let derived: Vec<Value> = out.submissions.iter().map(|s| s.derived.clone()).collect();
+            (alerts, errors, derived)
+        };
+        let (a, b) = (decide(&whole), decide(&projected));
+        assert!(a.0.len() > 100, "the sample fires rules: {}", a.0.len());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_script_using_s_whole_gives_no_projection() {
+        let rules = crate::rules::load_sources(
+            &[(
+                "r.yaml".to_string(),
+                "- id: r\n  description: d\n  severity: low\n  when:\n    script: \"let t = s; t.kyc == ()\"\n".to_string(),
+            )],
+            crate::rules::ScriptLimits::default(),
+        )
+        .unwrap();
+        assert!(rules.projection().is_none());
+    }
+
     #[test]
     fn syntax_errors_are_serde_jsons() {
         let p = projection(&["a"], &[]);

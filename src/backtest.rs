@@ -15,7 +15,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::rules::{MemoryState, RuleSet};
+use crate::rules::{MemoryState, Projection, RuleSet};
 use futures::StreamExt;
 
 use crate::store::shadow::{FiredAlert, ShadowStore, StoredVersion};
@@ -171,6 +171,8 @@ pub async fn replay(
     // A reader task reads and parses the next chunks (on another core) while
     // this one is evaluated.
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    // Only the fields the candidates read are built; the rest is scanned.
+    let projection = rules.projection();
     let reader = tokio::spawn(async move {
         let mut stream = store.versions(from, to);
         let mut chunk = Parsed::default();
@@ -182,7 +184,7 @@ pub async fn replay(
                     return;
                 }
             };
-            chunk.add(v);
+            chunk.add(v, projection.as_ref());
             if chunk.versions == CHUNK && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
                 return;
             }
@@ -209,13 +211,17 @@ struct Parsed {
 }
 
 impl Parsed {
-    fn add(&mut self, v: StoredVersion) {
+    fn add(&mut self, v: StoredVersion, projection: Option<&Projection>) {
         self.versions += 1;
         let Some(raw) = v.raw else {
             self.skipped.push(v.submission_id);
             return;
         };
-        match serde_json::from_str::<serde_json::Value>(&raw) {
+        let doc = match projection {
+            Some(p) => p.parse(&raw),
+            None => serde_json::from_str::<serde_json::Value>(&raw),
+        };
+        match doc {
             Ok(doc) => self.docs.push(doc),
             Err(e) => self
                 .unreadable

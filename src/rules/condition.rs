@@ -325,6 +325,16 @@ impl Condition {
         }
     }
 
+    /// The field paths of this condition's field tests.
+    pub fn field_paths(&self, out: &mut impl FnMut(&FieldPath)) {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.field_paths(out)),
+            Condition::Not(c) => c.field_paths(out),
+            Condition::Field(t) => out(&t.path),
+            Condition::Script(_) => {}
+        }
+    }
+
     pub fn eval(&self, subject: &Subject<'_>, scripts: &mut ScriptCtx<'_>) -> bool {
         match self {
             Condition::All(cs) => cs.iter().all(|c| c.eval(subject, scripts)),

@@ -149,6 +149,12 @@ impl RuleSet {
         &self.version
     }
 
+    /// The part of a submission these rules (and the engine) read, to parse
+    /// stored versions faster; `None` when a script reads the whole submission.
+    pub fn projection(&self) -> Option<super::project::Projection> {
+        super::project::Projection::of(&self.rules, self.script_paths.as_deref())
+    }
+
     /// The rules for which `keep` holds, sharing the script engine.
     pub fn filter(&self, keep: impl Fn(&Rule) -> bool) -> RuleSet {
         RuleSet::new(

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
+pub(crate) enum Segment {
     Key(String),
     /// `[N]`: one element of an array.
     Index(usize),
@@ -80,6 +80,11 @@ impl FieldPath {
             text: text.to_string(),
             segments,
         })
+    }
+
+    /// The parsed segments (what [`super::project`] keeps of a submission).
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
     }
 
     /// The first key, used to send `derived.*` paths to the derived fields.

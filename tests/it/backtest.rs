@@ -391,3 +391,76 @@ async fn readme_commands_run() {
     let table = &ran.iter().find(|(c, _)| *c == "backtest").unwrap().1;
     assert!(table.contains("reported missed: 3"), "{table}");
 }
+
+/// The stored versions come out of a read-only store in event-time order,
+/// ties by submission id, whatever order they were written in, across the
+/// store's read chunks, purged ones included (as `None`). The expected order
+/// is the fixture sorted here.
+#[tokio::test]
+async fn versions_stream_in_event_time_order_across_chunks() {
+    use futures::StreamExt;
+    use kyc_sentinel::store::shadow::{end_of_time, start_of_time};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    // 2,500 versions written newest first, on 500 distinct times (five per
+    // time, ids that sort differently from their write order).
+    let base = t("2026-11-01T00:00:00Z");
+    let mut expected: Vec<(DateTime<Utc>, String)> = Vec::new();
+    let mut batch = BatchCommit::default();
+    for i in (0..2500u32).rev() {
+        let id = format!("sub-{:04}", (i * 7919) % 2500);
+        let at = base + chrono::Duration::seconds(i64::from(i / 5));
+        expected.push((at, id.clone()));
+        batch.versions.push(VersionRow {
+            submission_id: id.clone(),
+            content_hash: format!("h-{id}"),
+            kyc_result: None,
+            created_at: Some(at),
+            event_time: at,
+            raw: format!(r#"{{"submission_id":"{id}"}}"#),
+        });
+    }
+    store.commit_batch(batch).await.unwrap();
+    sqlx::query("UPDATE submission_versions SET raw = NULL WHERE submission_id = 'sub-0007'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.pool().close().await;
+    expected.sort();
+
+    let cfg = kyc_sentinel::config::StoreConfig {
+        path: path.clone(),
+        ..Default::default()
+    };
+    let ro = kyc_sentinel::store::open_read_only(&cfg).await.unwrap();
+    let got: Vec<_> = ro
+        .versions(start_of_time(), end_of_time())
+        .map(|v| v.unwrap())
+        .collect()
+        .await;
+    let ids: Vec<&str> = got.iter().map(|v| v.submission_id.as_str()).collect();
+    let want: Vec<&str> = expected.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, want);
+    for v in &got {
+        let raw_id = v
+            .raw
+            .as_deref()
+            .map(|r| serde_json::from_str::<Value>(r).unwrap()["submission_id"].clone());
+        match v.submission_id.as_str() {
+            "sub-0007" => assert_eq!(raw_id, None),
+            id => assert_eq!(raw_id, Some(Value::from(id))),
+        }
+    }
+    // A period selects by event time, [from, to).
+    let some: Vec<_> = ro
+        .versions(base, base + chrono::Duration::seconds(2))
+        .map(|v| v.unwrap().submission_id)
+        .collect()
+        .await;
+    assert_eq!(
+        some,
+        want[..10].iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
+}

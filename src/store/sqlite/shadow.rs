@@ -1,12 +1,13 @@
 //! The SQLite side of [`ShadowStore`]: the daemon's store and a read-only
 //! connection (`shadow report`, `backtest`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
@@ -94,27 +95,91 @@ async fn alerts_where(
     rows.iter().map(fired_alert).collect()
 }
 
+/// Versions read per lookup of the second pass.
+const LOOKUP: usize = 1000;
+
 fn versions(
     pool: &SqlitePool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> BoxStream<'_, Result<StoredVersion>> {
-    // One scan sorted by SQLite: far cheaper than a lookup per version.
-    sqlx::query(
-        "SELECT submission_id, raw FROM submission_versions \
-         WHERE event_time >= ? AND event_time < ? ORDER BY event_time, submission_id",
-    )
-    .bind(fmt_time(from))
-    .bind(fmt_time(to))
-    .fetch(pool)
-    .map(|row| {
-        let r = row?;
-        Ok(StoredVersion {
-            submission_id: r.get(0),
-            raw: r.get(1),
+    // `ORDER BY` over whole rows makes SQLite sort the raw JSON too (for 100k
+    // versions, hundreds of megabytes through temporary files before the first
+    // row comes out). So the ids are sorted alone, then the rows are read by
+    // id a chunk at a time: one read transaction, one snapshot of a store a
+    // daemon may be writing.
+    let (from, to) = (fmt_time(from), fmt_time(to));
+    futures::stream::once(async move {
+        let mut tx = pool.begin().await?;
+        let ids = ordered_rowids(&mut tx, from, to).await?;
+        Ok::<_, StoreError>((tx, ids))
+    })
+    .map_ok(|(tx, ids)| {
+        futures::stream::try_unfold((tx, ids, 0), |(mut tx, ids, at)| async move {
+            if at >= ids.len() {
+                tx.rollback().await?;
+                return Ok::<_, StoreError>(None);
+            }
+            let end = (at + LOOKUP).min(ids.len());
+            let rows = rows_by_id(&mut tx, &ids[at..end]).await?;
+            Ok(Some((
+                futures::stream::iter(rows.into_iter().map(Ok)),
+                (tx, ids, end),
+            )))
         })
     })
+    .try_flatten()
+    .try_flatten()
     .boxed()
+}
+
+type ReadTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// The row ids of the versions in `[from, to)`, in event-time order (ties by
+/// submission id), as one JSON array: one row, not one per version.
+async fn ordered_rowids(tx: &mut ReadTx, from: String, to: String) -> Result<Vec<i64>> {
+    let list: String = sqlx::query_scalar(
+        "SELECT json_group_array(rowid ORDER BY event_time, submission_id) \
+         FROM submission_versions WHERE event_time >= ? AND event_time < ?",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut **tx)
+    .await?;
+    serde_json::from_str(&list).map_err(|e| StoreError::Corrupt {
+        what: "submission_versions.rowid",
+        detail: e.to_string(),
+    })
+}
+
+/// The versions with row ids `ids`, in that order.
+async fn rows_by_id(tx: &mut ReadTx, ids: &[i64]) -> Result<Vec<StoredVersion>> {
+    let list = serde_json::Value::from(ids).to_string();
+    let rows = sqlx::query(
+        "SELECT rowid, submission_id, raw FROM submission_versions \
+         WHERE rowid IN (SELECT value FROM json_each(?))",
+    )
+    .bind(list)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut by_id: HashMap<i64, StoredVersion> = rows
+        .iter()
+        .map(|r| {
+            let v = StoredVersion {
+                submission_id: r.get(1),
+                raw: r.get(2),
+            };
+            (r.get(0), v)
+        })
+        .collect();
+    ids.iter()
+        .map(|id| {
+            by_id.remove(id).ok_or_else(|| StoreError::Corrupt {
+                what: "submission_versions.rowid",
+                detail: format!("row {id} vanished inside one read transaction"),
+            })
+        })
+        .collect()
 }
 
 /// The pool the operations run on (both stores are SQLite).

@@ -8,7 +8,7 @@
 //! submissions each predicate matches, or the comparison means nothing: the
 //! bench fails when they disagree.
 //!
-//! `cargo bench --bench peers -- [--n 20000] [--rounds 5] [--out subs.jsonl]`
+//! `cargo bench --features bench --bench peers -- [--n 20000] [--rounds 5] [--out subs.jsonl]`
 //! prints `peer: <name> ns/eval=<x> convert_ns/sub=<y> matches=[..]` lines.
 
 use std::hint::black_box;

@@ -5,7 +5,7 @@
 //! tested against one submission, including derived fields, state and
 //! firing); criterion prints it as `elem/s`.
 //!
-//!     cargo bench --bench rules
+//!     cargo bench --features bench --bench rules
 
 use std::hint::black_box;
 use std::path::Path;

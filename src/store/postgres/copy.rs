@@ -22,7 +22,7 @@ enum Kind {
 }
 use Kind::{Bool, Int, Text};
 
-/// Every table of the SQLite migrations 0001-0009, parents before children,
+/// Every table of the SQLite migrations 0001-0010, parents before children,
 /// with its columns and their kinds.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
@@ -234,6 +234,47 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         "outbox_alerts",
         &[("outbox_id", Int), ("fingerprint", Text)],
     ),
+    // 0010: the console (sessions too: people stay signed in across the move).
+    (
+        "users",
+        &[
+            ("name", Text),
+            ("role", Text),
+            ("password_hash", Text),
+            ("disabled", Bool),
+            ("created_at", Text),
+        ],
+    ),
+    (
+        "user_tokens",
+        &[("token_hash", Text), ("name", Text), ("created_at", Text)],
+    ),
+    (
+        "sessions",
+        &[
+            ("id_hash", Text),
+            ("name", Text),
+            ("role", Text),
+            ("csrf", Text),
+            ("created_at", Text),
+            ("last_seen", Text),
+        ],
+    ),
+    ("login_failures", &[("key", Text), ("at", Text)]),
+    (
+        "alert_assignees",
+        &[("fingerprint", Text), ("assignee", Text), ("at", Text)],
+    ),
+    (
+        "alert_notes",
+        &[
+            ("id", Int),
+            ("fingerprint", Text),
+            ("at", Text),
+            ("by", Text),
+            ("note", Text),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is an identity column: the sequence continues after the copied ids.
@@ -244,6 +285,7 @@ const IDENTITY_TABLES: &[&str] = &[
     "silences",
     "alert_state_changes",
     "digests",
+    "alert_notes",
 ];
 
 /// Triggers that derive rows the copy brings along.
@@ -284,8 +326,8 @@ pub async fn copy_sqlite(from: &SqliteStore, to: &PgStore) -> Result<Vec<Copied>
     )
     .fetch_all(&mut *src)
     .await?;
-    // A table this copy does not know (the console's, which PostgreSQL does
-    // not have yet) is refused when it holds rows: nothing is left out.
+    // A table this copy does not know (one a newer SQLite migration added)
+    // is refused when it holds rows: nothing is left out.
     for t in tables
         .iter()
         .filter(|t| !TABLES.iter().any(|(n, _)| n == *t))

@@ -24,6 +24,7 @@ pub mod cases;
 pub mod digests;
 pub mod escalation;
 pub mod hints;
+pub mod leadership;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
@@ -130,6 +131,18 @@ impl ConsoleRoles for SqliteStore {
     fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
         Some((Arc::new(self.clone()), Arc::new(self.clone())))
     }
+}
+
+/// Opens the configured store for several instances (`crate::ha`): `None`
+/// when the backend is one instance's own (SQLite), which has nobody to
+/// share leadership with.
+pub async fn open_shared(
+    cfg: &crate::config::StoreConfig,
+) -> Result<Option<Arc<dyn leadership::SharedStore>>> {
+    Ok(match &cfg.url {
+        Some(url) => Some(Arc::new(PgStore::open(url).await?)),
+        None => None,
+    })
 }
 
 /// Opens the configured store read-only, for the commands that must change

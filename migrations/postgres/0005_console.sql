@@ -53,3 +53,129 @@ CREATE INDEX alert_states_state ON alert_states (state);
 CREATE INDEX alerts_rule_fired ON alerts (rule_id, fired_at);
 CREATE INDEX alerts_group_key ON alerts (group_key);
 CREATE INDEX applicants_email ON applicants (email);
+
+-- Twin of SQLite's 0011_inbox.sql: one narrow row per live alert for the
+-- inbox, kept by triggers in the writing transaction, and live alerts per
+-- state. See the SQLite file for the why; `labels` is RS key US value RS ...
+CREATE TABLE alert_inbox (
+    fingerprint   TEXT COLLATE "C" PRIMARY KEY,
+    fired_at      TEXT COLLATE "C" NOT NULL,
+    rule_id       TEXT COLLATE "C" NOT NULL,
+    severity      TEXT COLLATE "C" NOT NULL,
+    submission_id TEXT COLLATE "C" NOT NULL,
+    group_key     TEXT COLLATE "C",
+    labels        TEXT NOT NULL,
+    state         TEXT COLLATE "C" NOT NULL,
+    assignee      TEXT COLLATE "C",
+    silenced      BOOLEAN NOT NULL DEFAULT false
+);
+CREATE INDEX alert_inbox_fired ON alert_inbox (fired_at, fingerprint);
+CREATE INDEX alert_inbox_state ON alert_inbox (state, fired_at);
+CREATE INDEX alert_inbox_assignee ON alert_inbox (assignee, state);
+CREATE INDEX alert_inbox_severity ON alert_inbox (severity, state);
+CREATE INDEX alert_inbox_rule ON alert_inbox (rule_id, state);
+
+CREATE TABLE alert_state_counts (
+    state TEXT COLLATE "C" PRIMARY KEY,
+    n     BIGINT NOT NULL
+);
+
+CREATE FUNCTION alert_labels(body TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE AS $$
+    SELECT COALESCE((SELECT chr(30) || string_agg(key || chr(31) || value, chr(30)) || chr(30)
+                     FROM jsonb_each_text(CASE WHEN jsonb_typeof(body::jsonb -> 'labels') = 'object'
+                                               THEN body::jsonb -> 'labels' END)), '')
+$$;
+
+CREATE FUNCTION alert_inbox_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO alert_inbox (fingerprint, fired_at, rule_id, severity, submission_id, group_key,
+        labels, state, assignee, silenced)
+    VALUES (NEW.fingerprint, NEW.fired_at, NEW.rule_id, NEW.severity, NEW.submission_id,
+        NEW.group_key, alert_labels(NEW.body),
+        COALESCE((SELECT state FROM alert_states WHERE fingerprint = NEW.fingerprint), 'open'),
+        (SELECT assignee FROM alert_assignees WHERE fingerprint = NEW.fingerprint),
+        EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = NEW.fingerprint))
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER alert_inbox_add AFTER INSERT ON alerts
+    FOR EACH ROW WHEN (NEW.mode = 'live') EXECUTE FUNCTION alert_inbox_add();
+
+CREATE FUNCTION alert_inbox_drop() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM alert_inbox WHERE fingerprint = OLD.fingerprint;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER alert_inbox_drop AFTER DELETE ON alerts
+    FOR EACH ROW EXECUTE FUNCTION alert_inbox_drop();
+
+CREATE FUNCTION alert_inbox_state() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        UPDATE alert_inbox SET state = 'open' WHERE fingerprint = OLD.fingerprint;
+    ELSE
+        UPDATE alert_inbox SET state = NEW.state WHERE fingerprint = NEW.fingerprint;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER alert_inbox_state AFTER INSERT OR UPDATE OF state OR DELETE ON alert_states
+    FOR EACH ROW EXECUTE FUNCTION alert_inbox_state();
+
+CREATE FUNCTION alert_inbox_assignee() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        UPDATE alert_inbox SET assignee = NULL WHERE fingerprint = OLD.fingerprint;
+    ELSE
+        UPDATE alert_inbox SET assignee = NEW.assignee WHERE fingerprint = NEW.fingerprint;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER alert_inbox_assignee AFTER INSERT OR UPDATE OF assignee OR DELETE ON alert_assignees
+    FOR EACH ROW EXECUTE FUNCTION alert_inbox_assignee();
+
+CREATE FUNCTION alert_inbox_silenced() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE alert_inbox SET silenced = true WHERE fingerprint = NEW.fingerprint;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER alert_inbox_silenced AFTER INSERT ON audit_log
+    FOR EACH ROW WHEN (NEW.kind = 'silenced' AND NEW.fingerprint IS NOT NULL)
+    EXECUTE FUNCTION alert_inbox_silenced();
+
+-- The counts follow the inbox rows. A move updates both rows in one
+-- statement, in state order: two people moving alerts at once lock the
+-- count rows in the same order (no deadlock).
+CREATE FUNCTION alert_state_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO alert_state_counts (state, n)
+    SELECT v.state, v.n FROM (
+        SELECT OLD.state, -1 WHERE TG_OP IN ('UPDATE', 'DELETE')
+        UNION ALL
+        SELECT NEW.state, 1 WHERE TG_OP IN ('UPDATE', 'INSERT')
+    ) AS v (state, n)
+    ORDER BY v.state
+    ON CONFLICT (state) DO UPDATE SET n = alert_state_counts.n + excluded.n;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER alert_state_counts_add AFTER INSERT OR DELETE ON alert_inbox
+    FOR EACH ROW EXECUTE FUNCTION alert_state_counts_follow();
+CREATE TRIGGER alert_state_counts_move AFTER UPDATE OF state ON alert_inbox
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION alert_state_counts_follow();
+
+-- The alerts already stored.
+INSERT INTO alert_inbox (fingerprint, fired_at, rule_id, severity, submission_id, group_key,
+    labels, state, assignee, silenced)
+SELECT a.fingerprint, a.fired_at, a.rule_id, a.severity, a.submission_id, a.group_key,
+    alert_labels(a.body), COALESCE(s.state, 'open'), g.assignee,
+    EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint)
+FROM alerts a
+LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint
+LEFT JOIN alert_assignees g ON g.fingerprint = a.fingerprint
+WHERE a.mode = 'live';

@@ -805,6 +805,8 @@ async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
         "login_failures",
         "alert_assignees",
         "alert_notes",
+        // Derived by triggers on both sides, not copied.
+        "alert_inbox",
     ] {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let l: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))

@@ -40,13 +40,9 @@ impl Where {
     }
 }
 
-const SILENCED: &str = "EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint)";
-
-const FROM: &str = "FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
-                    LEFT JOIN alert_assignees g ON g.fingerprint = a.fingerprint";
-
-/// The WHERE clause of the inbox and its bound values. `with_state` false
-/// leaves the state filter out (counts per state).
+/// The WHERE clause of the inbox over `alert_inbox i` (one narrow row per
+/// live alert, kept by triggers; migration 0005) and its bound values.
+/// `with_state` false leaves the state filter out (counts per state).
 fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     let mut w = Where {
         sql: vec!["true".to_owned()],
@@ -54,36 +50,40 @@ fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     };
     if with_state && let Some(st) = &q.state {
         if st == "silenced" {
-            w.sql.push(SILENCED.to_owned());
+            w.sql.push("i.silenced".to_owned());
         } else {
-            w.add("COALESCE(s.state, 'open') = {}", &[st]);
+            w.add("i.state = {}", &[st]);
         }
     }
     if let Some(v) = &q.severity {
-        w.add("a.severity = {}", &[v]);
+        w.add("i.severity = {}", &[v]);
     }
     if let Some(v) = &q.rule {
-        w.add("a.rule_id = {}", &[v]);
+        w.add("i.rule_id = {}", &[v]);
     }
     if let Some((k, v)) = &q.label {
-        // The key is a bound value: any text, no injection.
-        w.add("(a.body::jsonb -> 'labels') ->> {} = {}", &[k, v]);
+        // `labels` is RS key US value RS ...: an exact pair is a substring.
+        w.add(
+            "strpos(i.labels, chr(30) || {} || chr(31) || {} || chr(30)) > 0",
+            &[k, v],
+        );
     }
     match &q.assignee {
         Assignee::Anyone => {}
-        Assignee::Nobody => w.sql.push("g.assignee IS NULL".into()),
-        Assignee::Person(p) => w.add("g.assignee = {}", &[p]),
+        Assignee::Nobody => w.sql.push("i.assignee IS NULL".into()),
+        Assignee::Person(p) => w.add("i.assignee = {}", &[p]),
     }
     if let Some(t) = q.since {
-        w.add("a.fired_at >= {}", &[&fmt_time(t)]);
+        w.add("i.fired_at >= {}", &[&fmt_time(t)]);
     }
     if let Some(t) = q.until {
-        w.add("a.fired_at < {}", &[&fmt_time(t)]);
+        w.add("i.fired_at < {}", &[&fmt_time(t)]);
     }
     if let Some(term) = &q.search {
         // Exact matches only, each on an index: no scan of submission bodies.
         w.add(
-            "(a.submission_id = {} OR a.group_key = {} OR a.submission_id IN \
+            "i.fingerprint IN (SELECT fingerprint FROM alerts WHERE submission_id = {} \
+             OR group_key = {} OR submission_id IN \
              (SELECT submission_id FROM applicants WHERE applicant_id = {} OR email = {}))",
             &[term, term, term, term],
         );
@@ -120,9 +120,9 @@ impl CaseStore for PgStore {
     async fn inbox(&self, q: &InboxQuery) -> Result<(Vec<InboxItem>, i64)> {
         let (cond, binds) = inbox_where(q, true);
         let sql = format!(
-            "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.group_key, a.fired_at, \
-             COALESCE(s.state, 'open'), g.assignee, {SILENCED} {FROM} WHERE {cond} \
-             ORDER BY a.fired_at DESC, a.fingerprint DESC LIMIT {} OFFSET {}",
+            "SELECT i.fingerprint, i.rule_id, i.severity, i.submission_id, i.group_key, i.fired_at, \
+             i.state, i.assignee, i.silenced FROM alert_inbox i WHERE {cond} \
+             ORDER BY i.fired_at DESC, i.fingerprint DESC LIMIT {} OFFSET {}",
             q.limit.clamp(1, 500),
             q.offset.max(0)
         );
@@ -154,7 +154,7 @@ impl CaseStore for PgStore {
             _ => {
                 // Counted up to a cap, as on SQLite (the page says "or more").
                 let sql = format!(
-                    "SELECT COUNT(*) FROM (SELECT 1 {FROM} WHERE {cond} LIMIT {}) t",
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM alert_inbox i WHERE {cond} LIMIT {}) t",
                     COUNT_CAP + 1
                 );
                 bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
@@ -172,8 +172,8 @@ impl CaseStore for PgStore {
         }
         let (cond, binds) = inbox_where(q, false);
         let sql = format!(
-            "SELECT st, COUNT(*) FROM (SELECT COALESCE(s.state, 'open') AS st {FROM} WHERE {cond} \
-             ORDER BY a.fired_at DESC LIMIT {}) t GROUP BY st ORDER BY st",
+            "SELECT st, COUNT(*) FROM (SELECT i.state AS st FROM alert_inbox i WHERE {cond} \
+             ORDER BY i.fired_at DESC LIMIT {}) t GROUP BY st ORDER BY st",
             COUNT_CAP + 1
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
@@ -190,7 +190,8 @@ impl CaseStore for PgStore {
         };
         let (cond, binds) = inbox_where(&q, true);
         let sql = format!(
-            "SELECT a.fingerprint {FROM} WHERE {cond} ORDER BY a.fired_at, a.fingerprint LIMIT 1"
+            "SELECT i.fingerprint FROM alert_inbox i WHERE {cond} \
+             ORDER BY i.fired_at, i.fingerprint LIMIT 1"
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
             .fetch_optional(self.pool())
@@ -379,26 +380,14 @@ impl CaseStore for PgStore {
 }
 
 impl PgStore {
-    /// Alerts per state over the whole store, from the state table and one
-    /// count of alerts (an alert without a state row is open).
+    /// Live alerts per state, from the counts the triggers of migration 0005
+    /// keep: no scan of a long history.
     async fn state_totals(&self) -> Result<Vec<(String, i64)>> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
-            .fetch_one(self.pool())
-            .await?;
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM alert_states GROUP BY state")
-            .fetch_all(self.pool())
-            .await?;
-        let mut out: Vec<(String, i64)> = rows
-            .into_iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-            .filter(|(s, _)| s != "open")
-            .collect();
-        let open = total - out.iter().map(|(_, n)| n).sum::<i64>();
-        if open > 0 {
-            out.push(("open".into(), open));
-        }
-        out.sort();
-        Ok(out)
+        let rows =
+            sqlx::query("SELECT state, n FROM alert_state_counts WHERE n > 0 ORDER BY state")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

@@ -288,6 +288,17 @@ const IDENTITY_TABLES: &[&str] = &[
     "alert_notes",
 ];
 
+/// Tables derived by triggers from the copied ones (the console's inbox,
+/// migrations 0011 / 0005): not copied but filled again as rows arrive, then
+/// checked against SQLite's with the query beside each.
+const DERIVED: &[(&str, &str)] = &[
+    ("alert_inbox", "SELECT COUNT(*) FROM alert_inbox"),
+    (
+        "alert_state_counts",
+        "SELECT COALESCE(CAST(SUM(n) AS BIGINT), 0) FROM alert_state_counts",
+    ),
+];
+
 /// Triggers that derive rows the copy brings along.
 const TRIGGERS: &[(&str, &str)] = &[
     ("outbox", "outbox_link_alerts"),
@@ -330,7 +341,7 @@ pub async fn copy_sqlite(from: &SqliteStore, to: &PgStore) -> Result<Vec<Copied>
     // is refused when it holds rows: nothing is left out.
     for t in tables
         .iter()
-        .filter(|t| !TABLES.iter().any(|(n, _)| n == *t))
+        .filter(|t| !TABLES.iter().any(|(n, _)| n == *t) && !DERIVED.iter().any(|(n, _)| n == *t))
     {
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM \"{t}\"")))
             .fetch_one(&mut *src)
@@ -399,6 +410,23 @@ pub async fn copy_sqlite(from: &SqliteStore, to: &PgStore) -> Result<Vec<Copied>
         )))
         .execute(&mut *dst)
         .await?;
+    }
+    for (table, count) in DERIVED {
+        let sqlite = if tables.iter().any(|t| t == table) {
+            sqlx::query_scalar(AssertSqlSafe(*count))
+                .fetch_one(&mut *src)
+                .await?
+        } else {
+            0
+        };
+        let postgres: i64 = sqlx::query_scalar(AssertSqlSafe(*count))
+            .fetch_one(&mut *dst)
+            .await?;
+        out.push(Copied {
+            table,
+            sqlite,
+            postgres,
+        });
     }
     for table in IDENTITY_TABLES {
         sqlx::query(AssertSqlSafe(format!(

@@ -28,72 +28,51 @@ impl Where {
     }
 }
 
-/// The WHERE clause of the inbox and its bound values. `with_state` false
-/// leaves the state filter out (counts per state).
-/// Which filters match few enough alerts to drive the query from their own
-/// index (then sort those few), instead of walking alerts newest first.
-#[derive(Debug, Clone, Copy, Default)]
-struct Drive {
-    rare_state: bool,
-    rare_assignee: bool,
-}
-
-/// Below this many matches a filter drives the query.
-const RARE: i64 = 2000;
-
-fn inbox_where(q: &InboxQuery, with_state: bool, drive: Drive) -> (String, Vec<String>) {
+/// The WHERE clause of the inbox over `alert_inbox i` (migration 0011: one
+/// narrow row per live alert, kept by triggers) and its bound values.
+/// `with_state` false leaves the state filter out (counts per state).
+fn inbox_where(q: &InboxQuery, with_state: bool) -> (String, Vec<String>) {
     let mut w = Where {
         sql: vec!["1 = 1".to_owned()],
         binds: Vec::new(),
     };
     if with_state && let Some(st) = &q.state {
         if st == "silenced" {
-            w.sql.push(SILENCED.to_owned());
-        } else if drive.rare_state && st != "open" {
-            w.eq(
-                "a.fingerprint IN (SELECT fingerprint FROM alert_states WHERE state = ?)",
-                st,
-            );
+            w.sql.push("i.silenced = 1".to_owned());
         } else {
-            // COALESCE keeps the join a LEFT JOIN: SQLite then walks alerts in
-            // time order and stops after a page, instead of sorting them all.
-            w.eq("COALESCE(s.state, 'open') = ?", st);
+            w.eq("i.state = ?", st);
         }
     }
     if let Some(v) = &q.severity {
-        w.eq("a.severity = ?", v);
+        w.eq("i.severity = ?", v);
     }
     if let Some(v) = &q.rule {
-        w.eq("a.rule_id = ?", v);
+        w.eq("i.rule_id = ?", v);
     }
     if let Some((k, v)) = &q.label {
-        // The key is quoted as a JSON path member: any text, no injection.
+        // `labels` is RS key US value RS ...: an exact pair is a substring.
         w.eq(
-            "json_extract(a.body, '$.labels.' || ?) = ?",
-            &format!("\"{}\"", k.replace('"', "")),
+            "instr(i.labels, char(30) || ? || char(31) || ? || char(30)) > 0",
+            k,
         );
         w.binds.push(v.clone());
     }
     match &q.assignee {
         Assignee::Anyone => {}
-        Assignee::Nobody => w.sql.push("g.assignee IS NULL".into()),
-        Assignee::Person(p) if drive.rare_assignee => w.eq(
-            "a.fingerprint IN (SELECT fingerprint FROM alert_assignees WHERE assignee = ?)",
-            p,
-        ),
-        // As for the state: a LEFT JOIN walked in time order.
-        Assignee::Person(p) => w.eq("COALESCE(g.assignee, '') = ?", p),
+        Assignee::Nobody => w.sql.push("i.assignee IS NULL".into()),
+        Assignee::Person(p) => w.eq("i.assignee = ?", p),
     }
     if let Some(t) = q.since {
-        w.eq("a.fired_at >= ?", &fmt_time(t));
+        w.eq("i.fired_at >= ?", &fmt_time(t));
     }
     if let Some(t) = q.until {
-        w.eq("a.fired_at < ?", &fmt_time(t));
+        w.eq("i.fired_at < ?", &fmt_time(t));
     }
     if let Some(term) = &q.search {
         // Exact matches only, each on an index: no scan of submission bodies.
         w.sql.push(
-            "(a.submission_id = ? OR a.group_key = ? OR a.submission_id IN \
+            "i.fingerprint IN (SELECT fingerprint FROM alerts WHERE submission_id = ? \
+             OR group_key = ? OR submission_id IN \
              (SELECT submission_id FROM applicants WHERE applicant_id = ? OR email = ?))"
                 .into(),
         );
@@ -101,11 +80,6 @@ fn inbox_where(q: &InboxQuery, with_state: bool, drive: Drive) -> (String, Vec<S
     }
     (w.sql.join(" AND "), w.binds)
 }
-
-const SILENCED: &str = "EXISTS (SELECT 1 FROM audit_log l WHERE l.kind = 'silenced' AND l.fingerprint = a.fingerprint)";
-
-const FROM: &str = "FROM alerts a LEFT JOIN alert_states s ON s.fingerprint = a.fingerprint \
-                    LEFT JOIN alert_assignees g ON g.fingerprint = a.fingerprint";
 
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -124,11 +98,13 @@ impl CaseStore for SqliteStore {
     }
 
     async fn inbox(&self, q: &InboxQuery) -> Result<(Vec<InboxItem>, i64)> {
-        let (cond, binds) = inbox_where(q, true, self.drive(q).await?);
+        let (cond, binds) = inbox_where(q, true);
+        // Newest first is the table's own order (its key): a page is a short
+        // walk, and a filter's index is used where it is the better start.
         let sql = format!(
-            "SELECT a.fingerprint, a.rule_id, a.severity, a.submission_id, a.group_key, a.fired_at, \
-             COALESCE(s.state, 'open'), g.assignee, {SILENCED} {FROM} WHERE {cond} \
-             ORDER BY a.fired_at DESC LIMIT {} OFFSET {}",
+            "SELECT i.fingerprint, i.rule_id, i.severity, i.submission_id, i.group_key, i.fired_at, \
+             i.state, i.assignee, i.silenced FROM alert_inbox i WHERE {cond} \
+             ORDER BY i.fired_at DESC, i.fingerprint DESC LIMIT {} OFFSET {}",
             q.limit.clamp(1, 500),
             q.offset.max(0)
         );
@@ -161,7 +137,7 @@ impl CaseStore for SqliteStore {
                 // Counted up to a cap: a broad filter over a long history
                 // stops early (the page says "COUNT_CAP or more").
                 let sql = format!(
-                    "SELECT COUNT(*) FROM (SELECT 1 {FROM} WHERE {cond} LIMIT {})",
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM alert_inbox i WHERE {cond} LIMIT {})",
                     COUNT_CAP + 1
                 );
                 bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
@@ -177,11 +153,11 @@ impl CaseStore for SqliteStore {
         if only_state(q) {
             return self.state_totals().await;
         }
-        let (cond, binds) = inbox_where(q, false, self.drive(q).await?);
+        let (cond, binds) = inbox_where(q, false);
         // Over the newest COUNT_CAP + 1 matches at most (see `inbox`).
         let sql = format!(
-            "SELECT st, COUNT(*) FROM (SELECT COALESCE(s.state, 'open') AS st {FROM} WHERE {cond} \
-             ORDER BY a.fired_at DESC LIMIT {}) GROUP BY st ORDER BY st",
+            "SELECT st, COUNT(*) FROM (SELECT i.state AS st FROM alert_inbox i WHERE {cond} \
+             ORDER BY i.fired_at DESC LIMIT {}) GROUP BY st ORDER BY st",
             COUNT_CAP + 1
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
@@ -196,9 +172,10 @@ impl CaseStore for SqliteStore {
             assignee: Assignee::Nobody,
             ..q.clone()
         };
-        let (cond, binds) = inbox_where(&q, true, self.drive(&q).await?);
+        let (cond, binds) = inbox_where(&q, true);
         let sql = format!(
-            "SELECT a.fingerprint {FROM} WHERE {cond} ORDER BY a.fired_at, a.fingerprint LIMIT 1"
+            "SELECT i.fingerprint FROM alert_inbox i WHERE {cond} \
+             ORDER BY i.fired_at, i.fingerprint LIMIT 1"
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
             .fetch_optional(self.pool())
@@ -397,56 +374,14 @@ fn only_state(q: &InboxQuery) -> bool {
 }
 
 impl SqliteStore {
-    /// How to drive the inbox query for `q` (two indexed counts).
-    async fn drive(&self, q: &InboxQuery) -> Result<Drive> {
-        let rare_state = match q.state.as_deref() {
-            Some(st) if st != "open" && st != "silenced" => {
-                let n: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM alert_states WHERE state = ?")
-                        .bind(st)
-                        .fetch_one(self.pool())
-                        .await?;
-                n < RARE
-            }
-            _ => false,
-        };
-        let rare_assignee = match &q.assignee {
-            Assignee::Person(p) => {
-                let n: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM alert_assignees WHERE assignee = ?")
-                        .bind(p)
-                        .fetch_one(self.pool())
-                        .await?;
-                n < RARE
-            }
-            _ => false,
-        };
-        Ok(Drive {
-            rare_state,
-            rare_assignee,
-        })
-    }
-
-    /// Alerts per state over the whole store, from the (small, indexed) state
-    /// table and one count of alerts: no join over a long history.
+    /// Live alerts per state over the whole store, from the counts the
+    /// triggers of migration 0011 keep: no scan of a long history.
     async fn state_totals(&self) -> Result<Vec<(String, i64)>> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
-            .fetch_one(self.pool())
-            .await?;
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM alert_states GROUP BY state")
-            .fetch_all(self.pool())
-            .await?;
-        let mut out: Vec<(String, i64)> = rows
-            .into_iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-            .filter(|(s, _)| s != "open")
-            .collect();
-        let open = total - out.iter().map(|(_, n)| n).sum::<i64>();
-        if open > 0 {
-            out.push(("open".into(), open));
-        }
-        out.sort();
-        Ok(out)
+        let rows =
+            sqlx::query("SELECT state, n FROM alert_state_counts WHERE n > 0 ORDER BY state")
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

@@ -23,11 +23,16 @@ CREATE TABLE alert_inbox (
     silenced      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (fired_at, fingerprint)
 ) WITHOUT ROWID;
+-- Each index of a WITHOUT ROWID table ends with the key (fired_at,
+-- fingerprint): a filter's index is walked newest first, no sort.
 CREATE UNIQUE INDEX alert_inbox_fp ON alert_inbox (fingerprint);
 CREATE INDEX alert_inbox_state ON alert_inbox (state);
-CREATE INDEX alert_inbox_assignee ON alert_inbox (assignee, state);
-CREATE INDEX alert_inbox_severity ON alert_inbox (severity, state);
-CREATE INDEX alert_inbox_rule ON alert_inbox (rule_id, state);
+-- A state and a severity that rarely meet (acknowledged criticals) would
+-- walk all of one of them: this pair is found directly.
+CREATE INDEX alert_inbox_state_severity ON alert_inbox (state, severity);
+CREATE INDEX alert_inbox_assignee ON alert_inbox (assignee);
+CREATE INDEX alert_inbox_severity ON alert_inbox (severity);
+CREATE INDEX alert_inbox_rule ON alert_inbox (rule_id);
 
 -- Live alerts per state: the inbox's counts as opened, without a scan.
 CREATE TABLE alert_state_counts (

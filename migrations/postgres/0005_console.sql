@@ -69,11 +69,13 @@ CREATE TABLE alert_inbox (
     assignee      TEXT COLLATE "C",
     silenced      BOOLEAN NOT NULL DEFAULT false
 );
+-- Each filter's index ends with the inbox's order: walked newest first.
 CREATE INDEX alert_inbox_fired ON alert_inbox (fired_at, fingerprint);
-CREATE INDEX alert_inbox_state ON alert_inbox (state, fired_at);
-CREATE INDEX alert_inbox_assignee ON alert_inbox (assignee, state);
-CREATE INDEX alert_inbox_severity ON alert_inbox (severity, state);
-CREATE INDEX alert_inbox_rule ON alert_inbox (rule_id, state);
+CREATE INDEX alert_inbox_state ON alert_inbox (state, fired_at, fingerprint);
+CREATE INDEX alert_inbox_state_severity ON alert_inbox (state, severity, fired_at, fingerprint);
+CREATE INDEX alert_inbox_assignee ON alert_inbox (assignee, fired_at, fingerprint);
+CREATE INDEX alert_inbox_severity ON alert_inbox (severity, fired_at, fingerprint);
+CREATE INDEX alert_inbox_rule ON alert_inbox (rule_id, fired_at, fingerprint);
 
 CREATE TABLE alert_state_counts (
     state TEXT COLLATE "C" PRIMARY KEY,

@@ -1094,6 +1094,11 @@ async fn console_fixture(s: &Arc<dyn StateStore>) {
         },
         BatchCommit {
             alerts: vec![console_alert("cd", "r", "high", "sub-cd", None, "kyc")],
+            // A shadow rule's alert: recorded, never in the inbox or its counts.
+            shadow_alerts: vec![kyc_sentinel::store::ShadowAlertRow {
+                alert: console_alert("cs", "r-next", "high", "sub-cd", None, "kyc"),
+                replaces: Some("r".into()),
+            }],
             audit: vec![AuditRow {
                 kind: "silenced",
                 fingerprint: Some(fp("cd")),
@@ -1348,9 +1353,15 @@ async fn console_cases(s: Arc<dyn StateStore>) {
         .into_iter()
         .map(|r| (r.rule, r.last_24h, r.last_7d, r.resolved, r.false_positive))
         .collect();
+    // A shadow rule's alerts count on its own line (the Rules page shows
+    // what a candidate rule would have raised).
     assert_eq!(
         stats,
-        [("r".to_owned(), 3, 3, 0, 0), ("r2".to_owned(), 1, 1, 1, 1)]
+        [
+            ("r".to_owned(), 3, 3, 0, 0),
+            ("r-next".to_owned(), 1, 1, 0, 0),
+            ("r2".to_owned(), 1, 1, 1, 1)
+        ]
     );
     let later = cases
         .rule_stats(Utc::now() + Duration::days(2))

@@ -182,8 +182,18 @@ async fn main() {
         "/?state=pending_approval",
     ];
     let mut inbox = Vec::new();
+    let mut per_filter = vec![Vec::new(); filters.len()];
     for i in 0..requests {
-        inbox.push(get(filters[i % filters.len()].to_owned()).await);
+        let took = get(filters[i % filters.len()].to_owned()).await;
+        per_filter[i % filters.len()].push(took);
+        inbox.push(took);
+    }
+    // Which filter is slow, on stderr (scripts/bench reads stdout only).
+    for (f, v) in filters.iter().zip(per_filter) {
+        if !v.is_empty() {
+            let (p50, _, max) = pct(v);
+            eprintln!("console: inbox {f}: p50={p50:.1}ms max={max:.1}ms");
+        }
     }
     let mut alert = Vec::new();
     for i in 0..requests {

@@ -6,7 +6,8 @@
 //! - **Standby**: serves `/healthz` (`role: standby`), `/metrics`
 //!   (`kyc_sentinel_leader 0`) and the alert API, and accepts Argos webhooks,
 //!   whose hints it writes to `ingest_hints` for the leader. Every second it
-//!   tries to take leadership (`store::postgres::leader`).
+//!   tries to take leadership (`store::leadership`; on PostgreSQL
+//!   `store::postgres::leader`).
 //! - **Leader**: runs the whole engine (`daemon::run_with_hints`: polls,
 //!   evaluates, delivers, escalates, sends digests) on a store fenced by its
 //!   epoch, drains `ingest_hints` into the engine, and renews its lease. When
@@ -28,9 +29,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::{Hint, IngestServer};
 use crate::rules::RuleSet;
-use crate::store::PgStore;
-use crate::store::hints::{HintStore, StoredHint};
-use crate::store::postgres::leader::{Leadership, LeaseConfig};
+use crate::store::hints::StoredHint;
+use crate::store::leadership::{Lease, LeaseConfig, SharedStore};
 
 /// A leader not renewed for this long may be deposed. With [`CONTEND_EVERY`]
 /// it bounds the takeover after a freeze (SIGSTOP) to about 8 s.
@@ -79,19 +79,16 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let url = cfg
-        .store
-        .url
-        .clone()
+    let store = crate::store::open_shared(&cfg.store)
+        .await?
         .context("high availability needs store.url (a PostgreSQL database)")?;
-    let store = Arc::new(PgStore::open(&url).await?);
     loop {
         crate::telemetry::set_ha_role(None);
         let standby = Standby::start(&cfg, store.clone()).await?;
         tracing::info!("standby: another instance leads; trying every {CONTEND_EVERY:?}");
         let taken = tokio::select! {
             _ = shutdown.cancelled() => None,
-            l = contend(&url) => Some(l),
+            l = contend(store.as_ref()) => Some(l),
         };
         standby.stop().await;
         let Some(leadership) = taken else {
@@ -115,10 +112,10 @@ pub async fn run(
 
 /// Tries every [`CONTEND_EVERY`] until this instance leads. A database that
 /// cannot be reached is logged and tried again: a standby outlives it.
-async fn contend(url: &str) -> Leadership {
+async fn contend(store: &dyn SharedStore) -> Box<dyn Lease> {
     let cfg = lease();
     loop {
-        match Leadership::try_acquire(url, &cfg).await {
+        match store.try_lead(&cfg).await {
             Ok(Some(l)) => {
                 set_contend_error(None);
                 return l;
@@ -142,12 +139,14 @@ pub async fn exclusively<T>(
     work: impl AsyncFnOnce(Config) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let url = cfg.store.url.clone().context("store.url")?;
-    PgStore::open(&url).await?;
-    let Some(mut leadership) = Leadership::try_acquire(&url, &lease()).await? else {
+    let store = crate::store::open_shared(&cfg.store)
+        .await?
+        .context("store.url")?;
+    let Some(mut leadership) = store.try_lead(&lease()).await? else {
         anyhow::bail!(
             "another kyc-sentinel leads on the store {} ; `{command}` needs it alone: stop the \
              `run` instances first",
-            crate::store::postgres::redact_url(&url)
+            crate::config::redact_url(&url)
         );
     };
     let epoch = leadership.epoch();
@@ -183,8 +182,8 @@ async fn lead(
     cfg: &Config,
     rules: Arc<RuleSet>,
     clock: Arc<dyn Clock>,
-    store: &PgStore,
-    mut leadership: Leadership,
+    store: &Arc<dyn SharedStore>,
+    mut leadership: Box<dyn Lease>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Ended> {
     let epoch = leadership.epoch();
@@ -199,7 +198,7 @@ async fn lead(
     let stop = shutdown.child_token();
     let cap = cfg.ingest.as_ref().map_or(1000, |i| i.queue_capacity);
     let (hint_tx, hint_rx) = mpsc::channel::<Hint>(cap);
-    let drain = tokio::spawn(drain_hints(store.fenced(epoch), hint_tx.clone()));
+    let drain = tokio::spawn(drain_hints(store.fenced_by(epoch), hint_tx.clone()));
     let mut engine = tokio::spawn(crate::daemon::run_with_hints(
         led,
         rules,
@@ -254,7 +253,7 @@ async fn lead(
 }
 
 /// Feeds the engine the hints standbys wrote, until aborted.
-async fn drain_hints(store: PgStore, hints: mpsc::Sender<Hint>) {
+async fn drain_hints(store: Arc<dyn SharedStore>, hints: mpsc::Sender<Hint>) {
     loop {
         match store.take_hints(200).await {
             Ok(taken) => {
@@ -283,7 +282,7 @@ struct Standby {
 }
 
 impl Standby {
-    async fn start(cfg: &Config, store: Arc<PgStore>) -> anyhow::Result<Standby> {
+    async fn start(cfg: &Config, store: Arc<dyn SharedStore>) -> anyhow::Result<Standby> {
         let telemetry = match cfg.telemetry.listen {
             Some(addr) => serve_standby(addr, cfg, store.clone()).await,
             None => None,
@@ -348,7 +347,7 @@ where
 async fn serve_standby(
     addr: std::net::SocketAddr,
     cfg: &Config,
-    store: Arc<PgStore>,
+    store: Arc<dyn SharedStore>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     use axum::routing::get;
     let dyn_store: Arc<dyn crate::store::StateStore> = store;
@@ -383,7 +382,7 @@ async fn serve_standby(
 }
 
 /// Writes the standby's webhook hints to the database for the leader.
-async fn keep_hints(store: Arc<PgStore>, mut rx: mpsc::Receiver<Hint>) {
+async fn keep_hints(store: Arc<dyn SharedStore>, mut rx: mpsc::Receiver<Hint>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(h) = rx.try_recv() {

@@ -27,13 +27,9 @@ pub fn run(a: UsersArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The store, created if needed: users are often added before the first run.
-/// Console users live in SQLite only for now (no PostgreSQL twin of 0010).
+/// On PostgreSQL every instance sees the same users.
 async fn open(at: &StoreLocation) -> anyhow::Result<Arc<dyn UserStore>> {
     let cfg = super::silence::store_config(at)?;
-    anyhow::ensure!(
-        cfg.url.is_none(),
-        "store.url: console users are not kept in PostgreSQL yet; `users` needs a SQLite store"
-    );
     let store = crate::store::open(&cfg).await?;
     let (_, users) = store
         .console_roles()

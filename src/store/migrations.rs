@@ -31,6 +31,7 @@ pub const SQLITE: &[File] = files!("":
     "0008_evidence.sql",
     "0009_shadow.sql",
     "0010_console.sql",
+    "0011_inbox.sql",
 );
 
 /// `migrations/postgres/*.sql`, oldest first.
@@ -39,6 +40,7 @@ pub const POSTGRES: &[File] = files!("postgres/":
     "0002_leadership.sql",
     "0003_hints.sql",
     "0004_shadow.sql",
+    "0005_console.sql",
 );
 
 /// A migrator over `files`, named and checksummed as `sqlx::migrate!` would.

@@ -24,6 +24,7 @@ pub mod cases;
 pub mod digests;
 pub mod escalation;
 pub mod hints;
+pub mod leadership;
 pub mod lifecycle;
 pub mod lock;
 pub mod lookup;
@@ -110,23 +111,39 @@ pub mod prelude {
     };
 }
 
-/// The analyst console's roles (users and sessions, case work), where the
-/// backend has them: SQLite does; a backend without them returns `None` and
-/// the daemon serves the alert API without the console, saying so.
+/// The analyst console's roles (users and sessions, case work). Every
+/// backend has them; the hook stays so a backend without them could return
+/// `None` and the daemon would serve the alert API without the console.
 pub trait ConsoleRoles {
     fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
         None
     }
 }
 
-/// PostgreSQL has no console tables yet (SQLite's 0010 has no twin): with
-/// `store.url` the daemon serves the alert API without the console.
-impl ConsoleRoles for PgStore {}
+/// On PostgreSQL the console's writes are a person's actions, valid from any
+/// instance: not fenced, so a standby serves the console too (issue 19).
+impl ConsoleRoles for PgStore {
+    fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
+        Some((Arc::new(self.clone()), Arc::new(self.clone())))
+    }
+}
 
 impl ConsoleRoles for SqliteStore {
     fn console_roles(&self) -> Option<(Arc<dyn cases::CaseStore>, Arc<dyn users::UserStore>)> {
         Some((Arc::new(self.clone()), Arc::new(self.clone())))
     }
+}
+
+/// Opens the configured store for several instances (`crate::ha`): `None`
+/// when the backend is one instance's own (SQLite), which has nobody to
+/// share leadership with.
+pub async fn open_shared(
+    cfg: &crate::config::StoreConfig,
+) -> Result<Option<Arc<dyn leadership::SharedStore>>> {
+    Ok(match &cfg.url {
+        Some(url) => Some(Arc::new(PgStore::open(url).await?)),
+        None => None,
+    })
 }
 
 /// Opens the configured store read-only, for the commands that must change

@@ -20,6 +20,23 @@ use rand::{Rng, SeedableRng};
 
 const TOKEN: &str = "ha-test-token-0123456";
 const API_TOKEN: &str = "ha-api-token-0123456789";
+/// A second receiver for escalation steps; medium alerts escalate twice.
+const ESCALATE: &str = "  - name: chan
+    type: file
+    path: chan.jsonl
+route:
+  receiver: file
+  group_by: ['...']
+  group_wait: 0s
+  routes:
+    - match: { severity: medium }
+      escalation: steps
+escalation_policies:
+  - name: steps
+    steps:
+      - { after: 0s, receivers: [chan] }
+      - { after: 6s, receivers: [chan] }
+";
 /// max(10 s, 2 poll intervals of 1 s).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(10);
 
@@ -348,9 +365,11 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
     })
     .await
     .unwrap();
+    // Medium alerts escalate: a first step at once, a second after 6 s
+    // unless someone acknowledged the alert by then.
     let ingest = |port: u16| {
         format!(
-            "ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\napi:\n  token: {API_TOKEN}\n"
+            "{ESCALATE}ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\napi:\n  token: {API_TOKEN}\n"
         )
     };
     let mut a = Instance::new(dir.path(), "a", &sim, &pg, &ingest(port_a));
@@ -390,9 +409,81 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
     assert_eq!(found.get("webhook"), Some(&1), "{found:?}");
     assert_eq!(leader_gauge(a.port).await.as_deref(), Some("1"));
     assert_eq!(leader_gauge(b.port).await.as_deref(), Some("0"));
-    // The alert API is not checked here: since the console merge it needs the
-    // console's tables (UserStore), which PostgreSQL does not have yet, so
-    // with store.url it is off on every instance (README, "Not done yet").
+    // The standby answers the alert API from the shared store, as the leader,
+    // and an acknowledgement made on the standby stops the leader's escalation.
+    sim.insert(serde_json::json!({
+        "submission_id": "hinted-2", "userid": "u-bank", "email": "bank@example.com",
+        "created_at": now, "updated_at": now, "kyc": {"result": "approved"},
+        "bank_verification": {"result": "fail"}
+    }));
+    within(Duration::from_secs(10), || async {
+        !store
+            .alerts_of_submission("hinted-2")
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await
+    .expect("the leader raised the bank-verification alert");
+    let fp = store.alerts_of_submission("hinted-2").await.unwrap()[0].clone();
+    let http = kyc_sentinel::util::http_client().build().unwrap();
+    let list = |port: u16| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/api/alerts"))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "GET /api/alerts on port {port}");
+            r.text().await.unwrap()
+        }
+    };
+    let on_standby = list(b.port).await;
+    assert!(on_standby.contains(&fp), "{on_standby}");
+    assert_eq!(on_standby, list(a.port).await);
+    // Acknowledged after the first step went out: the second one is what
+    // the acknowledgement must stop.
+    let chan = dir.path().join("chan.jsonl");
+    let first_step =
+        || async { std::fs::read_to_string(&chan).is_ok_and(|t| t.lines().count() == 1) };
+    within(Duration::from_secs(5), first_step)
+        .await
+        .expect("the first escalation step went out");
+    let r = http
+        .post(format!("http://127.0.0.1:{}/api/alerts/{fp}/ack", b.port))
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({"note": "seen on the standby"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "ack on the standby: {}",
+        r.text().await.unwrap()
+    );
+    let on_leader = list(a.port).await;
+    assert!(on_leader.contains("acknowledged"), "{on_leader}");
+    // The leader's escalator sees the acknowledgement when the second step
+    // falls due and stops, sending nothing more.
+    let stopped = || async {
+        store
+            .audit_for_alert(&fp)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == "escalation_stopped")
+    };
+    within(Duration::from_secs(15), || async {
+        stopped().await.is_some()
+    })
+    .await
+    .expect("the leader stopped the escalation");
+    assert_eq!(stopped().await.unwrap().detail["reason"], "acknowledged");
+    let steps = std::fs::read_to_string(&chan).unwrap_or_default();
+    assert_eq!(steps.lines().count(), 1, "only the first step: {steps}");
     assert!(
         a.log_text().contains("leader with epoch"),
         "{}",

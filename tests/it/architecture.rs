@@ -98,6 +98,40 @@ fn one_clock_one_constant_time_compare_one_hmac_signer() {
     }
 }
 
+/// Only the store, the composition root and the commands that open a store
+/// (`store migrate`) name a backend; the rest (`ha.rs` included) holds role
+/// traits (`StateStore`, `SharedStore`...).
+#[test]
+fn only_the_store_and_the_composition_root_name_a_backend() {
+    let root = src_dir();
+    let named: Vec<String> = rust_files(&root)
+        .into_iter()
+        .filter_map(|f| {
+            let rel = f
+                .strip_prefix(&root)
+                .expect("under src")
+                .to_string_lossy()
+                .replace('\\', "/");
+            let allowed =
+                rel.starts_with("store/") || rel == "compose.rs" || rel.starts_with("commands/");
+            let text = strip_comments_and_literals(&std::fs::read_to_string(&f).expect("readable"));
+            let names = [
+                "PgStore",
+                "SqliteStore",
+                "ReadOnlyStore",
+                "store::postgres::leader",
+            ]
+            .iter()
+            .any(|n| text.contains(n));
+            (!allowed && names).then_some(rel)
+        })
+        .collect();
+    assert!(
+        named.is_empty(),
+        "a backend named outside the composition root: {named:?}"
+    );
+}
+
 /// The scanner itself: if it stopped seeing grouped imports, `super::`
 /// chains or paths in macro bodies, the cycle test would pass vacuously.
 #[test]

@@ -738,6 +738,26 @@ async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
     )
     .await
     .unwrap();
+    // The console's tables: a user with a token and a session, an
+    // assignment, a note, a failed sign-in.
+    {
+        use kyc_sentinel::store::cases::CaseStore;
+        use kyc_sentinel::store::users::UserStore;
+        assert!(
+            lite.add_user("ana", "lead", Some("$argon2id$h"))
+                .await
+                .unwrap()
+        );
+        lite.add_token("ana", "tokenhash").await.unwrap();
+        lite.create_session("sess", "ana", "lead", "csrf", Utc::now())
+            .await
+            .unwrap();
+        lite.record_login_failure(&["user:bo".into()], Utc::now())
+            .await
+            .unwrap();
+        lite.assign(&some[0], "ana", "ana").await.unwrap();
+        lite.add_note(&some[0], "ana", "checked").await.unwrap();
+    }
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-sentinel"))
         .args(["store", "migrate", "--from"])
@@ -779,6 +799,14 @@ async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
         "escalations",
         "escalation_steps",
         "outbox_alerts",
+        "users",
+        "user_tokens",
+        "sessions",
+        "login_failures",
+        "alert_assignees",
+        "alert_notes",
+        // Derived by triggers on both sides, not copied.
+        "alert_inbox",
     ] {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let l: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
@@ -816,6 +844,23 @@ async fn store_migrate_copies_a_backfilled_sqlite_store_with_equal_counts() {
         lite.alert_view(&some[0]).await.unwrap().unwrap().state,
         pg.alert_view(&some[0]).await.unwrap().unwrap().state
     );
+    // The console works on the copy: the user signs in with the same token
+    // and session, the case shows the assignment and the note.
+    {
+        use kyc_sentinel::store::cases::CaseStore;
+        use kyc_sentinel::store::users::UserStore;
+        assert_eq!(
+            pg.user_by_token("tokenhash").await.unwrap(),
+            Some(("ana".to_owned(), "lead".to_owned()))
+        );
+        assert_eq!(pg.session("sess").await.unwrap().unwrap().csrf, "csrf");
+        let case = CaseStore::case(&pg, &some[0]).await.unwrap().unwrap();
+        assert_eq!(case.assignee.as_deref(), Some("ana"));
+        assert!(case.audit.iter().any(|a| a.kind == "note"));
+        pg.add_note(&some[0], "ana", "after the move")
+            .await
+            .unwrap();
+    }
     // The copy continues: new rows get ids after the copied ones.
     let max: i64 = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
         .fetch_one(pg.pool())

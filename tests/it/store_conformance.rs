@@ -52,6 +52,12 @@ const CHECKS: &[(&str, Check)] = &[
     ("lookup by fingerprint prefix", |s| Box::pin(lookup(s))),
     ("audit reads", |s| Box::pin(audit_reads(s))),
     ("retention purge", |s| Box::pin(purge(s))),
+    ("console: inbox, assign, note, reveal, four-eyes", |s| {
+        Box::pin(console_cases(s))
+    }),
+    ("console: users, tokens, sessions, login failures", |s| {
+        Box::pin(console_users(s))
+    }),
 ];
 
 /// Runs every check against stores from `make` (each call: a new, empty
@@ -1021,4 +1027,457 @@ async fn purge(s: Arc<dyn StateStore>) {
     assert!(s.alert(&fp("p")).await.unwrap().is_some());
     assert_eq!(s.audit_for_submission("sub-p").await.unwrap().len(), 1);
     assert_eq!(s.seen_versions(&["sub-p"]).await.unwrap().len(), 1);
+}
+
+// ---- the console's roles -------------------------------------------------
+
+/// An alert of `rule` with `severity`, `labels` and a group key, on `sub`.
+fn console_alert(
+    name: &str,
+    rule: &str,
+    severity: &str,
+    sub: &str,
+    group: Option<&str>,
+    team: &str,
+) -> AlertRow {
+    AlertRow {
+        fingerprint: fp(name),
+        rule_id: rule.into(),
+        rule_version: "v1".into(),
+        severity: severity.into(),
+        submission_id: sub.into(),
+        group_key: group.map(str::to_owned),
+        event_time: Utc::now() - Duration::hours(1),
+        body: json!({"rule": rule, "fingerprint": fp(name), "labels": {"team": team}}).to_string(),
+    }
+}
+
+/// Four alerts, committed one after the other (fired_at is the commit time):
+/// `ca` (r, high, aml), `cb` (r2, critical, group u1, a window member),
+/// `cc` (r, historical), `cd` (r, high, team kyc, silenced). Newest first
+/// they are cd, cc, cb, ca.
+async fn console_fixture(s: &Arc<dyn StateStore>) {
+    let t = Utc::now() - Duration::hours(1);
+    let batches = [
+        BatchCommit {
+            versions: vec![version("sub-ca", "h", Some("approved"), t)],
+            state: vec![StateChange::Applicant {
+                applicant_id: "app-7".into(),
+                submission_id: "sub-ca".into(),
+                email: Some("x@example.com".into()),
+                event_time: t,
+            }],
+            alerts: vec![console_alert("ca", "r", "high", "sub-ca", None, "aml")],
+            ..Default::default()
+        },
+        BatchCommit {
+            state: vec![StateChange::WindowAdd {
+                rule_id: "r2".into(),
+                key: "u1".into(),
+                submission_id: "sub-cb".into(),
+                event_time: t,
+            }],
+            alerts: vec![console_alert(
+                "cb",
+                "r2",
+                "critical",
+                "sub-cb",
+                Some("u1"),
+                "aml",
+            )],
+            ..Default::default()
+        },
+        BatchCommit {
+            alerts: vec![console_alert("cc", "r", "high", "sub-cc", None, "aml")],
+            historical: true,
+            ..Default::default()
+        },
+        BatchCommit {
+            alerts: vec![console_alert("cd", "r", "high", "sub-cd", None, "kyc")],
+            // A shadow rule's alert: recorded, never in the inbox or its counts.
+            shadow_alerts: vec![kyc_sentinel::store::ShadowAlertRow {
+                alert: console_alert("cs", "r-next", "high", "sub-cd", None, "kyc"),
+                replaces: Some("r".into()),
+            }],
+            audit: vec![AuditRow {
+                kind: "silenced",
+                fingerprint: Some(fp("cd")),
+                ..decision("sub-cd", None)
+            }],
+            ..Default::default()
+        },
+    ];
+    for b in batches {
+        s.commit_batch(b).await.unwrap();
+        // Distinct commit times: "newest first" has one answer.
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+}
+
+async fn console_cases(s: Arc<dyn StateStore>) {
+    use kyc_sentinel::lifecycle::Policy;
+    use kyc_sentinel::store::cases::{Assignee, InboxQuery};
+    console_fixture(&s).await;
+    let (cases, _) = s
+        .console_roles()
+        .expect("every backend has the console's roles");
+    let q = |f: &dyn Fn(&mut InboxQuery)| {
+        let mut q = InboxQuery {
+            limit: 50,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let names = |items: &[kyc_sentinel::store::cases::InboxItem]| {
+        let mut n: Vec<&str> = Vec::new();
+        for i in items {
+            let name = ["ca", "cb", "cc", "cd"]
+                .into_iter()
+                .find(|n| fp(n) == i.fingerprint)
+                .expect("a fixture alert");
+            n.push(name);
+        }
+        n
+    };
+    let (items, total) = cases.inbox(&q(&|_| {})).await.unwrap();
+    assert_eq!(names(&items), ["cd", "cc", "cb", "ca"], "newest first");
+    assert_eq!(total, 4);
+    assert_eq!(items[1].state, "historical");
+    assert!(items[0].silenced && !items[1].silenced);
+    assert_eq!(items[2].group_key.as_deref(), Some("u1"));
+    // A page.
+    let (page, total) = cases
+        .inbox(&q(&|q| {
+            q.offset = 1;
+            q.limit = 2
+        }))
+        .await
+        .unwrap();
+    assert_eq!((names(&page), total), (vec!["cc", "cb"], 4));
+    // Each filter alone.
+    let one = |f: &'static dyn Fn(&mut InboxQuery)| {
+        let cases = cases.clone();
+        let query = q(f);
+        async move {
+            let (items, total) = cases.inbox(&query).await.unwrap();
+            assert_eq!(items.len() as i64, total, "{query:?}");
+            names(&items)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(one(&|q| q.state = Some("historical".into())).await, ["cc"]);
+    assert_eq!(
+        one(&|q| q.state = Some("open".into())).await,
+        ["cd", "cb", "ca"]
+    );
+    assert_eq!(one(&|q| q.state = Some("silenced".into())).await, ["cd"]);
+    assert_eq!(one(&|q| q.severity = Some("critical".into())).await, ["cb"]);
+    assert_eq!(
+        one(&|q| q.rule = Some("r".into())).await,
+        ["cd", "cc", "ca"]
+    );
+    assert_eq!(
+        one(&|q| q.label = Some(("team".into(), "kyc".into()))).await,
+        ["cd"]
+    );
+    assert_eq!(one(&|q| q.search = Some("sub-cc".into())).await, ["cc"]);
+    assert_eq!(one(&|q| q.search = Some("u1".into())).await, ["cb"]);
+    assert_eq!(one(&|q| q.search = Some("app-7".into())).await, ["ca"]);
+    assert_eq!(
+        one(&|q| q.search = Some("x@example.com".into())).await,
+        ["ca"]
+    );
+    assert!(
+        one(&|q| q.search = Some("x@example".into()))
+            .await
+            .is_empty(),
+        "exact only"
+    );
+    assert!(
+        one(&|q| q.until = Some(Utc::now() - Duration::days(1)))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        one(&|q| {
+            q.since = Some(Utc::now() - Duration::minutes(5));
+            q.rule = Some("r2".into())
+        })
+        .await,
+        ["cb"]
+    );
+    // Counts per state, the whole store and under a filter.
+    let counts = cases.state_counts(&q(&|_| {})).await.unwrap();
+    assert_eq!(
+        counts,
+        [("historical".to_owned(), 1), ("open".to_owned(), 3)]
+    );
+    let counts = cases
+        .state_counts(&q(&|q| q.rule = Some("r".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        [("historical".to_owned(), 1), ("open".to_owned(), 2)]
+    );
+
+    // Assignment: filters, next unassigned (the oldest open one), audit.
+    assert_eq!(
+        cases.next_unassigned(&q(&|_| {})).await.unwrap(),
+        Some(fp("ca"))
+    );
+    cases.assign(&fp("ca"), "ana", "lea").await.unwrap();
+    assert!(matches!(
+        cases.assign(&fp("nope"), "ana", "lea").await,
+        Err(ChangeError::Refused(LifecycleError::NoSuchAlert(_)))
+    ));
+    assert_eq!(
+        one(&|q| q.assignee = Assignee::Person("ana".into())).await,
+        ["ca"]
+    );
+    assert_eq!(
+        one(&|q| q.assignee = Assignee::Nobody).await,
+        ["cd", "cc", "cb"]
+    );
+    assert_eq!(
+        cases.next_unassigned(&q(&|_| {})).await.unwrap(),
+        Some(fp("cb"))
+    );
+    assert_eq!(
+        cases
+            .next_unassigned(&q(&|q| q.rule = Some("r".into())))
+            .await
+            .unwrap(),
+        Some(fp("cd")),
+        "under the filter"
+    );
+    // Notes and reveals are audited under the person's name; a reveal names
+    // the field, never its value.
+    cases
+        .add_note(&fp("ca"), "ana", "called the bank")
+        .await
+        .unwrap();
+    assert!(matches!(
+        cases.add_note(&fp("nope"), "ana", "x").await,
+        Err(ChangeError::Refused(LifecycleError::NoSuchAlert(_)))
+    ));
+    cases
+        .record_reveal(&fp("ca"), "lea", "email")
+        .await
+        .unwrap();
+    let case = cases.case(&fp("ca")).await.unwrap().expect("stored");
+    assert_eq!(case.assignee.as_deref(), Some("ana"));
+    assert_eq!(case.view.submission_id, "sub-ca");
+    assert_eq!(case.submission.as_ref().unwrap()["submission_id"], "sub-ca");
+    let trail: Vec<(String, Value)> = case
+        .audit
+        .iter()
+        .filter(|a| ["assignment", "note", "reveal"].contains(&a.kind.as_str()))
+        .map(|a| (a.kind.clone(), a.detail.clone()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("assignment".to_owned(), json!({"by": "lea", "to": "ana"})),
+            (
+                "note".to_owned(),
+                json!({"by": "ana", "note": "called the bank"})
+            ),
+            ("reveal".to_owned(), json!({"by": "lea", "field": "email"})),
+        ]
+    );
+    assert!(cases.case(&fp("nope")).await.unwrap().is_none());
+    let cb = cases.case(&fp("cb")).await.unwrap().unwrap();
+    assert_eq!(cb.members.len(), 1);
+    assert_eq!(cb.members[0].0, "sub-cb");
+    assert_eq!(cases.find(&fp("cb")[..10]).await.unwrap(), Ok(fp("cb")));
+
+    // Four-eyes through change(): a second, different person approves.
+    let policy = Policy {
+        four_eyes: vec!["critical".into()],
+    };
+    let resolve = Action::Resolve {
+        outcome: "false_positive".into(),
+        note: Some("same person, new address".into()),
+    };
+    assert_eq!(
+        cases
+            .change(&fp("cb"), "ana", resolve, &policy)
+            .await
+            .unwrap(),
+        AlertState::PendingApproval
+    );
+    assert_eq!(
+        one(&|q| q.state = Some("pending_approval".into())).await,
+        ["cb"]
+    );
+    assert!(matches!(
+        cases
+            .change(&fp("cb"), "ana", Action::Approve { note: None }, &policy)
+            .await,
+        Err(ChangeError::Refused(LifecycleError::SamePerson { .. }))
+    ));
+    assert_eq!(
+        cases
+            .change(&fp("cb"), "lea", Action::Approve { note: None }, &policy)
+            .await
+            .unwrap(),
+        AlertState::Resolved
+    );
+    let cb = cases.case(&fp("cb")).await.unwrap().unwrap();
+    assert_eq!(cb.outcome.as_deref(), Some("false_positive"));
+    assert_eq!(cb.view.state, AlertState::Resolved);
+    let counts = cases.state_counts(&q(&|_| {})).await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            ("historical".to_owned(), 1),
+            ("open".to_owned(), 2),
+            ("resolved".to_owned(), 1)
+        ]
+    );
+    let (_, total) = cases
+        .inbox(&q(&|q| q.state = Some("resolved".into())))
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+
+    // The Rules page: per rule, fired in 24 h / 7 d, resolved, false positives.
+    let stats: Vec<(String, i64, i64, i64, i64)> = cases
+        .rule_stats(Utc::now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.rule, r.last_24h, r.last_7d, r.resolved, r.false_positive))
+        .collect();
+    // A shadow rule's alerts count on its own line (the Rules page shows
+    // what a candidate rule would have raised).
+    assert_eq!(
+        stats,
+        [
+            ("r".to_owned(), 3, 3, 0, 0),
+            ("r-next".to_owned(), 1, 1, 0, 0),
+            ("r2".to_owned(), 1, 1, 1, 1)
+        ]
+    );
+    let later = cases
+        .rule_stats(Utc::now() + Duration::days(2))
+        .await
+        .unwrap();
+    assert_eq!(later[0].last_24h, 0);
+    assert_eq!(later[0].last_7d, 3);
+    let health = cases.health("2026-01-01").await.unwrap();
+    assert_eq!((health.outbox_pending, health.dead_letters), (0, 0));
+}
+
+async fn console_users(s: Arc<dyn StateStore>) {
+    let (_, users) = s
+        .console_roles()
+        .expect("every backend has the console's roles");
+    let now = Utc::now();
+    assert!(
+        users
+            .add_user("ana", "analyst", Some("$argon2id$x"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !users.add_user("ana", "lead", None).await.unwrap(),
+        "name taken"
+    );
+    assert!(users.add_user("bo", "viewer", None).await.unwrap());
+    let list: Vec<(String, String, bool)> = users
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.name, u.role, u.disabled))
+        .collect();
+    assert_eq!(
+        list,
+        [
+            ("ana".to_owned(), "analyst".to_owned(), false),
+            ("bo".to_owned(), "viewer".to_owned(), false)
+        ]
+    );
+    let c = users.credentials("ana").await.unwrap().unwrap();
+    assert_eq!(
+        (c.role.as_str(), c.password_hash.as_deref(), c.disabled),
+        ("analyst", Some("$argon2id$x"), false)
+    );
+    assert!(users.credentials("nobody").await.unwrap().is_none());
+    // Tokens.
+    users.add_token("ana", "tokhash").await.unwrap();
+    assert_eq!(
+        users.user_by_token("tokhash").await.unwrap(),
+        Some(("ana".to_owned(), "analyst".to_owned()))
+    );
+    assert_eq!(users.user_by_token("other").await.unwrap(), None);
+    // Sessions: created, touched, ended; a proxy user (no row) is allowed.
+    users
+        .create_session("s1", "ana", "analyst", "csrf1", now)
+        .await
+        .unwrap();
+    users
+        .create_session("s2", "ana", "analyst", "csrf2", now)
+        .await
+        .unwrap();
+    users
+        .create_session("sp", "sso-kim", "lead", "csrf3", now)
+        .await
+        .unwrap();
+    let s1 = users.session("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (s1.name.as_str(), s1.role.as_str(), s1.csrf.as_str()),
+        ("ana", "analyst", "csrf1")
+    );
+    assert_eq!(s1.created_at, kyc_sentinel::store::fmt_time(now));
+    users
+        .touch_session("s1", now + Duration::minutes(3))
+        .await
+        .unwrap();
+    let s1 = users.session("s1").await.unwrap().unwrap();
+    assert_eq!(
+        s1.last_seen,
+        kyc_sentinel::store::fmt_time(now + Duration::minutes(3))
+    );
+    assert_eq!(s1.created_at, kyc_sentinel::store::fmt_time(now));
+    assert_eq!(users.session("sp").await.unwrap().unwrap().name, "sso-kim");
+    users.end_session("s2").await.unwrap();
+    assert!(users.session("s2").await.unwrap().is_none());
+    // Disabling ends the user's sessions and tokens.
+    assert!(users.disable_user("ana").await.unwrap());
+    assert!(!users.disable_user("nobody").await.unwrap());
+    assert!(users.credentials("ana").await.unwrap().unwrap().disabled);
+    assert!(users.session("s1").await.unwrap().is_none());
+    assert_eq!(users.user_by_token("tokhash").await.unwrap(), None);
+    assert!(
+        users.session("sp").await.unwrap().is_some(),
+        "others keep theirs"
+    );
+    // Failed sign-ins, per key, since a time.
+    let keys = ["user:ana".to_owned(), "addr:10.0.0.1".to_owned()];
+    users
+        .record_login_failure(&keys, now - Duration::minutes(30))
+        .await
+        .unwrap();
+    users.record_login_failure(&keys, now).await.unwrap();
+    users.record_login_failure(&keys[1..], now).await.unwrap();
+    let since = now - Duration::minutes(10);
+    assert_eq!(users.login_failures("user:ana", since).await.unwrap(), 1);
+    assert_eq!(
+        users.login_failures("addr:10.0.0.1", since).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        users
+            .login_failures("addr:10.0.0.1", now - Duration::hours(1))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(users.login_failures("user:bo", since).await.unwrap(), 0);
 }

@@ -22,7 +22,7 @@ enum Kind {
 }
 use Kind::{Bool, Int, Text};
 
-/// Every table of the SQLite migrations 0001-0009, parents before children,
+/// Every table of the SQLite migrations 0001-0010, parents before children,
 /// with its columns and their kinds.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
@@ -234,6 +234,47 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         "outbox_alerts",
         &[("outbox_id", Int), ("fingerprint", Text)],
     ),
+    // 0010: the console (sessions too: people stay signed in across the move).
+    (
+        "users",
+        &[
+            ("name", Text),
+            ("role", Text),
+            ("password_hash", Text),
+            ("disabled", Bool),
+            ("created_at", Text),
+        ],
+    ),
+    (
+        "user_tokens",
+        &[("token_hash", Text), ("name", Text), ("created_at", Text)],
+    ),
+    (
+        "sessions",
+        &[
+            ("id_hash", Text),
+            ("name", Text),
+            ("role", Text),
+            ("csrf", Text),
+            ("created_at", Text),
+            ("last_seen", Text),
+        ],
+    ),
+    ("login_failures", &[("key", Text), ("at", Text)]),
+    (
+        "alert_assignees",
+        &[("fingerprint", Text), ("assignee", Text), ("at", Text)],
+    ),
+    (
+        "alert_notes",
+        &[
+            ("id", Int),
+            ("fingerprint", Text),
+            ("at", Text),
+            ("by", Text),
+            ("note", Text),
+        ],
+    ),
 ];
 
 /// Tables whose `id` is an identity column: the sequence continues after the copied ids.
@@ -244,6 +285,18 @@ const IDENTITY_TABLES: &[&str] = &[
     "silences",
     "alert_state_changes",
     "digests",
+    "alert_notes",
+];
+
+/// Tables derived by triggers from the copied ones (the console's inbox,
+/// migrations 0011 / 0005): not copied but filled again as rows arrive, then
+/// checked against SQLite's with the query beside each.
+const DERIVED: &[(&str, &str)] = &[
+    ("alert_inbox", "SELECT COUNT(*) FROM alert_inbox"),
+    (
+        "alert_state_counts",
+        "SELECT COALESCE(CAST(SUM(n) AS BIGINT), 0) FROM alert_state_counts",
+    ),
 ];
 
 /// Triggers that derive rows the copy brings along.
@@ -284,11 +337,11 @@ pub async fn copy_sqlite(from: &SqliteStore, to: &PgStore) -> Result<Vec<Copied>
     )
     .fetch_all(&mut *src)
     .await?;
-    // A table this copy does not know (the console's, which PostgreSQL does
-    // not have yet) is refused when it holds rows: nothing is left out.
+    // A table this copy does not know (one a newer SQLite migration added)
+    // is refused when it holds rows: nothing is left out.
     for t in tables
         .iter()
-        .filter(|t| !TABLES.iter().any(|(n, _)| n == *t))
+        .filter(|t| !TABLES.iter().any(|(n, _)| n == *t) && !DERIVED.iter().any(|(n, _)| n == *t))
     {
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM \"{t}\"")))
             .fetch_one(&mut *src)
@@ -357,6 +410,23 @@ pub async fn copy_sqlite(from: &SqliteStore, to: &PgStore) -> Result<Vec<Copied>
         )))
         .execute(&mut *dst)
         .await?;
+    }
+    for (table, count) in DERIVED {
+        let sqlite = if tables.iter().any(|t| t == table) {
+            sqlx::query_scalar(AssertSqlSafe(*count))
+                .fetch_one(&mut *src)
+                .await?
+        } else {
+            0
+        };
+        let postgres: i64 = sqlx::query_scalar(AssertSqlSafe(*count))
+            .fetch_one(&mut *dst)
+            .await?;
+        out.push(Copied {
+            table,
+            sqlite,
+            postgres,
+        });
     }
     for table in IDENTITY_TABLES {
         sqlx::query(AssertSqlSafe(format!(

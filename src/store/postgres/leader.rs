@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, Row};
 
-use super::redact_url;
+use std::sync::Arc;
+
+use super::{PgStore, redact_url};
+use crate::store::leadership::{LeaderElection, Lease, SharedStore};
 use crate::store::{Result, StoreError};
 
 /// The advisory lock's key: "kycsent" in ASCII, one lock per database.
@@ -50,23 +53,7 @@ pub async fn fence(tx: &mut PgConnection, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// How leadership is held.
-#[derive(Debug, Clone)]
-pub struct LeaseConfig {
-    /// A leader not renewed for this long (database clock) may be deposed.
-    pub lease: Duration,
-    /// How long a renewal may take before the leader counts itself lost.
-    pub renew_timeout: Duration,
-}
-
-impl Default for LeaseConfig {
-    fn default() -> Self {
-        Self {
-            lease: Duration::from_secs(10),
-            renew_timeout: Duration::from_secs(2),
-        }
-    }
-}
+pub use crate::store::leadership::LeaseConfig;
 
 /// This instance leads: the lock's connection, the epoch it took over with.
 pub struct Leadership {
@@ -89,14 +76,28 @@ impl std::fmt::Debug for Leadership {
 }
 
 async fn connect(url: &str) -> Result<PgConnection> {
-    let open_err = |source: sqlx::Error| StoreError::Open {
+    let opts = PgConnectOptions::from_str(url).map_err(|source| StoreError::Open {
         path: redact_url(url),
         message: source.to_string(),
-    };
-    let opts = PgConnectOptions::from_str(url)
-        .map_err(open_err)?
-        .application_name("kyc-sentinel leader");
-    PgConnection::connect_with(&opts).await.map_err(open_err)
+    })?;
+    connect_with(&opts).await
+}
+
+/// Connects with the options of the store's pool (its URL is not kept).
+async fn connect_with(opts: &PgConnectOptions) -> Result<PgConnection> {
+    let opts = opts.clone().application_name("kyc-sentinel leader");
+    PgConnection::connect_with(&opts)
+        .await
+        .map_err(|source| StoreError::Open {
+            path: format!(
+                "postgres://{}@{}:{}/{}",
+                opts.get_username(),
+                opts.get_host(),
+                opts.get_port(),
+                opts.get_database().unwrap_or_default()
+            ),
+            message: source.to_string(),
+        })
 }
 
 fn holder_name() -> String {
@@ -111,7 +112,14 @@ impl Leadership {
     /// the holder's backend is terminated first). `None`: someone leads.
     /// The database must be migrated first ([`super::PgStore::open`]).
     pub async fn try_acquire(url: &str, cfg: &LeaseConfig) -> Result<Option<Leadership>> {
-        let mut conn = connect(url).await?;
+        Self::try_acquire_on(connect(url).await?, cfg).await
+    }
+
+    /// [`Self::try_acquire`] on a connection opened for the lock.
+    async fn try_acquire_on(
+        mut conn: PgConnection,
+        cfg: &LeaseConfig,
+    ) -> Result<Option<Leadership>> {
         let started = Instant::now();
         if !try_lock(&mut conn).await? {
             let stale: Option<Option<i32>> = sqlx::query_scalar(
@@ -282,5 +290,34 @@ async fn take_over(conn: &mut PgConnection) -> Result<(i64, i32)> {
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Lease for Leadership {
+    fn epoch(&self) -> i64 {
+        Leadership::epoch(self)
+    }
+
+    async fn renew(&mut self) -> bool {
+        Leadership::renew(self).await
+    }
+
+    async fn release(self: Box<Self>) {
+        Leadership::release(*self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaderElection for PgStore {
+    async fn try_lead(&self, cfg: &LeaseConfig) -> Result<Option<Box<dyn Lease>>> {
+        let conn = connect_with(&self.pool().connect_options()).await?;
+        Ok(Leadership::try_acquire_on(conn, cfg)
+            .await?
+            .map(|l| Box::new(l) as Box<dyn Lease>))
+    }
+
+    fn fenced_by(&self, epoch: i64) -> Arc<dyn SharedStore> {
+        Arc::new(self.fenced(epoch))
     }
 }

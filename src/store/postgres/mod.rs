@@ -5,13 +5,14 @@
 //! Every SQL text of the Postgres store lives under this folder, one file per
 //! role: each implements its role trait for [`PgStore`] (pipeline.rs also
 //! `MetaStore`, audit.rs also `MaintenanceStore`; hints.rs the standbys'
-//! `HintStore`), so `Arc<PgStore>` is an `Arc<dyn StateStore>`. It passes the
+//! `HintStore`; cases.rs and users.rs the console's roles), so `Arc<PgStore>` is an `Arc<dyn StateStore>`. It passes the
 //! conformance suite (`tests/it/store_conformance.rs`).
 //!
 //! Times are kept as the same RFC 3339 text as in SQLite ([`fmt_time`]), so
 //! text order is time order and `store migrate` copies rows unchanged.
 
 mod audit;
+mod cases;
 pub mod copy;
 mod digests;
 mod escalation;
@@ -23,6 +24,7 @@ mod outbox;
 mod pipeline;
 mod shadow;
 mod silences;
+mod users;
 
 use std::str::FromStr;
 use std::time::Duration;

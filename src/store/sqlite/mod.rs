@@ -3,11 +3,13 @@
 //! beside this one, nowhere else.
 
 mod audit;
+mod cases;
 mod digests;
 mod escalation;
 mod lifecycle;
 mod lookup;
 mod shadow;
+mod users;
 pub use shadow::ReadOnlyStore;
 
 use std::collections::HashMap;

@@ -261,7 +261,8 @@ async fn empty_postgres(pg: &PgStore) {
     .fetch_all(pg.pool())
     .await
     .unwrap();
-    let sql = format!("TRUNCATE {} RESTART IDENTITY", tables.join(", "));
+    // DELETE, not TRUNCATE: on a few rows it is many times faster.
+    let sql: String = tables.iter().map(|t| format!("DELETE FROM {t};")).collect();
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(pg.pool())
         .await
@@ -361,12 +362,13 @@ async fn daemon_decides_as_eval_over_random_histories() {
 }
 
 /// The same histories, splits and restarts over PostgreSQL (one database of
-/// the shared throwaway cluster, emptied between histories).
+/// the shared throwaway cluster, emptied between histories). 200 by default:
+/// a history costs about 0.2 s here, five times SQLite's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_on_postgres_decides_as_eval_over_random_histories() {
     let db = crate::pg_database_or_skip!("differential");
     let pg = PgStore::open(&db.url()).await.unwrap();
-    decides_as_eval(Backend::Postgres(pg.clone()), "postgres", 500).await;
+    decides_as_eval(Backend::Postgres(pg.clone()), "postgres", 200).await;
     pg.pool().close().await;
 }
 

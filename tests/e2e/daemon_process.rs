@@ -70,7 +70,7 @@ async fn sigterm_stops_within_10s_and_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     sigterm(&child);
     let (status, took) = wait_exit(&mut child, Duration::from_secs(10));
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
     assert!(
         status.success(),
         "exit status {status:?}; stderr:\n{stderr}"

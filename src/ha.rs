@@ -274,17 +274,24 @@ async fn drain_hints(store: Arc<dyn SharedStore>, hints: mpsc::Sender<Hint>) {
     }
 }
 
-/// What a standby serves: telemetry with the alert API, and the webhook
-/// endpoint whose hints go to the database.
+/// What a standby serves: telemetry with the alert API (or the API and the
+/// console on `console.listen`, as the leader does), and the webhook endpoint
+/// whose hints go to the database.
 struct Standby {
     telemetry: Option<tokio::task::JoinHandle<()>>,
+    console: Option<tokio::task::JoinHandle<()>>,
     ingest: Option<(CancellationToken, IngestServer, tokio::task::JoinHandle<()>)>,
 }
 
 impl Standby {
     async fn start(cfg: &Config, store: Arc<dyn SharedStore>) -> anyhow::Result<Standby> {
+        let console_at = cfg.console.as_ref().and_then(|c| c.listen);
         let telemetry = match cfg.telemetry.listen {
-            Some(addr) => serve_standby(addr, cfg, store.clone()).await,
+            Some(addr) => serve_standby(addr, cfg, store.clone(), console_at.is_none()).await,
+            None => None,
+        };
+        let console = match console_at {
+            Some(addr) => serve_standby_console(addr, cfg, store.clone()).await,
             None => None,
         };
         let ingest = match &cfg.ingest {
@@ -305,12 +312,16 @@ impl Standby {
             }
             None => None,
         };
-        Ok(Standby { telemetry, ingest })
+        Ok(Standby {
+            telemetry,
+            console,
+            ingest,
+        })
     }
 
     /// Stops serving, so the leader's engine can bind the same addresses.
     async fn stop(self) {
-        if let Some(t) = self.telemetry {
+        for t in [self.telemetry, self.console].into_iter().flatten() {
             t.abort();
             let _ = t.await;
         }
@@ -342,12 +353,14 @@ where
     }
 }
 
-/// `/healthz`, `/metrics` and the alert API of a standby. A standby that
-/// cannot serve them still stands by (logged), as the engine does.
+/// `/healthz`, `/metrics` and (`with_api`, when there is no `console.listen`)
+/// the alert API of a standby. A standby that cannot serve them still stands
+/// by (logged), as the engine does.
 async fn serve_standby(
     addr: std::net::SocketAddr,
     cfg: &Config,
     store: Arc<dyn SharedStore>,
+    with_api: bool,
 ) -> Option<tokio::task::JoinHandle<()>> {
     use axum::routing::get;
     let dyn_store: Arc<dyn crate::store::StateStore> = store;
@@ -357,7 +370,7 @@ async fn serve_standby(
             get(|| async { crate::telemetry::metrics_handle().render() }),
         )
         .route("/healthz", get(standby_health));
-    if let Some(api) = crate::compose::api_router(cfg, &dyn_store) {
+    if let Some(api) = crate::compose::api_router(cfg, &dyn_store).filter(|_| with_api) {
         app = app.merge(api);
     }
     let listener = match with_retries(|| crate::http_guard::bind(addr, "telemetry.listen")).await {
@@ -377,6 +390,34 @@ async fn serve_standby(
         app,
         crate::http_guard::Limits::API,
         "telemetry",
+        std::future::pending(),
+    )))
+}
+
+/// The alert API and the console of a standby on `console.listen`, as the
+/// leader serves them there (a load balancer may send anyone to any instance).
+async fn serve_standby_console(
+    addr: std::net::SocketAddr,
+    cfg: &Config,
+    store: Arc<dyn SharedStore>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let dyn_store: Arc<dyn crate::store::StateStore> = store;
+    let app = crate::compose::api_router(cfg, &dyn_store)?;
+    let listener = match with_retries(|| crate::http_guard::bind(addr, "console.listen")).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("standby: cannot serve the console on {addr}: {e}; continuing without");
+            return None;
+        }
+    };
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!("standby: console and alert API on http://{bound}/");
+    }
+    Some(tokio::spawn(crate::http_guard::serve(
+        listener,
+        app,
+        crate::http_guard::Limits::API,
+        "console",
         std::future::pending(),
     )))
 }

@@ -367,13 +367,17 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
     .unwrap();
     // Medium alerts escalate: a first step at once, a second after 6 s
     // unless someone acknowledged the alert by then.
-    let ingest = |port: u16| {
+    // The console and the alert API on addresses of their own
+    // (`console.listen`), on the leader and on the standby alike.
+    let (console_a, console_b) = (free_port(), free_port());
+    let ingest = |port: u16, console: u16| {
         format!(
-            "{ESCALATE}ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\napi:\n  token: {API_TOKEN}\n"
+            "{ESCALATE}ingest:\n  listen: 127.0.0.1:{port}\n  token: {TOKEN}\napi:\n  token: {API_TOKEN}\n\
+             console:\n  listen: 127.0.0.1:{console}\n"
         )
     };
-    let mut a = Instance::new(dir.path(), "a", &sim, &pg, &ingest(port_a));
-    let mut b = Instance::new(dir.path(), "b", &sim, &pg, &ingest(port_b));
+    let mut a = Instance::new(dir.path(), "a", &sim, &pg, &ingest(port_a, console_a));
+    let mut b = Instance::new(dir.path(), "b", &sim, &pg, &ingest(port_b, console_b));
     // One poll at start, the next in an hour: only the hint can bring it in.
     for i in [&a, &b] {
         let text = std::fs::read_to_string(&i.cfg)
@@ -440,9 +444,21 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
             r.text().await.unwrap()
         }
     };
-    let on_standby = list(b.port).await;
+    let on_standby = list(console_b).await;
     assert!(on_standby.contains(&fp), "{on_standby}");
-    assert_eq!(on_standby, list(a.port).await);
+    assert_eq!(on_standby, list(console_a).await);
+    // With `console.listen`, the standby's telemetry address keeps the API off.
+    let off = http
+        .get(format!("http://127.0.0.1:{}/api/alerts", b.port))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        off.status(),
+        404,
+        "the alert API on the standby's telemetry address"
+    );
     // Acknowledged after the first step went out: the second one is what
     // the acknowledgement must stop.
     let chan = dir.path().join("chan.jsonl");
@@ -452,7 +468,7 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
         .await
         .expect("the first escalation step went out");
     let r = http
-        .post(format!("http://127.0.0.1:{}/api/alerts/{fp}/ack", b.port))
+        .post(format!("http://127.0.0.1:{console_b}/api/alerts/{fp}/ack"))
         .bearer_auth(API_TOKEN)
         .json(&serde_json::json!({"note": "seen on the standby"}))
         .send()
@@ -464,7 +480,7 @@ async fn a_webhook_sent_to_the_standby_is_acted_on_by_the_leader() {
         "ack on the standby: {}",
         r.text().await.unwrap()
     );
-    let on_leader = list(a.port).await;
+    let on_leader = list(console_a).await;
     assert!(on_leader.contains("acknowledged"), "{on_leader}");
     // The leader's escalator sees the acknowledgement when the second step
     // falls due and stops, sending nothing more.
